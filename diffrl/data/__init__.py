@@ -1,0 +1,72 @@
+"""The dataset layer: local Minari datasets -> a device-resident store -> jitted minibatch samplers.
+
+* :mod:`diffrl.data.minari_io`   -- load a local Minari dataset into numpy (:class:`OfflineData`), scores, checks.
+* :mod:`diffrl.data.store`       -- :class:`DatasetStore` and the jitted samplers (Diffuser windows, LDCQ/DIAR
+  chunks, PlanDQ jumpy sequences and goal-relabelled transitions), returns-to-go.
+* :mod:`diffrl.data.normalizers` -- Gaussian, limits and empirical-CDF normalisers (pytrees, savable).
+* :mod:`diffrl.data.replay`      -- proportional prioritized replay (``replay.sample``, ``replay.update``).
+"""
+
+from diffrl.data import replay
+from diffrl.data.minari_io import (
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    OfflineData,
+    check_spaces,
+    dataset_normalized_score,
+    datasets_root,
+    download_dataset,
+    load_dataset,
+    normalized_score,
+    reference_scores,
+)
+from diffrl.data.normalizers import (
+    NORMALIZERS,
+    CDFNormalizer,
+    GaussianNormalizer,
+    LimitsNormalizer,
+    fit_normalizer,
+    normalizer_from_dict,
+)
+from diffrl.data.replay import PrioritizedReplayState, init_prioritized_replay, linear_beta_schedule
+from diffrl.data.store import (
+    DatasetStore,
+    discounted_returns_to_go,
+    make_store,
+    returns_to_go,
+    sample_chunks,
+    sample_goal_transitions,
+    sample_jumpy_sequences,
+    sample_trajectory_windows,
+)
+
+__all__ = [
+    "CDFNormalizer",
+    "DatasetCorruptError",
+    "DatasetNotFoundError",
+    "DatasetStore",
+    "GaussianNormalizer",
+    "LimitsNormalizer",
+    "NORMALIZERS",
+    "OfflineData",
+    "PrioritizedReplayState",
+    "check_spaces",
+    "dataset_normalized_score",
+    "datasets_root",
+    "discounted_returns_to_go",
+    "download_dataset",
+    "fit_normalizer",
+    "init_prioritized_replay",
+    "linear_beta_schedule",
+    "load_dataset",
+    "make_store",
+    "normalized_score",
+    "normalizer_from_dict",
+    "reference_scores",
+    "replay",
+    "returns_to_go",
+    "sample_chunks",
+    "sample_goal_transitions",
+    "sample_jumpy_sequences",
+    "sample_trajectory_windows",
+]

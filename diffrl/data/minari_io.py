@@ -1,0 +1,265 @@
+"""Loading local Minari datasets into flat numpy arrays (never downloading).
+
+Minari layout (https://minari.farama.org/content/dataset_standards/): an episode of ``N`` steps stores
+``N + 1`` observations ``o_0 .. o_N`` (the observation after the last action included) and ``N`` actions,
+rewards, terminations and truncations. :func:`load_dataset` turns that into transition-aligned arrays
+concatenated over episodes::
+
+    observations[t]      = o_k        (k = 0 .. N-1 of the episode)
+    next_observations[t] = o_{k+1}    (so the final observation o_N is next_observations of the last step)
+    actions[t], rewards[t], terminations[t], truncations[t]  for step k
+
+Dict observations (goal-conditioned PointMaze/AntMaze) are flattened with
+:func:`diffrl.spaces.flatten_observation`, i.e. ``[observation, achieved_goal, desired_goal]``;
+``OfflineData.observation_slices`` says where each key lives.
+
+Datasets live under ``$MINARI_DATASETS_PATH`` or, when that variable is unset, ``~/.minari/datasets``
+(the rule of ``minari.storage.get_dataset_path``); a dataset ``<id>`` is the folder ``<root>/<id>/data``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from diffrl.spaces import DICT_OBSERVATION_KEYS, flatten_observation, observation_slices
+
+
+class DatasetNotFoundError(ValueError):
+    """The requested Minari dataset is not present under the local datasets root."""
+
+
+class DatasetCorruptError(ValueError):
+    """A Minari dataset file exists but cannot be read, or its content is inconsistent or non-finite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineData:
+    """Transition-aligned numpy arrays of one offline dataset, concatenated over episodes (``T`` steps in all).
+
+    Episode ``e`` occupies the rows ``episode_starts[e] : episode_starts[e] + episode_lengths[e]``.
+    ``terminations`` (the MDP ended) and ``truncations`` (time limit or data cut) are kept apart: only a
+    termination stops bootstrapping.
+    """
+
+    observations: np.ndarray  # [T, obs_dim] float32, o_k
+    next_observations: np.ndarray  # [T, obs_dim] float32, o_{k+1}
+    actions: np.ndarray  # [T, act_dim] float32
+    rewards: np.ndarray  # [T] float32
+    terminations: np.ndarray  # [T] bool
+    truncations: np.ndarray  # [T] bool
+    episode_starts: np.ndarray  # [E] int64, first row of each episode
+    episode_lengths: np.ndarray  # [E] int64, number of steps (actions) of each episode
+    dataset_id: str
+    env_spec: gym.envs.registration.EnvSpec | None  # as Minari stores it (None when the dataset has none)
+    ref_min_score: float | None
+    ref_max_score: float | None
+    observation_space: gym.Space
+    action_space: gym.Space
+    observation_slices: dict[str, slice] | None  # where each dict key lives; None for flat Box observations
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.episode_lengths.shape[0])
+
+    @property
+    def observation_size(self) -> int:
+        return int(self.observations.shape[1])
+
+    @property
+    def action_size(self) -> int:
+        return int(self.actions.shape[1])
+
+
+def datasets_root(root: str | os.PathLike | None = None) -> pathlib.Path:
+    """The local Minari datasets folder: ``root``, else ``$MINARI_DATASETS_PATH``, else ``~/.minari/datasets``."""
+    if root is not None:
+        return pathlib.Path(root)
+    env_root = os.environ.get("MINARI_DATASETS_PATH")
+    if env_root is not None:
+        return pathlib.Path(env_root)
+    return pathlib.Path.home() / ".minari" / "datasets"
+
+
+def load_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> OfflineData:
+    """Load the local Minari dataset ``dataset_id`` (e.g. ``"D4RL/pointmaze/umaze-v2"``) into :class:`OfflineData`.
+
+    Reads ``<root>/<dataset_id>/data`` exactly as ``minari.load_dataset(dataset_id, download=False)`` does,
+    with ``root`` from :func:`datasets_root`. Raises :class:`DatasetNotFoundError` when the dataset is absent
+    (naming ``diffrl data download <id>``), :class:`DatasetCorruptError` when a file cannot be read (naming the
+    file) or when an observation, action or reward is NaN/inf (naming the field and the episode).
+    """
+    import minari
+
+    base = datasets_root(root)
+    data_path = base / dataset_id / "data"
+    if not (data_path / "metadata.json").is_file():
+        raise DatasetNotFoundError(
+            f"Minari dataset {dataset_id!r} is not present locally (looked for {data_path}; the datasets root is "
+            f"{base}, set by MINARI_DATASETS_PATH or else ~/.minari/datasets). "
+            f"Download it first with: diffrl data download {dataset_id}"
+        )
+    try:
+        dataset = minari.MinariDataset(data_path)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as err:
+        raise DatasetCorruptError(
+            f"cannot read the metadata of Minari dataset {dataset_id!r} ({data_path / 'metadata.json'}): {err}"
+        ) from err
+
+    observation_space, action_space = dataset.observation_space, dataset.action_space
+    _check_supported_spaces(dataset_id, observation_space, action_space)
+
+    episodes = []
+    data_file = _data_file(data_path)
+    try:
+        for episode in dataset.iterate_episodes():
+            episodes.append(_episode_arrays(dataset_id, episode))
+    except DatasetCorruptError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as err:
+        raise DatasetCorruptError(
+            f"cannot read the episodes of Minari dataset {dataset_id!r} ({data_file}): {err}"
+        ) from err
+    if not episodes:
+        raise DatasetCorruptError(f"Minari dataset {dataset_id!r} ({data_file}) holds no episodes")
+
+    lengths = np.array([len(ep["rewards"]) for ep in episodes], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    slices = None
+    if isinstance(observation_space, gym.spaces.Dict):
+        slices = observation_slices({key: observation_space[key].shape[0] for key in DICT_OBSERVATION_KEYS})
+    metadata = dataset.storage.metadata
+    return OfflineData(
+        observations=np.concatenate([ep["observations"][:-1] for ep in episodes]),
+        next_observations=np.concatenate([ep["observations"][1:] for ep in episodes]),
+        actions=np.concatenate([ep["actions"] for ep in episodes]),
+        rewards=np.concatenate([ep["rewards"] for ep in episodes]),
+        terminations=np.concatenate([ep["terminations"] for ep in episodes]),
+        truncations=np.concatenate([ep["truncations"] for ep in episodes]),
+        episode_starts=starts,
+        episode_lengths=lengths,
+        dataset_id=dataset_id,
+        env_spec=dataset.env_spec,
+        ref_min_score=_optional_float(metadata.get("ref_min_score")),
+        ref_max_score=_optional_float(metadata.get("ref_max_score")),
+        observation_space=observation_space,
+        action_space=action_space,
+        observation_slices=slices,
+    )
+
+
+def download_dataset(dataset_id: str) -> None:
+    """Download ``dataset_id`` from the Minari remote into the local root (the ``diffrl data download`` command)."""
+    import minari
+
+    minari.download_dataset(dataset_id)
+
+
+def check_spaces(data: OfflineData, observation_size: int, action_size: int) -> None:
+    """Raise ``ValueError`` unless the dataset's flat observation/action sizes equal an environment's."""
+    if data.observation_size != observation_size or data.action_size != action_size:
+        raise ValueError(
+            f"dataset {data.dataset_id!r} has observation size {data.observation_size} and action size "
+            f"{data.action_size}, but the environment has observation size {observation_size} and action size "
+            f"{action_size}"
+        )
+
+
+def normalized_score(returns, ref_min: float, ref_max: float):
+    """D4RL normalised score ``100 * (return - ref_min) / (ref_max - ref_min)`` (D4RL, Fu et al. 2020)."""
+    if ref_max == ref_min:
+        raise ValueError(f"reference scores must differ, got ref_min = ref_max = {ref_min}")
+    return 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
+
+
+def reference_scores(data: OfflineData) -> tuple[float, float]:
+    """``(ref_min_score, ref_max_score)`` of a loaded dataset; ``ValueError`` if the dataset has none."""
+    if data.ref_min_score is None or data.ref_max_score is None:
+        raise ValueError(
+            f"dataset {data.dataset_id!r} has no reference scores (ref_min_score={data.ref_min_score}, "
+            f"ref_max_score={data.ref_max_score}); a normalised score cannot be computed"
+        )
+    return data.ref_min_score, data.ref_max_score
+
+
+def dataset_normalized_score(data: OfflineData, returns):
+    """:func:`normalized_score` with the reference scores stored in ``data``."""
+    return normalized_score(returns, *reference_scores(data))
+
+
+def _check_supported_spaces(dataset_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
+    def flat_box(space):
+        return isinstance(space, gym.spaces.Box) and len(space.shape) == 1
+
+    if isinstance(observation_space, gym.spaces.Dict):
+        keys = tuple(observation_space.spaces)
+        if set(keys) != set(DICT_OBSERVATION_KEYS) or not all(flat_box(observation_space[k]) for k in keys):
+            raise ValueError(
+                f"dataset {dataset_id!r}: dict observations must have exactly the 1-D Box keys "
+                f"{DICT_OBSERVATION_KEYS}, got {observation_space}"
+            )
+    elif not flat_box(observation_space):
+        raise ValueError(
+            f"dataset {dataset_id!r}: observations must be a 1-D Box or a goal dict, got {observation_space}"
+        )
+    if not flat_box(action_space):
+        raise ValueError(f"dataset {dataset_id!r}: actions must be a 1-D Box, got {action_space}")
+
+
+def _episode_arrays(dataset_id: str, episode) -> dict[str, np.ndarray]:
+    """Flatten, type and check one Minari ``EpisodeData`` (``N + 1`` observations for ``N`` actions)."""
+    observations = episode.observations
+    if isinstance(observations, dict):
+        for key in DICT_OBSERVATION_KEYS:
+            _check_finite(dataset_id, f"observations[{key!r}]", episode.id, observations[key])
+    else:
+        _check_finite(dataset_id, "observations", episode.id, observations)
+    _check_finite(dataset_id, "actions", episode.id, episode.actions)
+    _check_finite(dataset_id, "rewards", episode.id, episode.rewards)
+    arrays = {
+        "observations": np.asarray(flatten_observation(observations), dtype=np.float32),
+        "actions": np.asarray(episode.actions, dtype=np.float32),
+        "rewards": np.asarray(episode.rewards, dtype=np.float32).reshape(-1),
+        "terminations": np.asarray(episode.terminations, dtype=bool).reshape(-1),
+        "truncations": np.asarray(episode.truncations, dtype=bool).reshape(-1),
+    }
+    num_steps = arrays["rewards"].shape[0]
+    counts = {key: value.shape[0] for key, value in arrays.items()}
+    expected = {"observations": num_steps + 1, "actions": num_steps}
+    expected.update(terminations=num_steps, truncations=num_steps)
+    if num_steps == 0 or any(counts[key] != n for key, n in expected.items()):
+        raise DatasetCorruptError(
+            f"dataset {dataset_id!r}, episode {episode.id}: expected N + 1 observations and N actions, rewards, "
+            f"terminations and truncations with N >= 1, got lengths {counts}"
+        )
+    return arrays
+
+
+def _check_finite(dataset_id: str, field: str, episode_id: int, values: Any) -> None:
+    values = np.asarray(values)
+    finite = np.isfinite(values)
+    if not finite.all():
+        step = int(np.argwhere(~finite)[0][0])
+        raise DatasetCorruptError(
+            f"dataset {dataset_id!r}: non-finite value (NaN or inf) in field {field} of episode {episode_id} "
+            f"(first at step {step})"
+        )
+
+
+def _data_file(data_path: pathlib.Path) -> pathlib.Path:
+    """The main data file of a Minari dataset folder (``main_data.hdf5`` for the default HDF5 format)."""
+    hdf5_file = data_path / "main_data.hdf5"
+    return hdf5_file if hdf5_file.exists() else data_path
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)

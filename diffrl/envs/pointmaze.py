@@ -1,0 +1,292 @@
+"""PointMaze in MJX, reproducing gymnasium-robotics ``PointMaze_{UMaze,Open,Medium,Large}[Dense]-v3``.
+
+Reproduced from gymnasium-robotics 1.4 (``envs/maze/point_maze.py``, ``maze_v4.py``, ``point.py``,
+``assets/point/point.xml``, ``maps.py``):
+
+* model: a 0.1-radius sphere on two slide joints (damping 1, gear 100 motors, ctrl in [-1, 1]), zero gravity,
+  Euler integrator, timestep 0.01, frame skip 1; every wall cell a box of side ``maze_size_scaling = 1`` and
+  height ``0.4``; cell ``(i, j)`` has centre ``x = (j + 0.5) - width / 2``, ``y = length / 2 - (i + 0.5)``.
+* step: clip the action to [-1, 1], clip ``qvel`` to [-5, 5], one physics step; observation
+  ``[qpos, qvel]``, achieved goal ``qpos``, desired goal the goal *before* any re-draw on this step.
+* reward: sparse ``1{d <= 0.45}`` or dense ``exp(-d)``, ``d = |achieved - goal|``; ``success = d <= 0.45``;
+  ``terminated = success`` only when ``continuing_task=False``.
+* continuing tasks with ``reset_target=True`` draw a new goal (until it is more than 0.45 away) once the goal is
+  reached (``maze_v4.update_goal``; the older ``maze.py`` re-drew once, ignoring ``reset_target``).
+* reset: goal cell uniform over goal cells plus ``U(-0.25, 0.25)`` per coordinate; reset cell uniform over reset
+  cells whose centre is more than 0.5 from the goal, plus the same noise; zero velocity.
+
+Flat observation layout (:data:`diffrl.spaces.DICT_OBSERVATION_KEYS`): ``[x, y, vx, vy, ax, ay, gx, gy]``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from mujoco import mjx
+
+from diffrl.envs.base import Env, EnvState
+from diffrl.envs.mjx_contact import use_exact_sphere_box_contacts
+
+use_exact_sphere_box_contacts()
+
+RESET, GOAL, COMBINED = "r", "g", "c"
+
+# Maze layouts of gymnasium-robotics ``maps.py`` (1 = wall, 0 = free).
+MAZE_MAPS = {
+    "open": [
+        [1, 1, 1, 1, 1, 1, 1],
+        [1, 0, 0, 0, 0, 0, 1],
+        [1, 0, 0, 0, 0, 0, 1],
+        [1, 0, 0, 0, 0, 0, 1],
+        [1, 1, 1, 1, 1, 1, 1],
+    ],
+    "umaze": [
+        [1, 1, 1, 1, 1],
+        [1, 0, 0, 0, 1],
+        [1, 1, 1, 0, 1],
+        [1, 0, 0, 0, 1],
+        [1, 1, 1, 1, 1],
+    ],
+    "medium": [
+        [1, 1, 1, 1, 1, 1, 1, 1],
+        [1, 0, 0, 1, 1, 0, 0, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1],
+        [1, 1, 0, 0, 0, 1, 1, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1],
+        [1, 0, 1, 0, 0, 1, 0, 1],
+        [1, 0, 0, 0, 1, 0, 0, 1],
+        [1, 1, 1, 1, 1, 1, 1, 1],
+    ],
+    "large": [
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+        [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1],
+        [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1],
+        [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1],
+        [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1],
+        [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
+        [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1],
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    ],
+}
+
+# Single-goal evaluation maps used for the public D4RL/pointmaze datasets' reference scores
+# (minari-dataset-generation-scripts, scripts/pointmaze/create_pointmaze_dataset.py, EVAL_ENV_MAPS).
+EVAL_GOAL_CELLS = {"open": (2, 3), "umaze": (1, 1), "medium": (6, 6), "large": (7, 9)}
+
+# gymnasium-robotics registration: max_episode_steps per maze.
+MAX_EPISODE_STEPS = {"open": 300, "umaze": 300, "medium": 600, "large": 800}
+GYM_IDS = {"open": "PointMaze_Open", "umaze": "PointMaze_UMaze", "medium": "PointMaze_Medium", "large": "PointMaze_Large"}
+
+GOAL_RADIUS = 0.45
+MAZE_HEIGHT = 0.4
+POSITION_NOISE = 0.25
+VELOCITY_LIMIT = 5.0
+
+_POINT_MJCF = """<mujoco>
+  <compiler inertiafromgeom="true" angle="radian" coordinate="local"/>
+  <option timestep="0.01" gravity="0 0 0" iterations="20" integrator="Euler"/>
+  <default>
+    <joint damping="1" limited="false"/>
+    <geom friction=".5 .1 .1" density="1000" margin="0.002" condim="1" contype="2" conaffinity="1"/>
+  </default>
+  <worldbody>
+    <geom name="ground" size="40 40 0.25" pos="0 0 -0.1" type="plane" contype="1" conaffinity="0"/>
+    <body name="particle" pos="0 0 0">
+      <geom name="particle_geom" type="sphere" size="0.1" contype="1"/>
+      <joint name="ball_x" type="slide" pos="0 0 0" axis="1 0 0"/>
+      <joint name="ball_y" type="slide" pos="0 0 0" axis="0 1 0"/>
+    </body>
+{walls}
+  </worldbody>
+  <actuator>
+    <motor name="motor_x" joint="ball_x" ctrlrange="-1.0 1.0" ctrllimited="true" gear="100"/>
+    <motor name="motor_y" joint="ball_y" ctrlrange="-1.0 1.0" ctrllimited="true" gear="100"/>
+  </actuator>
+</mujoco>"""
+
+
+class MazeLayout:
+    """Cells of a maze map and the cell <-> (x, y) conversion of gymnasium-robotics ``Maze``."""
+
+    def __init__(self, maze_map: Sequence[Sequence], scaling: float = 1.0):
+        self.maze_map = [list(row) for row in maze_map]
+        self.length, self.width = len(self.maze_map), len(self.maze_map[0])
+        self.scaling = scaling
+        self.x_center, self.y_center = self.width / 2 * scaling, self.length / 2 * scaling
+        cells = {kind: [] for kind in (RESET, GOAL, COMBINED, 0)}
+        for i, row in enumerate(self.maze_map):
+            for j, kind in enumerate(row):
+                if kind != 1:
+                    cells[kind].append((i, j))
+        goals, resets, combined = cells[GOAL], cells[RESET], cells[COMBINED]
+        if not goals and not resets and not combined:
+            combined = cells[0]
+        elif not resets and not combined:
+            resets = cells[0]
+        elif not goals and not combined:
+            goals = cells[0]
+        self.goal_cells = np.array(goals + combined, np.int32).reshape(-1, 2)
+        self.reset_cells = np.array(resets + combined, np.int32).reshape(-1, 2)
+        self.free = np.array([[kind != 1 for kind in row] for row in self.maze_map])
+
+    def cell_to_xy(self, cells) -> np.ndarray:
+        cells = np.asarray(cells)
+        x = (cells[..., 1] + 0.5) * self.scaling - self.x_center
+        y = self.y_center - (cells[..., 0] + 0.5) * self.scaling
+        return np.stack([x, y], axis=-1)
+
+    def xy_to_cell(self, xy, xp=np):
+        """``floor`` of the inverse map, as ``Maze.cell_xy_to_rowcol``; works on numpy or jax arrays."""
+        i = xp.floor((self.y_center - xy[..., 1]) / self.scaling)
+        j = xp.floor((xy[..., 0] + self.x_center) / self.scaling)
+        return xp.stack([i, j], axis=-1).astype(xp.int32)
+
+    def mjcf(self) -> str:
+        walls = []
+        for i, row in enumerate(self.maze_map):
+            for j, kind in enumerate(row):
+                if kind == 1:
+                    x, y = self.cell_to_xy((i, j))
+                    h, s = MAZE_HEIGHT / 2 * self.scaling, 0.5 * self.scaling
+                    walls.append(
+                        f'    <geom name="block_{i}_{j}" pos="{x} {y} {h}" size="{s} {s} {h}" type="box" '
+                        'contype="1" conaffinity="1"/>'
+                    )
+        return _POINT_MJCF.replace("{walls}", "\n".join(walls))
+
+
+class PointMaze(Env):
+    """MJX PointMaze with the gymnasium-robotics ``PointMaze_*-v3`` dynamics, rewards and resets."""
+
+    observation_size = 8
+    action_size = 2
+
+    def __init__(
+        self,
+        maze: str | Sequence[Sequence] = "umaze",
+        reward_type: str = "sparse",
+        continuing_task: bool = True,
+        reset_target: bool = False,
+        max_episode_steps: int | None = None,
+    ):
+        if isinstance(maze, str):
+            if maze not in MAZE_MAPS:
+                raise ValueError(f"unknown maze {maze!r}; choose one of {', '.join(MAZE_MAPS)} or pass a map")
+            maze_name, maze_map = maze, MAZE_MAPS[maze]
+        else:
+            maze_name, maze_map = "custom", maze
+        if reward_type not in ("sparse", "dense"):
+            raise ValueError(f"reward_type must be 'sparse' or 'dense', got {reward_type!r}")
+        self.maze_name = maze_name
+        self.layout = MazeLayout(maze_map)
+        if len(self.layout.goal_cells) == 0 or len(self.layout.reset_cells) == 0:
+            raise ValueError("the maze map has no free cell for goals or resets")
+        self.reward_type = reward_type
+        self.continuing_task = continuing_task
+        self.reset_target = reset_target
+        self.max_episode_steps = int(max_episode_steps or MAX_EPISODE_STEPS.get(maze_name, 300))
+        suffix = "Dense" if reward_type == "dense" else ""
+        self.name = f"{GYM_IDS.get(maze_name, 'PointMaze_Custom')}{suffix}-v3"
+        self.mj_model = mujoco.MjModel.from_xml_string(self.layout.mjcf())
+        self.model = mjx.put_model(self.mj_model)
+        self._goal_xy = jnp.asarray(self.layout.cell_to_xy(self.layout.goal_cells), jnp.float32)
+        self._reset_xy = jnp.asarray(self.layout.cell_to_xy(self.layout.reset_cells), jnp.float32)
+
+    # -- goals and resets ----------------------------------------------------------------------------------------
+    def _noise(self, rng) -> jnp.ndarray:
+        return jax.random.uniform(rng, (2,), minval=-POSITION_NOISE, maxval=POSITION_NOISE) * self.layout.scaling
+
+    def _draw_goal(self, rng) -> jnp.ndarray:
+        rng_cell, rng_noise = jax.random.split(rng)
+        return self._goal_xy[jax.random.randint(rng_cell, (), 0, self._goal_xy.shape[0])] + self._noise(rng_noise)
+
+    def _draw_reset(self, rng, goal) -> jnp.ndarray:
+        """Uniform over reset cells whose centre is further than 0.5 from the goal (rejection sampling's law)."""
+        rng_cell, rng_noise = jax.random.split(rng)
+        far = jnp.linalg.norm(self._reset_xy - goal, axis=-1) > 0.5 * self.layout.scaling
+        index = jax.random.choice(rng_cell, self._reset_xy.shape[0], p=far / jnp.sum(far))
+        return self._reset_xy[index] + self._noise(rng_noise)
+
+    # -- API -----------------------------------------------------------------------------------------------------
+    def reset(self, rng: jax.Array) -> EnvState:
+        rng, rng_goal, rng_reset = jax.random.split(rng, 3)
+        goal = self._draw_goal(rng_goal)
+        return self.reset_to(self._draw_reset(rng_reset, goal), jnp.zeros(2), goal, rng)
+
+    def reset_to(self, qpos, qvel, goal, rng: jax.Array) -> EnvState:
+        """A state at given position, velocity and goal (for evaluation from fixed starts and parity checks)."""
+        data = mjx.make_data(self.model)
+        data = data.replace(qpos=jnp.asarray(qpos, data.qpos.dtype), qvel=jnp.asarray(qvel, data.qvel.dtype))
+        data = mjx.forward(self.model, data)
+        goal = jnp.asarray(goal, data.qpos.dtype)
+        obs = self._observation(data, goal)
+        success = jnp.linalg.norm(data.qpos[:2] - goal) <= GOAL_RADIUS
+        return EnvState(
+            data=data, obs=obs, reward=jnp.zeros((), data.qpos.dtype), terminated=jnp.zeros((), bool),
+            truncated=jnp.zeros((), bool), step=jnp.zeros((), jnp.int32), rng=rng,
+            info={"success": success, "goal": goal},
+        )
+
+    def step(self, state: EnvState, action: jnp.ndarray) -> EnvState:
+        data = state.data
+        data = data.replace(
+            qvel=jnp.clip(data.qvel, -VELOCITY_LIMIT, VELOCITY_LIMIT),
+            ctrl=jnp.clip(jnp.asarray(action, data.ctrl.dtype), -1.0, 1.0),
+        )
+        data = mjx.step(self.model, data)
+        goal = state.info["goal"]
+        obs = self._observation(data, goal)
+        distance = jnp.linalg.norm(data.qpos[:2] - goal)
+        success = distance <= GOAL_RADIUS
+        reward = success.astype(jnp.float32) if self.reward_type == "sparse" else jnp.exp(-distance)
+        terminated = success if not self.continuing_task else jnp.zeros((), bool)
+        rng, rng_goal = jax.random.split(state.rng)
+        if self.continuing_task and self.reset_target and self._goal_xy.shape[0] > 1:
+            goal = jax.lax.cond(success, lambda: self._redraw_goal(rng_goal, data.qpos[:2]), lambda: goal)
+        steps = state.step + 1
+        return EnvState(
+            data=data, obs=obs, reward=reward.astype(data.qpos.dtype), terminated=terminated,
+            truncated=steps >= self.max_episode_steps, step=steps, rng=rng,
+            info={"success": success, "goal": goal},
+        )
+
+    def _redraw_goal(self, rng, achieved) -> jnp.ndarray:
+        """``maze_v4.update_goal``: draw goals until one is further than the goal radius from the point."""
+
+        def far_enough(carry):
+            return jnp.linalg.norm(achieved - carry[1]) <= GOAL_RADIUS
+
+        def draw(carry):
+            key, _ = carry
+            key, sub = jax.random.split(key)
+            return key, self._draw_goal(sub)
+
+        return jax.lax.while_loop(far_enough, draw, draw((rng, jnp.zeros(2))))[1]
+
+    @staticmethod
+    def _observation(data, goal) -> jnp.ndarray:
+        return jnp.concatenate([data.qpos, data.qvel, data.qpos[:2], goal])
+
+    def evaluation_env(self) -> "PointMaze":
+        """The single-goal map the public datasets' reference scores use (continuing, goal never re-drawn)."""
+        if self.maze_name not in EVAL_GOAL_CELLS:
+            raise ValueError(f"no reference evaluation map for maze {self.maze_name!r}")
+        maze_map = [list(row) for row in MAZE_MAPS[self.maze_name]]
+        i, j = EVAL_GOAL_CELLS[self.maze_name]
+        maze_map[i][j] = GOAL
+        env = PointMaze(maze_map, self.reward_type, continuing_task=True, reset_target=False,
+                        max_episode_steps=MAX_EPISODE_STEPS[self.maze_name])
+        env.maze_name, env.name = self.maze_name, self.name
+        return env
+
+
+@functools.lru_cache(maxsize=None)
+def make_pointmaze(name: str, **kwargs) -> PointMaze:
+    """``make_pointmaze("umaze", reward_type="dense")``; cached, so the MJX model is built once per setting."""
+    return PointMaze(name, **kwargs)

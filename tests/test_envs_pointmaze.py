@@ -1,0 +1,105 @@
+"""MJX PointMaze against gymnasium-robotics PointMaze_*-v3, and its reset/goal/termination rules."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffrl.envs.pointmaze import GOAL_RADIUS, MazeLayout, PointMaze
+
+PARITY_SCRIPT = Path(__file__).parent / "scripts" / "pointmaze_parity.py"
+
+
+def _parity(*flags):
+    env = dict(os.environ, JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, str(PARITY_SCRIPT), *flags], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_trajectories_match_gymnasium_robotics_step_by_step():
+    """Float64, identical start, goal and actions: observations agree to 1e-6 over 300 steps with wall contacts.
+
+    In float32 the same rollouts stay within about 1e-3 until repeated wall contacts amplify rounding.
+    """
+    results = _parity()
+    for gym_id, worst in results.items():
+        assert worst["initial_obs"] < 1e-6, gym_id
+        assert worst["steps"] == 300, gym_id
+        assert worst["obs"] < 1e-6, (gym_id, worst)
+        assert worst["reward"] < 1e-6, (gym_id, worst)
+        assert worst["flags"] == 0, (gym_id, worst)
+
+
+def test_parity_check_catches_mjx_stock_sphere_box_contacts():
+    """MJX's own sphere-convex collider drops contacts inside the geom margin; the check must see it."""
+    results = _parity("--stock-mjx-contacts", "--umaze-only")
+    assert max(worst["obs"] for worst in results.values()) > 1e-3
+
+
+def test_layout_cells_match_gymnasium_robotics_conversion():
+    layout = MazeLayout(PointMaze("umaze").layout.maze_map)
+    # U-Maze is 5 x 5: cell (1, 1) is at (-1, 1), cell (3, 3) at (1, -1)
+    np.testing.assert_allclose(layout.cell_to_xy([(1, 1), (3, 3)]), [[-1.0, 1.0], [1.0, -1.0]])
+    np.testing.assert_array_equal(layout.xy_to_cell(np.array([[-1.2, 0.8], [0.99, -1.4]])), [[1, 1], [3, 3]])
+    assert len(layout.goal_cells) == 7 and len(layout.reset_cells) == 7
+
+
+@pytest.fixture(scope="module")
+def umaze():
+    env = PointMaze("umaze", continuing_task=True, reset_target=True, max_episode_steps=50)
+    return env, jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step))
+
+
+def test_reset_distribution(umaze):
+    env, reset, _ = umaze
+    states = reset(jax.random.split(jax.random.PRNGKey(0), 2000))
+    goal, start = np.asarray(states.info["goal"]), np.asarray(states.obs[:, :2])
+    centres = env.layout.cell_to_xy(env.layout.goal_cells)
+    # goal and start are free-cell centres plus U(-0.25, 0.25) noise, the start never in the goal's cell
+    goal_offset = np.abs(goal[:, None] - centres[None]).max(-1).min(-1)
+    start_offset = np.abs(start[:, None] - centres[None]).max(-1).min(-1)
+    assert goal_offset.max() <= 0.25 + 1e-6 and start_offset.max() <= 0.25 + 1e-6
+    assert np.all(env.layout.xy_to_cell(start).tolist() != env.layout.xy_to_cell(goal).tolist())
+    assert np.all(np.asarray(states.obs[:, 2:4]) == 0.0)
+    np.testing.assert_array_equal(states.obs[:, 4:6], states.obs[:, :2])
+    np.testing.assert_array_equal(states.obs[:, 6:], goal)
+    cells = env.layout.xy_to_cell(goal)
+    counts = np.unique(cells[:, 0] * 10 + cells[:, 1], return_counts=True)[1]
+    assert len(counts) == 7 and counts.min() > 2000 / 7 * 0.75  # uniform over the seven free cells
+
+
+def test_goal_redraw_termination_and_truncation(umaze):
+    env, reset, step = umaze
+    states = reset(jax.random.split(jax.random.PRNGKey(1), 4))
+    goal = states.info["goal"]
+    # place every point on its goal: success, reward 1, the observed goal is the old one, then a new far goal
+    on_goal = jax.vmap(env.reset_to)(goal, jnp.zeros((4, 2)), goal, jax.random.split(jax.random.PRNGKey(2), 4))
+    after = step(on_goal, jnp.zeros((4, 2)))
+    assert np.all(after.info["success"]) and np.all(after.reward == 1.0) and not np.any(after.terminated)
+    np.testing.assert_array_equal(after.obs[:, 6:], goal)
+    assert np.all(np.linalg.norm(np.asarray(after.info["goal"]) - np.asarray(after.obs[:, :2]), axis=-1) > GOAL_RADIUS)
+    # an episodic task terminates on the goal instead
+    episodic = PointMaze("umaze", continuing_task=False)
+    state = episodic.step(episodic.reset_to(goal[0], jnp.zeros(2), goal[0], jax.random.PRNGKey(3)), jnp.zeros(2))
+    assert bool(state.terminated) and bool(state.info["success"])
+    # truncation at the time limit, never before
+    state = states
+    for k in range(50):
+        assert not np.any(state.truncated)
+        state = step(state, jnp.zeros((4, 2)))
+    assert np.all(state.truncated) and np.all(state.step == 50)
+
+
+def test_bad_maze_arguments():
+    with pytest.raises(ValueError, match="unknown maze 'tiny'"):
+        PointMaze("tiny")
+    with pytest.raises(ValueError, match="reward_type"):
+        PointMaze("umaze", reward_type="shaped")
