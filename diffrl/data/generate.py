@@ -1,0 +1,339 @@
+"""Expert PointMaze datasets generated in parallel in MJX and written as real Minari datasets.
+
+Reproduces the generation of the public ``D4RL/pointmaze/*-v2`` datasets (Farama minari-dataset-generation-scripts,
+``scripts/pointmaze/create_pointmaze_dataset.py``, ``controller.py``, ``maze_solver.py``):
+
+* data env: ``PointMaze_*-v3`` with ``continuing_task=True, reset_target=True`` and no time limit; an episode ends
+  (truncation) at the step where ``info["success"]``, a new goal is drawn and the point keeps moving;
+* expert: waypoints from Q-iteration over maze cells (50 iterations, discount 0.99, reward 1 for entering the goal
+  cell, greedy path); the first waypoint is the next cell's centre, later ones are jittered by ``-U(0, 1) * 0.2``
+  per coordinate, the last one is the goal itself; a waypoint is passed within 0.1; the action is
+  ``10 * (waypoint - xy) - 1 * velocity``, plus ``N(0, 0.5^2)`` noise, clipped to [-1, 1];
+* reference scores as Minari measures them (``minari.utils.get_average_reference_score``): 100 episodes of an
+  evaluation env with one fixed goal (``continuing_task=True, reset_target=False``, time limit 300 / 600 / 800);
+  ``ref_max_score`` with the noise-free expert, ``ref_min_score`` with a uniformly random policy.
+
+Differences: the public data is one stream of ``N`` steps from one env; here ``num_envs`` streams run in parallel
+(``num_envs`` reset points instead of one). The reference controller, when re-planned while already in the goal's
+cell, keeps a stale waypoint id; this cannot occur here in practice (success at 0.45 triggers a new goal before
+the 0.1 waypoint radius) and the generator simply keeps driving to the goal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from tqdm.auto import tqdm
+
+from diffrl.envs.pointmaze import MAZE_MAPS, MazeLayout, PointMaze
+
+# D4RL-sized defaults (steps) and the time limits of the evaluation env.
+DEFAULT_STEPS = {"umaze": 1_000_000, "open": 1_000_000, "medium": 2_000_000, "large": 4_000_000}
+# Reference scores of the original D4RL maze2d-*-v1 data (d4rl/infos.py), for scoring D4RL-format datasets.
+D4RL_MAZE2D_REF_SCORES = {"umaze": (23.85, 161.86), "medium": (13.13, 277.39), "large": (6.7, 273.99)}
+
+CELL_MOVES = ((0, 1), (0, -1), (-1, 0), (1, 0))  # (di, dj) in maze_solver.EXPLORATION_ACTIONS order
+
+
+def waypoint_table(layout: MazeLayout, iterations: int = 50, discount: float = 0.99) -> np.ndarray:
+    """``next_cell[goal, cell]``: the greedy next cell (flat index ``i * width + j``) of Q-iteration to ``goal``.
+
+    ``maze_solver.QIteration``: deterministic moves between free cells, reward 1 for a move into the goal cell,
+    ``Q <- R + gamma P max Q`` for 50 iterations, ties broken by the first move.
+    """
+    n = layout.length * layout.width
+    transition = np.zeros((n, len(CELL_MOVES), n))
+    target = np.zeros((n, len(CELL_MOVES)), np.int64)
+    for state in range(n):
+        i, j = divmod(state, layout.width)
+        for a, (di, dj) in enumerate(CELL_MOVES):
+            ni, nj = i + di, j + dj
+            target[state, a] = ni * layout.width + nj
+            if 0 <= ni < layout.length and 0 <= nj < layout.width and layout.free[ni, nj]:
+                transition[state, a, target[state, a]] = 1.0
+    table = np.zeros((n, n), np.int32)
+    for goal in range(n):
+        if not layout.free[divmod(goal, layout.width)]:
+            continue
+        reward = (target == goal).astype(np.float64)
+        q = np.zeros((n, len(CELL_MOVES)))
+        for _ in range(iterations):
+            q = reward + discount * transition @ q.max(axis=1)
+        table[goal] = np.take_along_axis(target, q.argmax(axis=1)[:, None], axis=1)[:, 0]
+    return table
+
+
+@struct.dataclass
+class WaypointState:
+    target_xy: jnp.ndarray  # [2] current waypoint
+    target_cell: jnp.ndarray  # flat cell index of the waypoint
+    goal_xy: jnp.ndarray  # [2] the goal the plan was made for
+    goal_cell: jnp.ndarray
+    planned: jnp.ndarray  # bool
+
+
+class WaypointExpert:
+    """The PD waypoint controller of ``controller.WaypointController`` as a pure, vmappable function."""
+
+    def __init__(self, layout: MazeLayout, p_gain=10.0, d_gain=-1.0, waypoint_threshold=0.1, jitter=0.2):
+        self.layout = layout
+        self.table = jnp.asarray(waypoint_table(layout))
+        cells = np.stack(np.unravel_index(np.arange(layout.length * layout.width), (layout.length, layout.width)), -1)
+        self.centres = jnp.asarray(layout.cell_to_xy(cells), jnp.float32)
+        self.p_gain, self.d_gain = p_gain, d_gain
+        self.threshold, self.jitter = waypoint_threshold, jitter
+
+    def initial_state(self, env_index=None) -> WaypointState:
+        zero2, zero = jnp.zeros(2, jnp.float32), jnp.zeros((), jnp.int32)
+        return WaypointState(zero2, zero, zero2, zero, jnp.zeros((), bool))
+
+    def _cell(self, xy):
+        ij = self.layout.xy_to_cell(xy, xp=jnp)
+        return ij[..., 0] * self.layout.width + ij[..., 1]
+
+    def act(self, state: WaypointState, obs: jnp.ndarray, rng: jax.Array):
+        """Noise-free action for one env (flat PointMaze observation) and the updated controller state."""
+        xy, velocity, goal = obs[4:6], obs[2:4], obs[6:8]
+        replan = jnp.logical_not(state.planned) | (jnp.linalg.norm(state.goal_xy - goal) > 1e-3)
+        here, goal_cell = self._cell(xy), self._cell(goal)
+        first = self.table[goal_cell, here]
+        in_goal_cell = here == goal_cell
+        target_cell = jnp.where(replan, jnp.where(in_goal_cell, goal_cell, first), state.target_cell)
+        target_xy = jnp.where(replan, jnp.where(in_goal_cell, goal, self.centres[first]), state.target_xy)
+        goal_xy = jnp.where(replan, goal, state.goal_xy)
+        goal_cell = jnp.where(replan, goal_cell, state.goal_cell)
+        # pass the waypoint once within the threshold
+        advance = (jnp.linalg.norm(target_xy - xy) <= self.threshold) & (target_cell != goal_cell)
+        following = self.table[goal_cell, target_cell]
+        jittered = self.centres[following] - jax.random.uniform(rng, (2,)) * self.jitter
+        following_xy = jnp.where(following == goal_cell, goal_xy, jittered)
+        target_cell = jnp.where(advance, following, target_cell)
+        target_xy = jnp.where(advance, following_xy, target_xy)
+        action = self.p_gain * (target_xy - xy) + self.d_gain * velocity
+        return action, WaypointState(target_xy, target_cell, goal_xy, goal_cell, jnp.ones((), bool))
+
+
+def _rollout(env: PointMaze, policy, num_envs: int, steps: int, rng: jax.Array, chunk: int, progress: bool, desc: str):
+    """Run ``num_envs`` envs for ``steps`` steps in jitted ``lax.scan`` chunks; return host arrays [steps, envs, ...].
+
+    ``policy.act(ctrl_state, obs, rng) -> (action, ctrl_state)`` acts for one env and is vmapped over envs;
+    ``policy.initial_state(env_index)`` gives one env's controller state.
+    """
+    rng, reset_rng = jax.random.split(rng)
+    env_state = jax.vmap(env.reset)(jax.random.split(reset_rng, num_envs))
+    ctrl_state = jax.vmap(policy.initial_state)(jnp.arange(num_envs))
+
+    def one_step(carry, step_rng):
+        env_state, ctrl_state = carry
+        keys = jax.random.split(step_rng, num_envs)
+        action, ctrl_state = jax.vmap(policy.act)(ctrl_state, env_state.obs, keys)
+        obs = env_state.obs
+        env_state = jax.vmap(env.step)(env_state, action)
+        record = {"obs": obs, "action": action, "reward": env_state.reward, "success": env_state.info["success"],
+                  "terminated": env_state.terminated, "next_obs": env_state.obs}
+        return (env_state, ctrl_state), record
+
+    @jax.jit
+    def run_chunk(carry, rng):
+        return jax.lax.scan(one_step, carry, jax.random.split(rng, chunk))
+
+    records, carry = [], (env_state, ctrl_state)
+    with tqdm(total=steps * num_envs, desc=desc, unit="step", unit_scale=True, disable=not progress) as bar:
+        for _ in range(-(-steps // chunk)):
+            rng, chunk_rng = jax.random.split(rng)
+            carry, record = run_chunk(carry, chunk_rng)
+            records.append(jax.device_get(record))
+            bar.update(chunk * num_envs)
+    return {k: np.concatenate([r[k] for r in records])[:steps] for k in records[0]}
+
+
+class NoisyExpert:
+    """Expert action plus ``N(0, noise^2)`` and clipping to [-1, 1] (the data-collection policy)."""
+
+    def __init__(self, expert: WaypointExpert, noise: float = 0.5):
+        self.expert, self.noise = expert, noise
+
+    def initial_state(self, env_index=None):
+        return self.expert.initial_state()
+
+    def act(self, state, obs, rng):
+        rng_ctrl, rng_noise = jax.random.split(rng)
+        action, state = self.expert.act(state, obs, rng_ctrl)
+        return jnp.clip(action + self.noise * jax.random.normal(rng_noise, (2,)), -1.0, 1.0), state
+
+
+class ExpertAndRandom:
+    """Envs ``[0, n)`` follow the noise-free expert, envs ``[n, 2n)`` act uniformly in [-1, 1]: both reference
+    policies of Minari's protocol in one compiled rollout."""
+
+    def __init__(self, expert: WaypointExpert, episodes: int):
+        self.expert, self.episodes = expert, episodes
+
+    def initial_state(self, env_index):
+        return self.expert.initial_state(), env_index >= self.episodes
+
+    def act(self, state, obs, rng):
+        expert_state, is_random = state
+        rng_ctrl, rng_random = jax.random.split(rng)
+        action, expert_state = self.expert.act(expert_state, obs, rng_ctrl)
+        random_action = jax.random.uniform(rng_random, (2,), minval=-1.0, maxval=1.0)
+        return jnp.where(is_random, random_action, action), (expert_state, is_random)
+
+
+def reference_scores(env: PointMaze, episodes: int = 100, seed: int = 123, progress: bool = False):
+    """Minari's reference protocol in MJX: returns of ``episodes`` full episodes of the noise-free expert
+    (``ref_max_score`` is their mean) and of a uniformly random policy (``ref_min_score``)."""
+    policy = ExpertAndRandom(WaypointExpert(env.layout), episodes)
+    out = _rollout(env, policy, 2 * episodes, env.max_episode_steps, jax.random.PRNGKey(seed),
+                   chunk=env.max_episode_steps, progress=progress, desc="reference")
+    returns = out["reward"].sum(axis=0)
+    return returns[:episodes], returns[episodes:]
+
+
+def collect_pointmaze(maze: str, steps: int, num_envs: int = 64, seed: int = 0, reward_type: str = "sparse",
+                      chunk: int = 500, progress: bool = True) -> list[dict]:
+    """Generate ``steps`` transitions in ``num_envs`` parallel streams; return the episodes (dicts of arrays).
+
+    Each stream is split after every step with ``success``; the last episode of a stream ends where the
+    stream does. Every episode ends with a truncation, as in the public data (never a termination).
+    """
+    if steps < num_envs:
+        raise ValueError(f"steps ({steps}) must be at least num_envs ({num_envs})")
+    env = PointMaze(maze, reward_type=reward_type, continuing_task=True, reset_target=True,
+                    max_episode_steps=np.iinfo(np.int32).max)
+    policy = NoisyExpert(WaypointExpert(env.layout))
+    per_env = -(-steps // num_envs)
+    out = _rollout(env, policy, num_envs, per_env, jax.random.PRNGKey(seed), min(chunk, per_env), progress,
+                   f"generate pointmaze-{maze}")
+    episodes = []
+    for e in range(num_envs):
+        ends = np.flatnonzero(out["success"][:, e]) + 1
+        bounds = np.concatenate([[0], ends[ends < per_env], [per_env]])
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            observations = np.concatenate([out["obs"][start:stop, e], out["next_obs"][stop - 1 : stop, e]])
+            episodes.append({
+                "observations": observations,
+                "actions": out["action"][start:stop, e],
+                "rewards": out["reward"][start:stop, e],
+                "success": out["success"][start:stop, e],
+            })
+    excess = sum(len(ep["actions"]) for ep in episodes) - steps
+    while excess > 0:  # trim the overshoot of the last chunk from the last episodes
+        cut = min(excess, len(episodes[-1]["actions"]) - 1)
+        if cut <= 0:
+            excess -= len(episodes.pop()["actions"])
+            continue
+        last = episodes[-1]
+        episodes[-1] = {k: v[: len(v) - cut] for k, v in last.items()}
+        excess -= cut
+    return episodes
+
+
+def default_dataset_id(maze: str, reward_type: str = "sparse") -> str:
+    return f"diffrl/pointmaze/{maze}{'-dense' if reward_type == 'dense' else ''}-v0"
+
+
+def _env_spec(maze: str, reward_type: str, eval_env: bool):
+    from gymnasium.envs.registration import EnvSpec
+
+    base = PointMaze(maze, reward_type=reward_type)
+    kwargs = {"maze_map": MAZE_MAPS[maze], "reward_type": reward_type, "continuing_task": True,
+              "reset_target": not eval_env}
+    if eval_env:
+        kwargs["maze_map"] = base.evaluation_env().layout.maze_map
+    return EnvSpec(id=base.name, entry_point="gymnasium_robotics.envs.maze.point_maze:PointMazeEnv", kwargs=kwargs,
+                   max_episode_steps=base.max_episode_steps if eval_env else 1_000_000)
+
+
+@contextlib.contextmanager
+def _minari_root(root: Path):
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, reward_type: str, ref_min: float,
+                         ref_max: float, root: Path, overwrite: bool = False) -> Path:
+    """Write episodes through Minari's buffer API into a temporary root, then move the dataset into place.
+
+    An interrupted write leaves nothing under ``root``; an existing dataset is replaced only with ``overwrite``.
+    """
+    import gymnasium as gym
+    import gymnasium_robotics
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    gym.register_envs(gymnasium_robotics)
+    root = Path(root)
+    final = root.joinpath(*dataset_id.split("/"))
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"dataset {dataset_id} already exists at {final}; pass --overwrite to replace it")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".diffrl-staging-", dir=root))
+    try:
+        buffers = []
+        for k, ep in enumerate(episodes):
+            obs = ep["observations"].astype(np.float64)
+            n = len(ep["actions"])
+            buffers.append(EpisodeBuffer(
+                id=k,
+                observations={"observation": obs[:, :4], "achieved_goal": obs[:, 4:6], "desired_goal": obs[:, 6:8]},
+                actions=ep["actions"].astype(np.float32),
+                rewards=ep["rewards"].astype(np.float64),
+                terminations=np.zeros(n, bool),
+                truncations=np.arange(n) == n - 1,
+                infos={"success": np.concatenate([[False], ep["success"]])},
+            ))
+        with _minari_root(staging), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*author_email.*")
+            minari.create_dataset_from_buffers(
+                dataset_id=dataset_id, buffer=buffers, env=_env_spec(maze, reward_type, eval_env=False),
+                eval_env=_env_spec(maze, reward_type, eval_env=True), ref_min_score=float(ref_min),
+                ref_max_score=float(ref_max), algorithm_name="QIteration waypoint expert + N(0, 0.5^2) noise (diffrl)",
+                author="diffrl", description=f"PointMaze {maze} ({reward_type}) expert data generated with diffrl in MJX",
+            )
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging.joinpath(*dataset_id.split("/")), final)
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def generate_pointmaze_dataset(maze: str, steps: int | None = None, *, reward_type: str = "sparse",
+                               num_envs: int = 64, seed: int = 0, dataset_id: str | None = None,
+                               root: str | Path | None = None, overwrite: bool = False,
+                               reference_episodes: int = 100, progress: bool = True) -> dict:
+    """Generate a PointMaze dataset, measure its reference scores and write it as a Minari dataset."""
+    from diffrl.data.minari_io import datasets_root
+
+    if maze not in DEFAULT_STEPS:
+        raise ValueError(f"unknown maze {maze!r}; choose one of {', '.join(DEFAULT_STEPS)}")
+    steps = DEFAULT_STEPS[maze] if steps is None else int(steps)
+    dataset_id = dataset_id or default_dataset_id(maze, reward_type)
+    root = datasets_root(root)
+    if root.joinpath(*dataset_id.split("/")).exists() and not overwrite:
+        raise FileExistsError(f"dataset {dataset_id} already exists under {root}; pass --overwrite to replace it")
+    episodes = collect_pointmaze(maze, steps, num_envs, seed, reward_type, progress=progress)
+    expert_returns, random_returns = reference_scores(PointMaze(maze, reward_type=reward_type).evaluation_env(),
+                                                      reference_episodes)
+    ref_max, ref_min = float(expert_returns.mean()), float(random_returns.mean())
+    path = write_minari_dataset(episodes, dataset_id, maze, reward_type, ref_min, ref_max, root, overwrite)
+    return {"dataset_id": dataset_id, "path": str(path), "steps": int(sum(len(e["actions"]) for e in episodes)),
+            "episodes": len(episodes), "ref_min_score": ref_min, "ref_max_score": ref_max}
