@@ -1,0 +1,80 @@
+"""MJX environment throughput at 1..4096 parallel envs, next to the gymnasium original on the same machine.
+
+    python benchmarks/envs.py [--envs pointmaze-umaze hopper] [--sizes 1 16 256 4096] [--steps 100]
+
+Steady state: ``steps`` env steps of ``n`` envs inside one jitted ``lax.scan`` (uniform random actions drawn
+inside), best of 5 calls after compilation; compilation is reported apart. The gymnasium row steps one CPU env
+in a Python loop with random actions, resetting when an episode ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import timed, versions, write_section  # noqa: E402
+
+from diffrl.envs.gym_fallback import make_gym_env  # noqa: E402
+from diffrl.envs.registry import make_env  # noqa: E402
+
+GYM_IDS = {"pointmaze-umaze": "PointMaze_UMaze-v3", "pointmaze-large": "PointMaze_Large-v3",
+           "hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5"}
+
+
+def mjx_rollout(env, n: int, steps: int):
+    def rollout(rng):
+        rng, reset_rng = jax.random.split(rng)
+        states = jax.vmap(env.reset)(jax.random.split(reset_rng, n))
+
+        def step(states, key):
+            actions = jax.random.uniform(key, (n, env.action_size), minval=-1.0, maxval=1.0)
+            states = jax.vmap(env.step)(states, actions)
+            return states, states.reward
+
+        return jax.lax.scan(step, states, jax.random.split(rng, steps))[1].sum()
+
+    return jax.jit(rollout)
+
+
+def gym_steps_per_second(gym_id: str, steps: int = 2000) -> float:
+    env = make_gym_env(gym_id)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=["pointmaze-umaze", "hopper"], choices=sorted(GYM_IDS))
+    parser.add_argument("--sizes", nargs="+", type=int, default=[1, 16, 256, 4096])
+    parser.add_argument("--steps", type=int, default=100, help="env steps per timed call (default: 100)")
+    args = parser.parse_args(argv)
+    rows = ["| env | parallel envs | compile s | steady s/call | env steps/s |", "|---|---:|---:|---:|---:|"]
+    for name in args.envs:
+        env = make_env(GYM_IDS[name])
+        for n in args.sizes:
+            first, best = timed(mjx_rollout(env, n, args.steps), jax.random.PRNGKey(0))
+            rows.append(f"| {name} (MJX) | {n} | {first - best:.1f} | {best:.4f} | {n * args.steps / best:,.0f} |")
+            print(rows[-1], flush=True)
+        rows.append(f"| {name} (gymnasium, CPU) | 1 | - | - | {gym_steps_per_second(GYM_IDS[name]):,.0f} |")
+        print(rows[-1], flush=True)
+    command = "python benchmarks/envs.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    path = write_section("Environment steps per second", f"{versions('mujoco', 'mujoco-mjx', 'gymnasium')}\n\n"
+                         + "\n".join(rows), command.strip())
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""From a gymnasium id or a Minari ``EnvSpec`` to the MJX environment that reproduces it."""
+
+from __future__ import annotations
+
+import re
+
+from diffrl.envs.base import Env
+from diffrl.envs.pointmaze import GYM_IDS, MAX_EPISODE_STEPS, PointMaze
+
+_POINTMAZE_ID = re.compile(r"^PointMaze_(UMaze|Open|Medium|Large)(Dense)?-v3$")
+_MAZE_BY_GYM_NAME = {name.removeprefix("PointMaze_"): maze for maze, name in GYM_IDS.items()}
+LOCOMOTION_IDS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
+
+
+class NoMJXPortError(ValueError):
+    """The environment has no MJX port; evaluate it with :func:`diffrl.envs.gym_fallback.evaluate_gym`."""
+
+
+def make_env(env, **overrides) -> Env:
+    """The MJX env for a gymnasium id (``"PointMaze_UMaze-v3"``, ``"Hopper-v5"``) or an ``EnvSpec``.
+
+    A spec's kwargs (maze map, reward type, ``continuing_task``, ``reset_target``) and ``max_episode_steps``
+    are honoured, so a Minari dataset's ``eval_env_spec`` gives its evaluation env; ``overrides`` win over both.
+    """
+    env_id = getattr(env, "id", env)
+    kwargs = dict(getattr(env, "kwargs", None) or {})
+    max_steps = getattr(env, "max_episode_steps", None)
+    match = _POINTMAZE_ID.match(env_id)
+    if match:
+        maze = _MAZE_BY_GYM_NAME[match.group(1)]
+        options = {
+            "maze": kwargs.get("maze_map", maze),
+            "reward_type": kwargs.get("reward_type", "dense" if match.group(2) else "sparse"),
+            "continuing_task": kwargs.get("continuing_task", True),
+            "reset_target": kwargs.get("reset_target", False),
+            "max_episode_steps": max_steps or MAX_EPISODE_STEPS[maze],
+        }
+        options.update(overrides)
+        made = PointMaze(**options)
+        made.maze_name, made.name = maze, env_id
+        return made
+    if env_id in LOCOMOTION_IDS:
+        from diffrl.envs.locomotion import make_locomotion_env
+
+        return make_locomotion_env(env_id, **overrides)
+    raise NoMJXPortError(
+        f"environment {env_id!r} has no MJX port (ported: PointMaze_*-v3, {', '.join(LOCOMOTION_IDS)}); "
+        "evaluate it on the CPU with diffrl.envs.gym_fallback.evaluate_gym"
+    )
