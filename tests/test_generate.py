@@ -41,6 +41,21 @@ def test_q_iteration_waypoints_follow_the_shortest_path():
             assert cell == goal
 
 
+def test_expert_replanned_in_the_goal_cell_goes_out_and_back():
+    """QIteration.generate_path from the goal cell is {goal: neighbour, neighbour: goal} (maze_solver.py)."""
+    env = PointMaze("umaze")
+    expert = gen.WaypointExpert(env.layout)
+    goal = env.layout.cell_to_xy((1, 1)) + 0.2  # goal and point both in cell (1, 1)
+    obs = np.concatenate([goal - 0.3, [0.0, 0.0], goal - 0.3, goal]).astype(np.float32)
+    _, state = expert.act(expert.initial_state(), obs, jax.random.PRNGKey(0))
+    assert int(state.target_cell) == 1 * env.layout.width + 2  # the only free neighbour, (1, 2)
+    np.testing.assert_allclose(state.target_xy, env.layout.cell_to_xy((1, 2)))
+    at_neighbour = obs.copy()
+    at_neighbour[[0, 1, 4, 5]] = np.tile(env.layout.cell_to_xy((1, 2)), 2)
+    _, state = expert.act(state, at_neighbour, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(state.target_xy, goal)  # then the goal itself
+
+
 def test_generate_writes_a_real_minari_dataset(tmp_path, capsys):
     root = tmp_path / "datasets"
     assert main(["data", "generate", "pointmaze-umaze", "--steps", "3000", "--num-envs", "6", "--root", str(root),
@@ -71,7 +86,7 @@ def test_generate_writes_a_real_minari_dataset(tmp_path, capsys):
         if previous.infos["success"][-1]:  # the point keeps moving: the next episode starts where this one ended
             for key in ("observation", "desired_goal"):
                 np.testing.assert_array_equal(episode.observations[key][0], previous.observations[key][-1])
-            assert previous.rewards[-1] == 1.0
+            assert previous.rewards[-1] == 1.0 and episode.infos["success"][0]
     assert np.mean([e.infos["success"][-1] for e in episodes]) > 0.8
 
     # the recorded transitions are the gymnasium-robotics dynamics: replay one episode through the original env
@@ -99,7 +114,7 @@ def test_generate_writes_a_real_minari_dataset(tmp_path, capsys):
 
 def test_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
     episodes = [{"observations": np.zeros((3, 8), np.float32), "actions": np.zeros((2, 2), np.float32),
-                 "rewards": np.zeros(2, np.float32), "success": np.zeros(2, bool)}]
+                 "rewards": np.zeros(2, np.float32), "success": np.zeros(3, bool)}]
     real_create = minari.create_dataset_from_buffers
 
     def create_then_crash(*args, **kwargs):

@@ -13,10 +13,13 @@ Reproduces the generation of the public ``D4RL/pointmaze/*-v2`` datasets (Farama
   evaluation env with one fixed goal (``continuing_task=True, reset_target=False``, time limit 300 / 600 / 800);
   ``ref_max_score`` with the noise-free expert, ``ref_min_score`` with a uniformly random policy.
 
-Differences: the public data is one stream of ``N`` steps from one env; here ``num_envs`` streams run in parallel
-(``num_envs`` reset points instead of one). The reference controller, when re-planned while already in the goal's
-cell, keeps a stale waypoint id; this cannot occur here in practice (success at 0.45 triggers a new goal before
-the 0.1 waypoint radius) and the generator simply keeps driving to the goal.
+Re-planned inside the goal's own cell (a new goal may be drawn in the point's cell), the Q-iteration path is
+``{goal: neighbour, neighbour: goal}``: the expert heads for the greedy neighbour's centre and then to the goal,
+as the reference controller does. The stored ``controller.py`` revision defaults to a DFS solver while the public
+datasets' metadata names ``QIteration``; diffrl follows the metadata.
+
+Difference: the public data is one stream of ``N`` steps from one env; here ``num_envs`` streams run in parallel
+(``num_envs`` reset points instead of one).
 """
 
 from __future__ import annotations
@@ -104,11 +107,10 @@ class WaypointExpert:
         """Noise-free action for one env (flat PointMaze observation) and the updated controller state."""
         xy, velocity, goal = obs[4:6], obs[2:4], obs[6:8]
         replan = jnp.logical_not(state.planned) | (jnp.linalg.norm(state.goal_xy - goal) > 1e-3)
-        here, goal_cell = self._cell(xy), self._cell(goal)
-        first = self.table[goal_cell, here]
-        in_goal_cell = here == goal_cell
-        target_cell = jnp.where(replan, jnp.where(in_goal_cell, goal_cell, first), state.target_cell)
-        target_xy = jnp.where(replan, jnp.where(in_goal_cell, goal, self.centres[first]), state.target_xy)
+        goal_cell = self._cell(goal)
+        first = self.table[goal_cell, self._cell(xy)]  # from the goal cell itself: its greedy neighbour
+        target_cell = jnp.where(replan, first, state.target_cell)
+        target_xy = jnp.where(replan, self.centres[first], state.target_xy)
         goal_xy = jnp.where(replan, goal, state.goal_xy)
         goal_cell = jnp.where(replan, goal_cell, state.goal_cell)
         # pass the waypoint once within the threshold
@@ -204,7 +206,9 @@ def collect_pointmaze(maze: str, steps: int, num_envs: int = 64, seed: int = 0, 
     """Generate ``steps`` transitions in ``num_envs`` parallel streams; return the episodes (dicts of arrays).
 
     Each stream is split after every step with ``success``; the last episode of a stream ends where the
-    stream does. Every episode ends with a truncation, as in the public data (never a termination).
+    stream does. Every episode ends with a truncation, as in the public data (never a termination). An episode's
+    ``success`` has one flag per observation: the first is that of the step that opened it (Minari's collector
+    starts the next episode with the last step's observation and info).
     """
     if steps < num_envs:
         raise ValueError(f"steps ({steps}) must be at least num_envs ({num_envs})")
@@ -220,11 +224,12 @@ def collect_pointmaze(maze: str, steps: int, num_envs: int = 64, seed: int = 0, 
         bounds = np.concatenate([[0], ends[ends < per_env], [per_env]])
         for start, stop in zip(bounds[:-1], bounds[1:]):
             observations = np.concatenate([out["obs"][start:stop, e], out["next_obs"][stop - 1 : stop, e]])
+            opened_by_success = bool(out["success"][start - 1, e]) if start > 0 else False
             episodes.append({
                 "observations": observations,
                 "actions": out["action"][start:stop, e],
                 "rewards": out["reward"][start:stop, e],
-                "success": out["success"][start:stop, e],
+                "success": np.concatenate([[opened_by_success], out["success"][start:stop, e]]),
             })
     excess = sum(len(ep["actions"]) for ep in episodes) - steps
     while excess > 0:  # trim the overshoot of the last chunk from the last episodes
@@ -297,7 +302,7 @@ def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, rewar
                 rewards=ep["rewards"].astype(np.float64),
                 terminations=np.zeros(n, bool),
                 truncations=np.arange(n) == n - 1,
-                infos={"success": np.concatenate([[False], ep["success"]])},
+                infos={"success": np.asarray(ep["success"], bool)},
             ))
         with _minari_root(staging), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*author_email.*")
