@@ -1,9 +1,9 @@
 """MJX environment throughput at 1..4096 parallel envs, next to the gymnasium original on the same machine.
 
-    python benchmarks/envs.py [--envs pointmaze-umaze hopper] [--sizes 1 16 256 4096] [--steps 100]
+    python benchmarks/envs.py [--envs pointmaze-umaze hopper] [--sizes 1 16 256 4096] [--steps 20]
 
 Steady state: ``steps`` env steps of ``n`` envs inside one jitted ``lax.scan`` (uniform random actions drawn
-inside), best of 5 calls after compilation; compilation is reported apart. The gymnasium row steps one CPU env
+inside), best of 3 calls after compilation; compilation is reported apart (first call minus steady state). The gymnasium row steps one CPU env
 in a Python loop with random actions, resetting when an episode ends.
 """
 
@@ -59,20 +59,31 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["pointmaze-umaze", "hopper"], choices=sorted(GYM_IDS))
     parser.add_argument("--sizes", nargs="+", type=int, default=[1, 16, 256, 4096])
-    parser.add_argument("--steps", type=int, default=100, help="env steps per timed call (default: 100)")
+    parser.add_argument("--steps", type=int, default=20, help="env steps per timed call (default: 20)")
+    parser.add_argument("--budget", type=float, default=20.0,
+                        help="skip a size whose call is predicted (linearly from the previous size) to take longer "
+                             "than this many seconds (default: 20)")
     args = parser.parse_args(argv)
     rows = ["| env | parallel envs | compile s | steady s/call | env steps/s |", "|---|---:|---:|---:|---:|"]
     for name in args.envs:
         env = make_env(GYM_IDS[name])
-        for n in args.sizes:
-            first, best = timed(mjx_rollout(env, n, args.steps), jax.random.PRNGKey(0))
+        previous = None
+        for n in sorted(args.sizes):
+            if previous is not None and previous[1] * n / previous[0] > args.budget:
+                rows.append(f"| {name} (MJX) | {n} | skipped: predicted {previous[1] * n / previous[0]:.0f} s per call "
+                            f"> --budget {args.budget:g} | | |")
+                print(rows[-1], flush=True)
+                continue
+            first, best = timed(mjx_rollout(env, n, args.steps), jax.random.PRNGKey(0), repeats=3)
+            previous = (n, best)
             rows.append(f"| {name} (MJX) | {n} | {first - best:.1f} | {best:.4f} | {n * args.steps / best:,.0f} |")
             print(rows[-1], flush=True)
         rows.append(f"| {name} (gymnasium, CPU) | 1 | - | - | {gym_steps_per_second(GYM_IDS[name]):,.0f} |")
         print(rows[-1], flush=True)
     command = "python benchmarks/envs.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    path = write_section("Environment steps per second", f"{versions('mujoco', 'mujoco-mjx', 'gymnasium')}\n\n"
-                         + "\n".join(rows), command.strip())
+    header = (f"{versions('mujoco', 'mujoco-mjx', 'gymnasium')}; {args.steps} env steps per timed call, best of 3; "
+              "random actions; float32.")
+    path = write_section("Environment steps per second", header + "\n\n" + "\n".join(rows), command.strip())
     print(f"wrote {path}")
 
 
