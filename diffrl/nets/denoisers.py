@@ -20,16 +20,21 @@ def sinusoidal_embedding(t: jnp.ndarray, dim: int, max_period: float = 10000.0) 
 
 
 class TimeEmbedding(nn.Module):
-    """Sinusoidal embedding followed by a 2-layer MLP (Diffuser App. C; LDCQ App. A.2.2)."""
+    """Sinusoidal embedding followed by a 2-layer MLP (Diffuser App. C; LDCQ App. A.2.2).
+
+    ``sinusoidal(dim) -> Dense(hidden) -> Mish -> Dense(out_dim)``; ``out_dim=None`` means ``hidden``. The
+    Diffuser U-Net's time MLP is ``TimeEmbedding(dim, hidden=4 * dim, out_dim=dim)`` (official ``time_mlp``).
+    """
 
     dim: int = 128
     hidden: int = 256
+    out_dim: int | None = None
 
     @nn.compact
     def __call__(self, t):
         h = sinusoidal_embedding(t, self.dim)
         h = jax.nn.mish(nn.Dense(self.hidden)(h))
-        return nn.Dense(self.hidden)(h)
+        return nn.Dense(self.hidden if self.out_dim is None else self.out_dim)(h)
 
 
 class MLPDenoiser(nn.Module):
