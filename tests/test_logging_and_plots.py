@@ -1,0 +1,183 @@
+"""TensorBoard event writing/reading without TensorFlow, and the evaluation figures."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from diffrl.eval.plots import WALL_GID, curve_figure, figure_to_png, maze_figure, save_figure
+from diffrl.train.logging import SummaryWriter, read_image_tags, read_scalars, read_text
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _f32(x):
+    return float(np.float32(x))
+
+
+def test_summary_writer_roundtrip(tmp_path):
+    import jax.numpy as jnp
+
+    logdir = tmp_path / "run"
+    with SummaryWriter(logdir) as writer:
+        for step, loss in [(0, 1.25), (10, 0.3), (20, 0.1)]:
+            writer.scalar("train/loss", jnp.asarray(loss, jnp.float32), step)
+        writer.scalars({"return": np.float64(12.5), "success": 1, "len": np.int32(300)}, step=5, prefix="eval")
+        writer.scalars({"return": 14.0, "success": jnp.asarray([0.5])}, step=15, prefix="eval/")
+        writer.image("maze/png", figure_to_png(curve_figure({"a": ([0, 1], [1, 0])})), step=3)
+        writer.image("maze/array", np.full((6, 9, 3), 200, np.uint8), step=3)
+        writer.image("maze/figure", curve_figure({"a": ([0, 1], [1, 0])}), step=4)
+        writer.text("notes", "hello **world**", step=1)
+        writer.text("notes", "second", step=2)
+    writer.close()  # idempotent
+
+    assert [f for f in os.listdir(logdir) if f.startswith("events.out.tfevents.")]
+    assert read_scalars(logdir) == {
+        "train/loss": [(0, 1.25), (10, _f32(0.3)), (20, _f32(0.1))],
+        "eval/return": [(5, 12.5), (15, 14.0)],
+        "eval/success": [(5, 1.0), (15, 0.5)],
+        "eval/len": [(5, 300.0)],
+    }
+    assert read_image_tags(logdir) == ["maze/array", "maze/figure", "maze/png"]
+    assert read_text(logdir) == {"notes": [(1, "hello **world**"), (2, "second")]}
+    assert "tensorflow" not in sys.modules
+
+
+def test_disabled_writer_is_a_noop(tmp_path):
+    writer = SummaryWriter(tmp_path / "off", enabled=False)
+    writer.scalar("a", 1.0, 0)
+    writer.scalars({"b": 2.0}, 0)
+    writer.image("c", b"not even a png", 0)
+    writer.text("d", "x", 0)
+    writer.flush()
+    writer.close()
+    assert not (tmp_path / "off").exists()
+
+
+def test_writer_rejects_bad_images_and_closed_use(tmp_path):
+    writer = SummaryWriter(tmp_path)
+    with pytest.raises(ValueError):
+        writer.image("bad", np.zeros((4, 4, 3), np.float32), 0)
+    with pytest.raises(ValueError):
+        writer.image("bad", b"GIF89a", 0)
+    writer.close()
+    with pytest.raises(RuntimeError):
+        writer.scalar("late", 1.0, 0)
+
+
+def test_tensorflow_is_never_imported_even_if_installed(tmp_path):
+    # A fake `tensorflow` that fails loudly (not with ImportError, which TensorBoard's fallback would swallow).
+    fake = tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise RuntimeError('tensorflow was imported')\n")
+    script = textwrap.dedent(f"""
+        import sys
+        from diffrl.train.logging import SummaryWriter, read_scalars, read_image_tags, read_text
+        with SummaryWriter({str(tmp_path / 'run')!r}) as w:
+            w.scalar('x', 2.0, 7)
+            w.image('img', __import__('numpy').zeros((2, 2, 3), 'uint8'), 7)
+            w.text('t', 'hi', 7)
+        assert read_scalars({str(tmp_path / 'run')!r}) == {{'x': [(7, 2.0)]}}
+        assert read_image_tags({str(tmp_path / 'run')!r}) == ['img']
+        assert read_text({str(tmp_path / 'run')!r}) == {{'t': [(7, 'hi')]}}
+        assert 'tensorflow' not in sys.modules
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "fake"), REPO_ROOT]))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _umaze_episodes():
+    from diffrl.envs.pointmaze import MAZE_MAPS, MazeLayout
+
+    layout = MazeLayout(MAZE_MAPS["umaze"])
+    corridor = layout.cell_to_xy(np.array([(1, 1), (1, 2), (1, 3), (2, 3), (3, 3), (3, 2), (3, 1)]))
+    t = np.linspace(0.0, 1.0, 40)
+    path = np.stack([np.interp(t * 6, np.arange(7), corridor[:, d]) for d in range(2)], axis=-1)
+    trajectories = np.stack([path, path[::-1] + 0.05])  # [2, 40, 2]
+    valid = np.ones((2, 40), bool)
+    valid[1, 30:] = False
+    plans = trajectories[:, ::5] + 0.1  # [2, 8, 2]
+    goals = np.stack([corridor[-1], corridor[0]])
+    return layout, trajectories, plans, goals, valid
+
+
+def test_maze_figure_draws_every_wall_cell_and_writes_a_png(tmp_path):
+    layout, trajectories, plans, goals, valid = _umaze_episodes()
+    fig = maze_figure(layout, trajectories, plans=plans, goals=goals, titles=["return 1.0", "return 0.0"],
+                      valid=valid)
+    n_wall_cells = int(np.sum(np.asarray(layout.maze_map) == 1))
+    assert n_wall_cells == 18
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert len(panels) == 2
+    for ax in panels:
+        assert sum(p.get_gid() == WALL_GID for p in ax.patches) == n_wall_cells
+        assert ax.get_xticks().size == 0 and ax.get_yticks().size == 0
+    assert [ax.get_title() for ax in panels] == ["return 1.0", "return 0.0"]
+
+    png = figure_to_png(fig)
+    assert png.startswith(PNG_SIGNATURE)
+    out = save_figure(fig, tmp_path / "figs" / "nested" / "maze.png")
+    assert os.listdir(tmp_path / "figs" / "nested") == ["maze.png"]
+    with open(out, "rb") as f:
+        assert f.read(8) == PNG_SIGNATURE
+    image = matplotlib.image.imread(out)
+    assert image.ndim == 3 and image.shape[0] > 0 and image.shape[1] > 0
+
+
+def test_maze_figure_caps_panels():
+    layout, trajectories, _, goals, _ = _umaze_episodes()
+    many = np.concatenate([trajectories] * 5)  # 10 episodes
+    fig = maze_figure(layout, many, goals=goals[0], max_panels=8, ncols=4)
+    assert sum(ax.axison for ax in fig.axes) == 8
+    fig = maze_figure(layout, trajectories[0])  # a single [T, 2] episode
+    assert sum(ax.axison for ax in fig.axes) == 1
+
+
+def test_curve_figure(tmp_path):
+    steps = np.arange(50)
+    fig = curve_figure({"train": (steps, np.exp(-steps / 10)), "val": (steps, np.exp(-steps / 12))},
+                       xlabel="step", ylabel="loss", title="losses")
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.get_lines()] == ["train", "val"]
+    assert ax.get_title() == "losses"
+    assert figure_to_png(fig).startswith(PNG_SIGNATURE)
+
+
+def test_save_figure_failures_leave_no_partial_file(tmp_path, monkeypatch):
+    fig = curve_figure({"a": ([0, 1], [0, 1])})
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    with pytest.raises(OSError):
+        save_figure(fig, blocker / "fig.png")
+    assert sorted(os.listdir(tmp_path)) == ["not_a_dir"]
+
+    if os.geteuid() != 0:  # root ignores permissions
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            with pytest.raises(OSError):
+                save_figure(fig, locked / "fig.png")
+            assert os.listdir(locked) == []
+        finally:
+            locked.chmod(0o700)
+
+    # A failure at the final rename keeps the previous file intact and removes the temp file.
+    target = tmp_path / "out" / "fig.png"
+    save_figure(fig, target)
+    before = target.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_figure(curve_figure({"b": ([0, 1], [1, 0])}), target)
+    assert os.listdir(tmp_path / "out") == ["fig.png"]
+    assert target.read_bytes() == before
