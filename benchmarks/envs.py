@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import timed, versions, write_section  # noqa: E402

@@ -3,23 +3,76 @@
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
+
+from diffrl.config import ConfigError, split_overrides
+
+OVERRIDES_HELP = ("Any config value can be overridden with --config.KEY=VALUE (e.g. --config.train.batch_size=64, "
+                  "--config.seed=1); the value is parsed as the type of the field it replaces.")
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"diffrl {command}: {err}", file=sys.stderr)
+    return 2
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.distributed:
+        from diffrl.train.sharding import initialize_distributed
+
+        initialize_distributed()
+    from diffrl.config import apply_overrides, load_config
+    from diffrl.data import DatasetNotFoundError
+    from diffrl.train.checkpoint import CheckpointError
+    from diffrl.train.loop import WorkdirError, train
+
+    try:
+        config = apply_overrides(load_config(args.config), args.overrides)
+        summary = train(config, args.workdir, progress=not args.no_progress)
+    except (ConfigError, CheckpointError, WorkdirError, DatasetNotFoundError, ValueError) as err:
+        return _fail("train", err)
+    how = "stopped by SIGTERM at" if summary["stopped_by_sigterm"] else "finished at"
+    print(f"{config.name}: {how} step {summary['step']} (resumed from {summary['start_step']}) on "
+          f"{summary['devices']} device(s); checkpoints and TensorBoard logs in {summary['workdir']}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from diffrl.eval.evaluate import evaluate_checkpoint, format_summary
+    from diffrl.train.checkpoint import CheckpointError
+
+    plot = args.plot
+    if plot is None and not args.no_plot:
+        plot = pathlib.Path(args.workdir) / "evaluation" / "rollouts.png"
+    try:
+        summary = evaluate_checkpoint(args.workdir, step=args.step, episodes=args.episodes, seed=args.seed,
+                                      overrides=args.overrides, json_path=args.json, plot_path=plot)
+    except (ConfigError, CheckpointError, ValueError, OSError) as err:
+        return _fail("evaluate", err)
+    print(format_summary(summary))
+    if "plot" in summary:
+        print(f"plot: {summary['plot']}")
+    if args.json:
+        print(f"summary: {args.json}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from diffrl.demo import default_config, format_summary, run_demo
+    from diffrl.data import DatasetNotFoundError
+    from diffrl.demo import run_demo
+    from diffrl.eval.evaluate import format_summary
+    from diffrl.train.checkpoint import CheckpointError
+    from diffrl.train.loop import WorkdirError
 
-    config = default_config()
-    if args.steps is not None:
-        if args.steps < config.train.steps_per_call or args.steps % config.train.steps_per_call:
-            print(f"diffrl demo: --steps must be a positive multiple of {config.train.steps_per_call}", file=sys.stderr)
-            return 2
-        config.train.steps = args.steps
-    config.seed = args.seed
-    print("diffrl demo: generate a 2-D multimodal dataset, train a diffusion denoiser, sample it with DDPM and DDIM,\n"
-          "evaluate the samples against the exact density, write the plot and a JSON summary.")
-    summary = run_demo(config, args.workdir, progress=not args.no_progress)
+    print("diffrl demo: generate a small PointMaze U-Maze dataset in MJX, train Diffuser briefly, evaluate it in\n"
+          "parallel MJX environments, print the normalized score and write the plot.")
+    try:
+        summary = run_demo(args.workdir, overrides=args.overrides, progress=not args.no_progress)
+    except (ConfigError, CheckpointError, WorkdirError, DatasetNotFoundError, ValueError) as err:
+        return _fail("demo", err)
     print(format_summary(summary))
+    print(f"plot: {summary['plot']}\nsummary: {pathlib.Path(args.workdir) / 'summary.json'}")
     return 0
 
 
@@ -75,12 +128,43 @@ def _data_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffrl", description="Diffusion-based offline RL in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the embedded end-to-end demo (about a minute on a 2-core CPU)",
-                          description="Train, sample, evaluate and plot on an embedded default problem.")
-    demo.add_argument("--workdir", default="demo_out", help="folder for demo.png and summary.json (default: demo_out)")
-    demo.add_argument("--steps", type=int, default=None, help="train steps, a multiple of 250 (default: 6000)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train = sub.add_parser("train", help="train a method on an offline dataset (sharded over all devices)",
+                           description="Train the method of a config on its dataset, with the batch sharded over all "
+                                       "devices, periodic asynchronous checkpoints (resumed automatically from the "
+                                       "workdir; SIGTERM saves and exits) and TensorBoard logs in WORKDIR/tensorboard.",
+                           epilog=OVERRIDES_HELP)
+    train.add_argument("--config", required=True,
+                       help="FILE:VARIANT, e.g. configs/diffuser.py:pointmaze-umaze (a bare file name is looked up in "
+                            "the bundled configs/)")
+    train.add_argument("--workdir", required=True, help="folder for checkpoints and logs; an existing run resumes")
+    train.add_argument("--distributed", action="store_true",
+                       help="multi-host: call jax.distributed.initialize() first (SLURM/TPU auto-detection or "
+                            "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.set_defaults(handler=_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint in parallel MJX environments",
+                              description="Load a checkpoint, roll out the episodes in parallel in MJX in one jitted "
+                                          "call, print the normalized score (mean +/- standard error) and success "
+                                          "rate, and save a plot of plans and trajectories.",
+                              epilog=OVERRIDES_HELP + " Useful ones: --config.eval.multi_goal=true (Multi2D), "
+                                     "--config.plan.warm_start_steps=N, --config.plan.replan_every=N.")
+    evaluate.add_argument("--workdir", required=True, help="the training run's folder")
+    evaluate.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    evaluate.add_argument("--episodes", type=int, default=None, help="episodes, all in parallel (default: config, 100)")
+    evaluate.add_argument("--seed", type=int, default=None, help="evaluation seed (default: config.eval.seed)")
+    evaluate.add_argument("--json", default=None, metavar="PATH", help="write the summary as JSON to PATH")
+    evaluate.add_argument("--plot", default=None, metavar="PATH",
+                          help="PNG of plans and trajectories (default: WORKDIR/evaluation/rollouts.png)")
+    evaluate.add_argument("--no-plot", action="store_true", help="do not write the plot")
+    evaluate.set_defaults(handler=_evaluate)
+    demo = sub.add_parser("demo", help="run the embedded end-to-end demo (a few minutes on a 2-core CPU)",
+                          description="Generate a small PointMaze U-Maze dataset (if absent), train Diffuser briefly, "
+                                      "evaluate it in parallel MJX environments, print the score, write the plot.",
+                          epilog=OVERRIDES_HELP)
+    demo.add_argument("--workdir", default="demo_out",
+                      help="folder for the dataset, the run, demo.png and summary.json (default: demo_out)")
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(handler=_demo)
 
     data = sub.add_parser("data", help="generate, download and inspect Minari datasets",
@@ -112,7 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        argv, overrides = split_overrides(argv)
+    except ConfigError as err:
+        return _fail(argv[0] if argv else "", err)
     args = build_parser().parse_args(argv)
+    if overrides and args.command not in ("train", "evaluate", "demo"):
+        return _fail(args.command, ConfigError("--config.KEY=VALUE overrides apply to train, evaluate and demo only"))
+    args.overrides = overrides
     return args.handler(args)
 
 

@@ -1,6 +1,5 @@
 """Reverse samplers with exact (closed-form) denoisers: recovery of known distributions and exactness of hooks."""
 
-import functools
 
 import jax
 import jax.numpy as jnp

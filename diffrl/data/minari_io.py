@@ -57,6 +57,7 @@ class OfflineData:
     episode_lengths: np.ndarray  # [E] int64, number of steps (actions) of each episode
     dataset_id: str
     env_spec: gym.envs.registration.EnvSpec | None  # as Minari stores it (None when the dataset has none)
+    eval_env_spec: gym.envs.registration.EnvSpec | None  # the evaluation env (None: evaluate in env_spec)
     ref_min_score: float | None
     ref_max_score: float | None
     observation_space: gym.Space
@@ -149,6 +150,7 @@ def load_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> Offl
         episode_lengths=lengths,
         dataset_id=dataset_id,
         env_spec=dataset.env_spec,
+        eval_env_spec=getattr(dataset, "_eval_env_spec", None),
         ref_min_score=_optional_float(metadata.get("ref_min_score")),
         ref_max_score=_optional_float(metadata.get("ref_max_score")),
         observation_space=observation_space,

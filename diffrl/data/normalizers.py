@@ -154,6 +154,11 @@ def fit_normalizer(kind: str, x) -> Normalizer:
     return _CLASSES[kind].fit(x)
 
 
+def normalizer_to_json(normalizer: Normalizer) -> dict:
+    """``to_dict()`` with lists instead of arrays, for JSON checkpoint records."""
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in normalizer.to_dict().items()}
+
+
 def normalizer_from_dict(state: dict) -> Normalizer:
     """Rebuild a normaliser from its ``to_dict()`` (e.g. read back from a checkpoint)."""
     kind = state.get("kind")

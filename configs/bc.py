@@ -1,0 +1,25 @@
+"""Behaviour cloning, the baseline next to every diffrl score: ``--config=configs/bc.py:<variant>``.
+
+No paper defines it here, so its values are the usual ones for D4RL-scale BC (two hidden layers of 256, Adam
+3e-4, batch 256); it reads the same datasets and is evaluated by the same rollout as the methods.
+"""
+
+import ml_collections
+
+VARIANTS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "multi2d-umaze", "multi2d-medium",
+            "multi2d-large", "hopper-medium", "halfcheetah-medium", "walker2d-medium")
+
+
+def get_config(variant: str) -> ml_collections.ConfigDict:
+    kind, _, rest = variant.partition("-")
+    c = ml_collections.ConfigDict()
+    c.method = "bc"
+    c.seed = 0
+    maze = kind in ("pointmaze", "multi2d")
+    c.dataset = dict(id=f"diffrl/pointmaze/{rest}-v0" if maze else f"mujoco/{kind}/{rest}-v0", root=None)
+    # Gaussian-normalised flat observations; on PointMaze they carry the goal, so BC is goal-conditioned.
+    c.model = dict(hidden=(256, 256), normalizer="gaussian")
+    c.train = dict(steps=100_000, batch_size=256, learning_rate=3e-4, log_every=1000, checkpoint_every=10_000,
+                   keep_checkpoints=3)
+    c.eval = dict(episodes=100, seed=0, multi_goal=kind == "multi2d", plot_episodes=8, every=0)
+    return c

@@ -1,0 +1,150 @@
+"""Experiment configs: ``configs/<paper>.py:<variant>`` files and ``--config.a.b=value`` overrides.
+
+A config file defines ``VARIANTS`` (a tuple of task names) and ``get_config(variant) -> ConfigDict``. Every
+error here is a :class:`ConfigError` whose message names the bad thing and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import pathlib
+import sys
+
+import ml_collections
+
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config spec, variant or override that cannot be used."""
+
+
+def _resolve_file(path: str) -> pathlib.Path:
+    candidate = pathlib.Path(path)
+    if candidate.is_file():
+        return candidate
+    bundled = CONFIGS_DIR / candidate.name
+    if not candidate.is_absolute() and bundled.is_file():
+        return bundled
+    available = sorted(p.name for p in CONFIGS_DIR.glob("*.py")) if CONFIGS_DIR.is_dir() else []
+    raise ConfigError(f"config file {path!r} not found" + (f"; bundled configs: {', '.join(available)}" if available else ""))
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """``"configs/diffuser.py:pointmaze-umaze"`` -> the variant's ConfigDict (``config.name`` set to the spec)."""
+    path, sep, variant = spec.partition(":")
+    file = _resolve_file(path)
+    module_name = f"diffrl_config_{file.stem}"
+    module_spec = importlib.util.spec_from_file_location(module_name, file)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    module_spec.loader.exec_module(module)
+    variants = tuple(getattr(module, "VARIANTS", ()))
+    if not hasattr(module, "get_config") or not variants:
+        raise ConfigError(f"{file} defines no get_config(variant) and VARIANTS")
+    if not sep or variant not in variants:
+        what = f"unknown variant {variant!r}" if sep else "no variant given"
+        raise ConfigError(f"{what} in {file.name}; choose one of: {', '.join(variants)} "
+                          f"(as --config={path}:{variants[0]})")
+    config = module.get_config(variant)
+    config.name = f"{file.stem}:{variant}"
+    return config
+
+
+def _parse_value(key: str, text: str, current):
+    """Parse ``text`` as the type of the field it replaces (bool, int, float, str, tuple, list, None-able)."""
+    if isinstance(current, bool):
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"override {key}={text!r}: expected a boolean (true/false)")
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if current is None:
+            return text
+        raise ConfigError(f"override {key}={text!r}: expected {type(current).__name__}, got unparsable text") from None
+    if current is None or value is None:
+        return value
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
+        return type(current)(value)
+    if type(value) is not type(current):
+        raise ConfigError(f"override {key}={text!r}: expected {type(current).__name__}, got {type(value).__name__}")
+    return value
+
+
+def _all_keys(config, prefix="") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        keys.append(prefix + key)
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(_all_keys(value, prefix + key + "."))
+    return keys
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
+    """Apply ``["train.batch_size=64", ...]`` in place; unknown keys and mistyped values raise ConfigError."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form --config.KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            child = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+            if not isinstance(child, ml_collections.ConfigDict):
+                node = None
+                break
+            node = child
+        if node is None or leaf not in node:
+            close = difflib.get_close_matches(key, _all_keys(config), n=3)
+            raise ConfigError(f"unknown config key {key!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        if isinstance(node[leaf], ml_collections.ConfigDict):
+            raise ConfigError(f"config key {key!r} is a group; override one of its fields ({key}.FIELD=VALUE)")
+        with node.unlocked():
+            node[leaf] = _parse_value(key, text, node[leaf])
+    return config
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--config.KEY=VALUE`` / ``--config.KEY VALUE`` from the other arguments."""
+    rest, overrides, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            body = arg[len("--config."):]
+            if "=" not in body:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"override {arg} has no value; write {arg}=VALUE")
+                body, i = f"{body}={argv[i + 1]}", i + 1
+            overrides.append(body)
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> str:
+    return config.to_json(indent=2, sort_keys=True)
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+    """Inverse of :func:`config_to_json`; JSON lists come back as tuples (configs use tuples for shapes)."""
+
+    def tuples(value):
+        if isinstance(value, list):
+            return tuple(tuples(v) for v in value)
+        if isinstance(value, dict):
+            return {k: tuples(v) for k, v in value.items()}
+        return value
+
+    return ml_collections.ConfigDict(tuples(json.loads(text)))

@@ -1,0 +1,75 @@
+"""Orbax checkpoints of a training run: the train-state pytree plus a JSON record (config, normalisers, dataset).
+
+Layout: ``<workdir>/checkpoints/<step>/{state,meta}``. Saves are asynchronous (the train loop goes on while
+the arrays are written) and keep the last ``keep`` steps; Orbax writes each step to a temporary folder and
+renames it when complete, so an interrupted save never leaves a step that looks finished.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing or does not fit the model being restored."""
+
+
+class Checkpointer:
+    def __init__(self, workdir: str | pathlib.Path, keep: int = 3, asynchronous: bool = True, create: bool = True):
+        self.directory = pathlib.Path(workdir).resolve() / "checkpoints"
+        if not create and not self.directory.is_dir():
+            raise CheckpointError(f"no checkpoints in {pathlib.Path(workdir)} (expected {self.directory}); "
+                                  "train first with diffrl train --workdir DIR")
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
+                                               enable_async_checkpointing=asynchronous)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state, meta: dict, force: bool = False) -> bool:
+        return self.manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                                   meta=ocp.args.JsonSave(meta)), force=force)
+
+    def _resolve(self, step: int | None) -> int:
+        steps = self.all_steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}; train first with diffrl train --workdir DIR")
+        if step is None:
+            return max(steps)
+        if step not in steps:
+            raise CheckpointError(f"no checkpoint at step {step} in {self.directory}; available: {sorted(steps)}")
+        return step
+
+    def restore_meta(self, step: int | None = None) -> tuple[int, dict]:
+        step = self._resolve(step)
+        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return step, restored.meta
+
+    def restore_state(self, step: int, target):
+        """Restore the state pytree into the structure, shapes, dtypes and shardings of ``target``."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} does not fit this model "
+                                  f"(was it trained with another config?): {str(err).splitlines()[0]}") from None
+        restored_shapes = jax.tree.map(lambda x: (x.shape, x.dtype), restored.state)
+        wanted = jax.tree.map(lambda x: (x.shape, x.dtype), target)
+        if restored_shapes != wanted:
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} does not fit this model: array shapes differ "
+                                  "(was it trained with another config?)")
+        return restored.state
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

@@ -1,0 +1,68 @@
+"""Data-parallel sharding over all devices: a one-axis ``Mesh`` named ``data``.
+
+The batch is split along its first axis over the ``data`` axis and parameters are replicated, so XLA's SPMD
+partitioner turns the jitted train step into per-device shards plus one gradient all-reduce. Multi-host jobs
+(several GPU hosts, TPU pods) call :func:`initialize_distributed` first; the same code then sees every device
+of every process.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed() -> None:
+    """``jax.distributed.initialize()`` (cluster auto-detection: SLURM, TPU pods, or the ``JAX_COORDINATOR_ADDRESS``,
+    ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` variables); call before any other JAX work."""
+    kwargs = {}
+    if "JAX_COORDINATOR_ADDRESS" in os.environ:
+        kwargs = dict(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+                      num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                      process_id=int(os.environ["JAX_PROCESS_ID"]))
+    jax.distributed.initialize(**kwargs)
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: all devices of all processes) with the axis ``data``."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over ``data``; other axes whole."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+    if batch_size % mesh.size:
+        raise ValueError(f"the global batch size {batch_size} is not divisible by the {mesh.size} devices of the mesh; "
+                         f"pick a multiple of {mesh.size}")
+
+
+def put_replicated(tree, mesh: Mesh):
+    """Place a host pytree (the same value on every process) replicated on every device of ``mesh``."""
+    sharding = replicated(mesh)
+
+    def put(x):
+        x = np.asarray(x) if not isinstance(x, jax.Array) else x
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding)
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
+
+
+def shard_batch(batch, mesh: Mesh):
+    """Inside jit: constrain every array of ``batch`` to be split along its first axis over ``data``."""
+    return jax.lax.with_sharding_constraint(batch, batch_sharded(mesh))

@@ -1,0 +1,56 @@
+"""Small synthetic datasets for runner and agent tests (no MJX generation, written in well under a second)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from diffrl.data.generate import write_minari_dataset
+from diffrl.data.minari_io import OfflineData
+
+
+def pointmaze_streams(num_streams: int = 4, stream_length: int = 120, cut_every: int = 40, seed: int = 0) -> list[dict]:
+    """Episodes in the PointMaze layout ``[x, y, vx, vy, ax, ay, gx, gy]``: each stream is a point sliding along
+    U-Maze's bottom corridor, cut into episodes of ``cut_every`` steps that continue one another, as Minari's
+    PointMaze collection cuts its streams at every reached goal."""
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for _ in range(num_streams):
+        phase = rng.uniform(0, 2 * np.pi)
+        t = np.arange(stream_length + 1)
+        x = 0.9 * np.sin(phase + 0.05 * t)
+        vx = np.gradient(x) * 100
+        xy = np.stack([x, np.full_like(x, -1.0)], -1)
+        goal = np.broadcast_to([1.0, 1.0], xy.shape)
+        obs = np.concatenate([xy, np.stack([vx, np.zeros_like(vx)], -1), xy, goal], -1).astype(np.float32)
+        actions = np.clip(np.stack([np.diff(vx) / 10, np.zeros(stream_length)], -1), -1, 1).astype(np.float32)
+        for start in range(0, stream_length, cut_every):
+            stop = min(start + cut_every, stream_length)
+            episodes.append({"observations": obs[start : stop + 1], "actions": actions[start:stop],
+                             "rewards": np.zeros(stop - start, np.float32),
+                             "success": np.zeros(stop - start + 1, bool)})
+    return episodes
+
+
+def write_pointmaze_dataset(root, dataset_id: str = "diffrl/pointmaze/umaze-v0", **kwargs) -> str:
+    write_minari_dataset(pointmaze_streams(**kwargs), dataset_id, "umaze", "sparse", 0.0, 100.0, root)
+    return dataset_id
+
+
+def offline_data(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, lengths, terminal_last=False,
+                 dataset_id: str = "synthetic/test-v0") -> OfflineData:
+    """An in-memory flat-Box dataset from concatenated per-step arrays and episode lengths."""
+    lengths = np.asarray(lengths, np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    last = np.zeros(len(rewards), bool)
+    last[starts + lengths - 1] = True
+    obs = np.asarray(observations, np.float32)
+    next_obs = np.concatenate([obs[1:], obs[-1:]])
+    return OfflineData(
+        observations=obs, next_observations=next_obs, actions=np.asarray(actions, np.float32),
+        rewards=np.asarray(rewards, np.float32), terminations=last & terminal_last, truncations=last & ~terminal_last,
+        episode_starts=starts, episode_lengths=lengths, dataset_id=dataset_id, env_spec=None, eval_env_spec=None,
+        ref_min_score=None, ref_max_score=None,
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (obs.shape[1],), np.float32),
+        action_space=gym.spaces.Box(-1.0, 1.0, (actions.shape[1],), np.float32), observation_slices=None,
+    )

@@ -1,0 +1,158 @@
+"""Diffuser: overfitting a handful of trajectories, exact inpainting of start and goal, the value guide's gradient,
+the official maze controller, and the behaviour-cloning baseline."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffrl.agents import BCAgent, DiffuserAgent
+from diffrl.agents.diffuser import MazePlanPolicy
+from diffrl.config import apply_overrides, load_config
+from diffrl.data import load_dataset, make_store
+from diffrl.train.loop import make_train_chunk
+from diffrl.train.sharding import make_mesh, put_replicated
+from synthetic import offline_data, write_pointmaze_dataset
+
+SMALL = ["diffusion.horizon=16", "diffusion.num_steps=20", "model.dim=16", "model.dim_mults=(1, 2)",
+         "value.dim=16", "value.dim_mults=(1, 2)", "train.batch_size=16", "train.gradient_accumulation=1",
+         "train.learning_rate=2e-3", "value.learning_rate=2e-3", "train.ema_start=0", "train.ema_every=1",
+         "train.ema_decay=0.9", "diffusion.use_padding=false", "plan.candidates=4"]
+
+
+def fit(agent, data, steps: int, seed: int = 0):
+    """Train ``agent`` on ``data`` for ``steps`` steps on one device; returns ``(state, per-step metrics)``."""
+    mesh = make_mesh(jax.devices()[:1])
+    train_data = put_replicated(agent.prepare(make_store(agent.preprocess(data))), mesh)
+    carry = {"agent": jax.jit(agent.init)(jax.random.PRNGKey(seed)), "rng": jax.random.PRNGKey(seed + 1)}
+    carry, metrics = make_train_chunk(agent, mesh, steps)(carry, train_data)
+    return carry["agent"], jax.device_get(metrics)
+
+
+def four_trajectories(horizon=16, rewards_from_level=False):
+    """Four episodes of ``horizon + 1`` steps, 2-D states on distinct smooth curves, actions their velocities."""
+    t = np.linspace(0, 1, horizon + 1)
+    obs, act, rew = [], [], []
+    for k in range(4):
+        angle = k * np.pi / 2
+        states = np.stack([np.cos(angle) * t + 0.3 * k, np.sin(angle) * t - 0.2 * k], -1)
+        obs.append(states)
+        act.append(np.gradient(states, axis=0))
+        rew.append(states[:, 0] if rewards_from_level else np.zeros(horizon + 1))
+    return (np.concatenate(obs), np.concatenate(act), np.concatenate(rew)), [horizon + 1] * 4
+
+
+def reward_config(*extra):
+    return apply_overrides(load_config("configs/diffuser.py:hopper-medium"),
+                           [*SMALL, "value.enabled=false", "diffusion.action_weight=1.0", *extra])
+
+
+def test_a_small_model_overfits_four_trajectories_and_replays_them_from_their_start():
+    (obs, act, rew), lengths = four_trajectories()
+    data = offline_data(obs, act, rew, lengths)
+    agent = DiffuserAgent.from_data(reward_config(), data)
+    state, metrics = fit(agent, data, steps=1500)
+    assert metrics["loss"][-100:].mean() < 0.15 * metrics["loss"][:20].mean()
+    starts = obs[np.arange(4) * 17]
+    truth = np.stack([obs[k * 17 : k * 17 + 16] for k in range(4)])
+    planned = jax.jit(agent.plan)(agent.policy_params(state), jax.random.PRNGKey(0), jnp.asarray(starts))[0][:, 0]
+    _, states = agent.unnormalize(planned)
+    rms = np.sqrt(np.mean((np.asarray(states) - truth) ** 2, axis=(1, 2)))
+    untrained = jax.jit(agent.plan)(agent.policy_params(jax.jit(agent.init)(jax.random.PRNGKey(5))),
+                                    jax.random.PRNGKey(0), jnp.asarray(starts))[0][:, 0]
+    rms_untrained = np.sqrt(np.mean((np.asarray(agent.unnormalize(untrained)[1]) - truth) ** 2, axis=(1, 2)))
+    assert rms.max() < 0.1 and rms_untrained.min() > 0.3, (rms, rms_untrained)
+
+
+@pytest.fixture(scope="module")
+def maze_agent(tmp_path_factory):
+    root = tmp_path_factory.mktemp("minari")
+    write_pointmaze_dataset(root)
+    config = apply_overrides(load_config("configs/diffuser.py:pointmaze-umaze"),
+                             ["diffusion.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)"])
+    return DiffuserAgent.from_data(config, load_dataset(config.dataset.id, root=root))
+
+
+def test_inpainted_plans_start_at_the_state_and_end_at_the_goal_in_one_program(maze_agent):
+    agent = maze_agent
+    params = agent.policy_params(jax.jit(agent.init)(jax.random.PRNGKey(0)))
+    traces = []
+
+    def plan(params, rng, states, goals):
+        traces.append(1)
+        return agent.plan(params, rng, states, goals)[0][:, 0]
+
+    planner = jax.jit(plan)
+    rng = np.random.default_rng(0)
+    for seed in range(2):
+        states = np.stack([rng.uniform(-0.8, 0.8, 64), np.full(64, -1.0), rng.uniform(-1, 1, 64),
+                           np.zeros(64)], -1).astype(np.float32)
+        goals = np.stack([rng.uniform(-0.8, 0.8, 64), np.full(64, -1.0)], -1).astype(np.float32)
+        actions, plan_states = agent.unnormalize(planner(params, jax.random.PRNGKey(seed), states, goals))
+        assert plan_states.shape == (64, 16, 4) and actions.shape == (64, 16, 2)
+        np.testing.assert_allclose(plan_states[:, 0], states, atol=1e-5)
+        np.testing.assert_allclose(plan_states[:, -1, :2], goals, atol=1e-5)
+        np.testing.assert_allclose(plan_states[:, -1, 2:], 0.0, atol=1e-5)
+    assert len(traces) == 1  # a batch of 64 plans is one compiled program, traced once
+
+
+def test_maze_controller_is_the_official_one(maze_agent):
+    agent = maze_agent
+    policy = MazePlanPolicy(agent)
+    rng = np.random.default_rng(1)
+    states = rng.uniform(-0.5, 0.5, (3, 16, 4)).astype(np.float32)
+    plan = agent.to_trajectory(jnp.asarray(states), jnp.zeros((3, 16, 2)))
+    obs = np.concatenate([rng.uniform(-0.5, 0.5, (3, 4)), np.zeros((3, 4))], -1).astype(np.float32)
+    _, decoded = agent.unnormalize(plan)
+    for age in (0, 7, 14, 15, 40):
+        action, new_state = policy.act(None, {"plan": plan, "first_plan": plan, "age": jnp.asarray(age)}, obs,
+                                       jnp.asarray(age), jax.random.PRNGKey(0))
+        waypoint = np.array(decoded[:, min(age + 1, 15)])
+        if age + 1 >= 16:
+            waypoint[:, 2:] = 0.0  # plan_maze2d.py: past the plan's end, the last state at rest
+        expected = (waypoint[:, :2] - obs[:, :2]) + (waypoint[:, 2:4] - obs[:, 2:4])
+        np.testing.assert_allclose(action, expected, atol=1e-5)
+        assert int(new_state["age"]) == age + 1
+
+
+def test_value_gradient_points_to_higher_return_and_guides_plans_there():
+    """Reward = the first state coordinate, so J increases with it: grad J must point along +x, and guided plans
+    must end up with larger x than unguided ones from the same start."""
+    (obs, act, _), lengths = four_trajectories()
+    rng = np.random.default_rng(0)
+    offsets = np.repeat(rng.uniform(-1, 1, (40, 1)), 17, axis=0)
+    obs = np.tile(obs, (10, 1)) + np.concatenate([offsets, np.zeros_like(offsets)], -1)
+    act = np.tile(act, (10, 1))
+    data = offline_data(obs, act, obs[:, 0], lengths * 10)
+    config = reward_config("value.enabled=true", "value.discount=0.9", "value.termination_penalty=0.0",
+                           "plan.guide_scale=10.0", "plan.t_stopgrad=0")
+    agent = DiffuserAgent.from_data(config, data)
+    state, metrics = fit(agent, data, steps=400)
+    assert metrics["value_loss"][-50:].mean() < 0.25 * metrics["value_loss"][:20].mean()
+    params = agent.policy_params(state)
+    x = agent.to_trajectory(jnp.asarray(obs[:16][None]), jnp.asarray(act[:16][None]))
+    grad = jax.grad(lambda y: agent.value(params, y, jnp.zeros(1, jnp.int32)).sum())(x)[0]
+    dx = grad[:, agent.action_dim]  # d J / d (normalised x_t)
+    assert float(dx.sum()) > 0 and float(jnp.abs(grad[:, agent.action_dim + 1]).sum()) < float(dx.sum())
+    starts = jnp.asarray(obs[np.arange(8) * 17])
+    guided = jax.jit(agent.plan)(params, jax.random.PRNGKey(3), starts)[0]
+    unguided_agent = DiffuserAgent(apply_overrides(config.copy_and_resolve_references(), ["plan.guide_scale=0.0"]),
+                                   agent.info, agent.normalizer)
+    unguided = jax.jit(unguided_agent.plan)(params, jax.random.PRNGKey(3), starts)[0]
+    mean_x = lambda plans: float(agent.unnormalize(plans)[1][..., 0].mean())
+    assert mean_x(guided) > mean_x(unguided) + 0.05, (mean_x(guided), mean_x(unguided))
+
+
+def test_behaviour_cloning_recovers_a_linear_policy():
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, (2000, 3)).astype(np.float32)
+    act = np.stack([0.5 * obs[:, 0] - 0.3 * obs[:, 1], 0.4 * obs[:, 2]], -1)
+    data = offline_data(obs, act, np.zeros(2000), [200] * 10)
+    config = load_config("configs/bc.py:hopper-medium")
+    agent = BCAgent.from_data(config, data)
+    state, metrics = fit(agent, data, steps=500)
+    assert metrics["loss"][-20:].mean() < 2e-3 < metrics["loss"][0]
+    actions, _ = agent.policy().act(agent.policy_params(state), (), jnp.asarray(obs[:5]), 0, None)
+    np.testing.assert_allclose(actions, act[:5], atol=0.1)
