@@ -76,6 +76,25 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    import runpy
+
+    from diffrl.config import CONFIGS_DIR
+
+    script = CONFIGS_DIR.parent / "benchmarks" / f"{args.name}.py"
+    if not script.is_file():
+        available = sorted(p.stem for p in script.parent.glob("*.py") if p.stem != "common") if script.parent.is_dir() else []
+        return _fail("benchmark", ValueError(
+            f"no benchmark {args.name!r} in {script.parent}" + (f"; choose one of {', '.join(available)}" if available
+                                                                 else " (benchmarks run from a source checkout)")))
+    sys.argv = [str(script), *args.args]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as done:
+        return int(done.code or 0)
+    return 0
+
+
 def _data_generate(args: argparse.Namespace) -> int:
     from diffrl.data.generate import DEFAULT_STEPS, generate_pointmaze_dataset
 
@@ -166,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder for the dataset, the run, demo.png and summary.json (default: demo_out)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(handler=_demo)
+
+    bench = sub.add_parser("benchmark", help="run a benchmark script of benchmarks/ (results in benchmarks/results/)",
+                           description="Run benchmarks/NAME.py with its own flags (see diffrl benchmark NAME --help): "
+                                       "diffuser (planner and train step), sampler_core (diffusion samplers), envs "
+                                       "(MJX env steps/s), pointmaze_scores (Diffuser and BC scores over seeds).")
+    bench.add_argument("name", help="diffuser | sampler_core | envs | pointmaze_scores")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
+    bench.set_defaults(handler=_benchmark)
 
     data = sub.add_parser("data", help="generate, download and inspect Minari datasets",
                           description="Offline datasets in Minari format (the local root is $MINARI_DATASETS_PATH "

@@ -119,7 +119,7 @@ def test_maze_controller_is_the_official_one(maze_agent):
 
 def test_value_gradient_points_to_higher_return_and_guides_plans_there():
     """Reward = the first state coordinate, so J increases with it: grad J must point along +x, and guided plans
-    must end up with larger x than unguided ones from the same start."""
+    must reach larger x than the data from the same starts (which the unguided model replays, see above)."""
     (obs, act, _), lengths = four_trajectories()
     rng = np.random.default_rng(0)
     offsets = np.repeat(rng.uniform(-1, 1, (40, 1)), 17, axis=0)
@@ -129,20 +129,18 @@ def test_value_gradient_points_to_higher_return_and_guides_plans_there():
     config = reward_config("value.enabled=true", "value.discount=0.9", "value.termination_penalty=0.0",
                            "plan.guide_scale=10.0", "plan.t_stopgrad=0")
     agent = DiffuserAgent.from_data(config, data)
-    state, metrics = fit(agent, data, steps=400)
+    state, metrics = fit(agent, data, steps=300)
     assert metrics["value_loss"][-50:].mean() < 0.25 * metrics["value_loss"][:20].mean()
     params = agent.policy_params(state)
     x = agent.to_trajectory(jnp.asarray(obs[:16][None]), jnp.asarray(act[:16][None]))
     grad = jax.grad(lambda y: agent.value(params, y, jnp.zeros(1, jnp.int32)).sum())(x)[0]
     dx = grad[:, agent.action_dim]  # d J / d (normalised x_t)
     assert float(dx.sum()) > 0 and float(jnp.abs(grad[:, agent.action_dim + 1]).sum()) < float(dx.sum())
-    starts = jnp.asarray(obs[np.arange(8) * 17])
-    guided = jax.jit(agent.plan)(params, jax.random.PRNGKey(3), starts)[0]
-    unguided_agent = DiffuserAgent(apply_overrides(config.copy_and_resolve_references(), ["plan.guide_scale=0.0"]),
-                                   agent.info, agent.normalizer)
-    unguided = jax.jit(unguided_agent.plan)(params, jax.random.PRNGKey(3), starts)[0]
-    mean_x = lambda plans: float(agent.unnormalize(plans)[1][..., 0].mean())
-    assert mean_x(guided) > mean_x(unguided) + 0.05, (mean_x(guided), mean_x(unguided))
+    starts = np.arange(8) * 17
+    guided = jax.jit(agent.plan)(params, jax.random.PRNGKey(3), jnp.asarray(obs[starts]))[0]
+    guided_x = float(agent.unnormalize(guided)[1][..., 0].mean())
+    data_x = float(np.mean([obs[s : s + 16, 0] for s in starts]))  # what the unguided model replays
+    assert guided_x > data_x + 0.05, (guided_x, data_x)
 
 
 def test_behaviour_cloning_recovers_a_linear_policy():

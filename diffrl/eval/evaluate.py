@@ -66,10 +66,13 @@ def load_for_evaluation(workdir, step: int | None = None, overrides: list[str] =
     step, meta = checkpointer.restore_meta(step)
     try:
         config = config_from_json(meta["config"])
-        agent = AGENTS[config.method].from_artifacts(config, meta["artifacts"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {workdir} step {step} has an unreadable record ({err})") from None
     apply_overrides(config, list(overrides))
+    try:
+        agent = AGENTS[config.method].from_artifacts(config, meta["artifacts"])
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {workdir} step {step} has an unreadable record ({err})") from None
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(
         lambda rng: {"agent": agent.init(rng), "rng": rng}, jax.random.PRNGKey(0)))
