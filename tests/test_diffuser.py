@@ -117,6 +117,29 @@ def test_maze_controller_is_the_official_one(maze_agent):
         assert int(new_state["age"]) == age + 1
 
 
+def test_warm_started_replanning_keeps_start_and_goal_exact(maze_agent):
+    """Sec. 5.4: every ``replan_every`` steps the previous plan, shifted by the steps taken, is re-noised to
+    ``warm_start_steps`` and denoised from there, inpainted with the current state and the goal."""
+    config = apply_overrides(maze_agent.config.copy_and_resolve_references(),
+                             ["plan.replan_every=2", "plan.warm_start_steps=3"])
+    agent = DiffuserAgent(config, maze_agent.info, maze_agent.normalizer)
+    policy = agent.policy()
+    params = agent.policy_params(jax.jit(agent.init)(jax.random.PRNGKey(0)))
+    obs = np.array([[-0.5, -1.0, 0.1, 0.0, -0.5, -1.0, 0.6, -1.0]] * 3, np.float32)
+    act = jax.jit(policy.act)
+    policy_state = jax.jit(policy.init)(params, jax.random.PRNGKey(1), obs)
+    expected_start = obs[:, :4].copy()
+    for t, age in zip(range(4), (1, 2, 1, 2)):
+        obs[:, 0] += 0.05
+        _, policy_state = act(params, policy_state, obs, jnp.asarray(t), jax.random.PRNGKey(t))
+        if t == 2:  # replanned from the current state
+            expected_start = obs[:, :4].copy()
+        _, states = agent.unnormalize(policy_state["plan"])
+        np.testing.assert_allclose(states[:, 0], expected_start, atol=1e-5)
+        np.testing.assert_allclose(states[:, -1, :2], obs[:, 6:8], atol=1e-5)
+        assert int(policy_state["age"]) == age
+
+
 def test_value_gradient_points_to_higher_return_and_guides_plans_there():
     """Reward = the first state coordinate, so J increases with it: grad J must point along +x, and guided plans
     must reach larger x than the data from the same starts (which the unguided model replays, see above)."""
@@ -127,9 +150,9 @@ def test_value_gradient_points_to_higher_return_and_guides_plans_there():
     act = np.tile(act, (10, 1))
     data = offline_data(obs, act, obs[:, 0], lengths * 10)
     config = reward_config("value.enabled=true", "value.discount=0.9", "value.termination_penalty=0.0",
-                           "plan.guide_scale=10.0", "plan.t_stopgrad=0")
+                           "plan.guide_scale=10.0", "plan.t_stopgrad=0", "model.dim=8")
     agent = DiffuserAgent.from_data(config, data)
-    state, metrics = fit(agent, data, steps=300)
+    state, metrics = fit(agent, data, steps=200)
     assert metrics["value_loss"][-50:].mean() < 0.25 * metrics["value_loss"][:20].mean()
     params = agent.policy_params(state)
     x = agent.to_trajectory(jnp.asarray(obs[:16][None]), jnp.asarray(act[:16][None]))

@@ -19,6 +19,7 @@ import time
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
@@ -171,7 +172,8 @@ def train(
                 _evaluate_during_training(agent, carry["agent"], config, step, writer)
             stopped = sigterm["stop"]
             if step % tc.checkpoint_every == 0 or step == tc.steps or stopped:
-                checkpointer.save(step, carry, meta, force=stopped)
+                # A copy: the next chunk donates ``carry`` while the asynchronous save may still read it.
+                checkpointer.save(step, jax.tree.map(jnp.copy, carry), meta, force=stopped)
             if stopped:
                 break
     checkpointer.close()
