@@ -159,9 +159,15 @@ def test_value_gradient_points_to_higher_return_and_guides_plans_there():
     grad = jax.grad(lambda y: agent.value(params, y, jnp.zeros(1, jnp.int32)).sum())(x)[0]
     dx = grad[:, agent.action_dim]  # d J / d (normalised x_t)
     assert float(dx.sum()) > 0 and float(jnp.abs(grad[:, agent.action_dim + 1]).sum()) < float(dx.sum())
+    # The receding-horizon policy (official GuidedPolicy): 4 guided plans per state, the first action of the best.
     starts = np.arange(8) * 17
-    guided = jax.jit(agent.plan)(params, jax.random.PRNGKey(3), jnp.asarray(obs[starts]))[0]
-    guided_x = float(agent.unnormalize(guided)[1][..., 0].mean())
+    policy, current = agent.policy(), jnp.asarray(obs[starts])
+    actions, plans = jax.jit(policy.act)(params, policy.init(params, None, current), current, jnp.asarray(0),
+                                         jax.random.PRNGKey(3))
+    values = agent.value(params, plans.reshape((32,) + plans.shape[2:]), jnp.zeros(32, jnp.int32)).reshape(8, 4)
+    best = plans[np.arange(8), np.asarray(jnp.argmax(values, axis=1))]
+    np.testing.assert_allclose(actions, agent.unnormalize(best)[0][:, 0], atol=1e-5)
+    guided_x = float(agent.unnormalize(plans)[1][..., 0].mean())
     data_x = float(np.mean([obs[s : s + 16, 0] for s in starts]))  # what the unguided model replays
     assert guided_x > data_x + 0.05, (guided_x, data_x)
 
@@ -177,3 +183,14 @@ def test_behaviour_cloning_recovers_a_linear_policy():
     assert metrics["loss"][-20:].mean() < 2e-3 < metrics["loss"][0]
     actions, _ = agent.policy().act(agent.policy_params(state), (), jnp.asarray(obs[:5]), 0, None)
     np.testing.assert_allclose(actions, act[:5], atol=0.1)
+
+
+def test_multi2d_evaluates_in_the_data_map_with_a_new_goal_every_episode(maze_agent):
+    from diffrl.eval.evaluate import make_eval_env
+
+    single = make_eval_env(maze_agent, maze_agent.config)
+    config = apply_overrides(maze_agent.config.copy_and_resolve_references(), ["eval.multi_goal=true"])
+    multi = make_eval_env(maze_agent, config)
+    assert len(single.layout.goal_cells) == 1 and len(multi.layout.goal_cells) == len(multi.layout.reset_cells) > 1
+    assert (multi.reset_target, multi.continuing_task, multi.max_episode_steps) == (False, True, 300)
+    assert multi.max_episode_steps == single.max_episode_steps

@@ -297,11 +297,14 @@ class RecedingHorizonPolicy(Policy):
 
     def act(self, params, previous, obs, t, rng):
         a = self.agent
-        warm = previous if a.config.plan.warm_start_steps else None
-        if warm is not None:  # shift the previous plans one step; the first plan of an episode starts cold
-            warm = jnp.concatenate([previous[:, :, 1:], previous[:, :, -1:]], axis=2)
-            warm = jnp.where(t > 0, warm, jax.random.normal(rng, warm.shape))
-        plans, values = a.plan(params, rng, obs[:, a.state_slice], candidates=a.config.plan.candidates, previous=warm)
+        states, candidates = obs[:, a.state_slice], a.config.plan.candidates
+        cold = lambda: a.plan(params, rng, states, candidates=candidates)
+        if a.config.plan.warm_start_steps:  # Sec. 5.4: from the previous plans shifted one step, after the first
+            shifted = jnp.concatenate([previous[:, :, 1:], previous[:, :, -1:]], axis=2)
+            plans, values = jax.lax.cond(
+                t > 0, lambda: a.plan(params, rng, states, candidates=candidates, previous=shifted), cold)
+        else:
+            plans, values = cold()
         best = jnp.argmax(values, axis=1)
         best_plans = jnp.take_along_axis(plans, best[:, None, None, None], axis=1)[:, 0]
         actions, _ = a.unnormalize(best_plans[:, 0])
