@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import tempfile
 import time
 
 import gymnasium as gym
@@ -16,7 +13,7 @@ from diffrl.agents import AGENTS, Agent
 from diffrl.config import apply_overrides, config_from_json
 from diffrl.envs.pointmaze import PointMaze
 from diffrl.envs.registry import make_env
-from diffrl.eval.plots import maze_figure, save_figure
+from diffrl.eval.plots import maze_figure, save_figure, write_atomically
 from diffrl.eval.rollout import rollout, score_summary
 from diffrl.train.checkpoint import CheckpointError, Checkpointer
 
@@ -81,18 +78,6 @@ def load_for_evaluation(workdir, step: int | None = None, overrides: list[str] =
     return agent, agent.policy_params(state["agent"]), config, step
 
 
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def evaluate_checkpoint(workdir, *, step: int | None = None, episodes: int | None = None, seed: int | None = None,
                         overrides: list[str] = (), json_path=None, plot_path=None) -> dict:
     """Evaluate the checkpoint of ``workdir``; write the JSON summary and the plot when paths are given."""
@@ -103,7 +88,7 @@ def evaluate_checkpoint(workdir, *, step: int | None = None, episodes: int | Non
     if plot_path is not None and result["figure"] is not None:
         summary["plot"] = str(save_figure(result["figure"], plot_path))
     if json_path is not None:
-        _write_atomically(pathlib.Path(json_path), json.dumps(summary, indent=2))
+        write_atomically(json_path, json.dumps(summary, indent=2).encode())
     return summary
 
 

@@ -18,7 +18,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-__all__ = ["curve_figure", "figure_to_png", "maze_figure", "save_figure"]
+__all__ = ["curve_figure", "figure_to_png", "maze_figure", "save_figure", "write_atomically"]
 
 WALL_GID = "wall"
 
@@ -154,14 +154,10 @@ def figure_to_png(fig: Figure, dpi: float | None = None) -> bytes:
     return buf.getvalue()
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: float | None = None) -> str:
-    """Write ``fig`` as PNG to ``path`` atomically (temp file in the same folder, then ``os.replace``).
-
-    Parent folders are created. On failure an ``OSError`` propagates and no partial or temp file is left.
-    Returns the path.
-    """
+def write_atomically(path: str | os.PathLike, data: bytes) -> str:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``; parent folders are
+    created. On failure an ``OSError`` propagates and no partial or temp file is left. Returns the path."""
     path = os.fspath(path)
-    data = figure_to_png(fig, dpi)  # encode first: a rendering error never touches the disk
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
@@ -179,3 +175,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: float | None = None) 
             pass
         raise
     return path
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: float | None = None) -> str:
+    """Write ``fig`` as PNG to ``path`` atomically (:func:`write_atomically`); returns the path."""
+    return write_atomically(path, figure_to_png(fig, dpi))  # encode first: a rendering error never touches the disk
