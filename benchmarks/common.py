@@ -1,8 +1,11 @@
-"""Shared helpers for the benchmark scripts: device naming, versions, timing, and the results file."""
+"""Shared helpers for the benchmark scripts: device naming, versions, timing, XLA cost analysis, the device's
+measured limits, and the results file ``results/<device>.md``."""
 
 from __future__ import annotations
 
 import datetime
+import json
+import os
 import platform
 import re
 import time
@@ -10,6 +13,12 @@ from importlib import metadata
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffrl.agents import AGENTS
+from diffrl.config import apply_overrides, load_config
+from diffrl.data import OfflineData
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -27,8 +36,12 @@ def device_description() -> str:
     if device.platform == "cpu":
         model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("model name")), platform.processor())
-        return f"CPU: {model}, {len(jax.devices())} JAX device(s)"
+        return f"CPU: {model}, {_cpu_count()} cores, {len(jax.devices())} JAX device(s)"
     return f"{device.device_kind} x{len(jax.devices())}"
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def versions(*packages: str) -> str:
@@ -40,12 +53,113 @@ def timed(fn, *args, repeats: int = 5):
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     first = time.perf_counter() - start
+    return first, steady_seconds(fn, *args, repeats=repeats)
+
+
+def steady_seconds(fn, *args, repeats: int = 3) -> float:
+    """Best wall time of ``repeats`` calls of an already compiled ``fn`` (blocking on the result)."""
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
         best = min(best, time.perf_counter() - start)
-    return first, best
+    return best
+
+
+def compile_seconds(fn, *args):
+    """``(seconds, compiled)``: the ahead-of-time lowering and compilation of a jitted ``fn``, nothing run."""
+    started = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    return time.perf_counter() - started, compiled
+
+
+def cost(compiled) -> tuple[float, float]:
+    """``(FLOPs, bytes accessed)`` from XLA's cost analysis of a compiled program.
+
+    XLA counts the body of a ``while`` loop (a ``lax.scan``) once, whatever its trip count: callers multiply
+    the cost of one loop iteration by the number of iterations themselves.
+    """
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis.get("flops", 0.0)), float(analysis.get("bytes accessed", 0.0))
+
+
+def predicted_seconds(previous: tuple[int, float] | None, size: int) -> float | None:
+    """Linear extrapolation of a call's time from the previous (smaller) size's ``(size, seconds)``."""
+    return None if previous is None else previous[1] * size / previous[0]
+
+
+# (observation size, action size, observation slices) of each environment family's datasets
+DATASET_SHAPES = {
+    "pointmaze": (8, 2, {"observation": slice(0, 4), "achieved_goal": slice(4, 6), "desired_goal": slice(6, 8)}),
+    "hopper": (11, 3, None),
+    "halfcheetah": (17, 6, None),
+    "walker2d": (17, 6, None),
+}
+
+
+def synthetic_data(variant: str, episodes: int = 20, episode_length: int = 1_000) -> OfflineData:
+    """Random-walk arrays with the shapes of a config variant's dataset (``pointmaze-*``, ``multi2d-*`` or a
+    locomotion env): throughput does not depend on the values, so the benchmarks need no dataset on disk."""
+    family = "pointmaze" if variant.startswith("multi2d") else variant.split("-")[0]
+    obs_size, act_size, slices = DATASET_SHAPES[family]
+    steps = episodes * episode_length
+    rng = np.random.default_rng(0)
+    observations = np.cumsum(rng.normal(0, 0.05, (steps, obs_size)), axis=0)
+    actions = rng.uniform(-1, 1, (steps, act_size))
+    lengths = [episode_length] * episodes
+    return OfflineData.from_arrays(observations, actions, rng.normal(size=steps), lengths,
+                                   dataset_id=f"synthetic/{family}-v0", observation_slices=slices)
+
+
+def synthetic_agent(variant: str, overrides=(), method: str = "diffuser"):
+    """The agent of ``configs/<method>.py:<variant>`` (with ``KEY=VALUE`` overrides), built on synthetic data."""
+    config = apply_overrides(load_config(f"{method}.py:{variant}"), list(overrides))
+    return AGENTS[method].from_data(config, synthetic_data(variant))
+
+
+def measure_device_limits(repeats: int = 3, matmul_size: int | None = None, stream_mib: int = 256) -> dict:
+    """The device's achievable limits, measured here: float32 matrix-product FLOP/s and streaming bytes/s.
+
+    FLOP/s: square float32 matmuls (default 2048 on CPU, 8192 on accelerators) chained in one jitted loop.
+    Bytes/s: an elementwise ``y = 1.0001 x + 1`` over a ``stream_mib`` MiB float32 array (read and write
+    counted), ten times in a loop; working sets that fit in a cache can exceed it. These are the ceilings a
+    result is compared against ("% peak", "% BW").
+    """
+    n = matmul_size or (2048 if jax.default_backend() == "cpu" else 8192)
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n)) / n
+    matmuls = 10
+    chain = jax.jit(lambda a: jax.lax.fori_loop(0, matmuls, lambda _, y: y @ a, a))
+    jax.block_until_ready(chain(a))
+    flops = matmuls * 2 * n**3 / steady_seconds(chain, a, repeats=repeats)
+    x = jnp.ones((stream_mib * 2**18,), jnp.float32)
+    passes = 10
+    stream = jax.jit(lambda x: jax.lax.fori_loop(0, passes, lambda _, y: 1.0001 * y + 1.0, x))
+    jax.block_until_ready(stream(x))
+    bandwidth = passes * 2 * x.nbytes / steady_seconds(stream, x, repeats=repeats)
+    return {"matmul_flops_per_s": flops, "stream_bytes_per_s": bandwidth, "matmul_size": n,
+            "stream_mib": stream_mib}
+
+
+def limits_note(limits: dict) -> str:
+    return (f"Device limits measured by the same run: {limits['matmul_flops_per_s'] / 1e9:,.1f} GFLOP/s (float32 "
+            f"{limits['matmul_size']}x{limits['matmul_size']} matmuls) and {limits['stream_bytes_per_s'] / 1e9:,.1f} "
+            f"GB/s (a streaming elementwise pass over {limits['stream_mib']} MiB); \"% peak\" and \"% BW\" divide "
+            "by these (working sets that stay in cache can pass 100% BW).")
+
+
+def percent(value: float, limit: float) -> str:
+    return f"{100 * value / limit:.0f}%"
+
+
+def command_line(script: str, argv) -> str:
+    return " ".join(["diffrl benchmark", script, *argv]).strip()
+
+
+def write_json(path: str | None, figures) -> None:
+    if path:
+        Path(path).write_text(json.dumps(figures, indent=2))
+        print(f"wrote {path}")
 
 
 def write_section(name: str, body: str, command: str) -> Path:

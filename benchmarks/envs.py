@@ -1,23 +1,24 @@
 """MJX environment throughput at 1..4096 parallel envs, next to the gymnasium original on the same machine.
 
-    python benchmarks/envs.py [--envs pointmaze-umaze hopper] [--sizes 1 16 256 4096] [--steps 20]
+    diffrl benchmark envs [--envs pointmaze-umaze hopper] [--sizes 1 16 256 4096] [--steps 20] [--budget 20]
+                          [--json PATH] [--no-write]
 
 Steady state: ``steps`` env steps of ``n`` envs inside one jitted ``lax.scan`` (uniform random actions drawn
-inside), best of 3 calls after compilation; compilation is reported apart (first call minus steady state). The gymnasium row steps one CPU env
-in a Python loop with random actions, resetting when an episode ends.
+inside), best of 3 calls after a warm-up call; compile time is the ahead-of-time compilation alone. The gymnasium
+row steps one CPU env in a Python loop with random actions, resetting when an episode ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import jax
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import timed, versions, write_section  # noqa: E402
+from common import (command_line, compile_seconds, predicted_seconds, steady_seconds, versions,  # noqa: E402
+                    write_json, write_section)
 
 from diffrl.envs.gym_fallback import make_gym_env  # noqa: E402
 from diffrl.envs.registry import make_env  # noqa: E402
@@ -54,36 +55,51 @@ def gym_steps_per_second(gym_id: str, steps: int = 2000) -> float:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="diffrl benchmark envs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["pointmaze-umaze", "hopper"], choices=sorted(GYM_IDS))
     parser.add_argument("--sizes", nargs="+", type=int, default=[1, 16, 256, 4096])
     parser.add_argument("--steps", type=int, default=20, help="env steps per timed call (default: 20)")
     parser.add_argument("--budget", type=float, default=20.0,
                         help="skip a size whose call is predicted (linearly from the previous size) to take longer "
                              "than this many seconds (default: 20)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
     args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    figures = []
     rows = ["| env | parallel envs | compile s | steady s/call | env steps/s |", "|---|---:|---:|---:|---:|"]
     for name in args.envs:
         env = make_env(GYM_IDS[name])
         previous = None
         for n in sorted(args.sizes):
-            if previous is not None and previous[1] * n / previous[0] > args.budget:
-                rows.append(f"| {name} (MJX) | {n} | skipped: predicted {previous[1] * n / previous[0]:.0f} s per call "
-                            f"> --budget {args.budget:g} | | |")
-                print(rows[-1], flush=True)
-                continue
-            first, best = timed(mjx_rollout(env, n, args.steps), jax.random.PRNGKey(0), repeats=3)
-            previous = (n, best)
-            rows.append(f"| {name} (MJX) | {n} | {first - best:.1f} | {best:.4f} | {n * args.steps / best:,.0f} |")
+            predicted = predicted_seconds(previous, n)
+            if predicted is not None and predicted > args.budget:
+                figures.append({"env": name, "envs": n, "skipped": f"predicted {predicted:.0f} s per call"})
+                rows.append(f"| {name} (MJX) | {n} | skipped: predicted {predicted:.0f} s per call > --budget "
+                            f"{args.budget:g} | | |")
+            else:
+                compile_s, rollout = compile_seconds(mjx_rollout(env, n, args.steps), jax.random.PRNGKey(0))
+                jax.block_until_ready(rollout(jax.random.PRNGKey(0)))
+                best = steady_seconds(rollout, jax.random.PRNGKey(0), repeats=3)
+                previous = (n, best)
+                figures.append({"env": name, "envs": n, "compile_s": compile_s, "seconds_per_call": best,
+                                "steps_per_s": n * args.steps / best})
+                rows.append(f"| {name} (MJX) | {n} | {compile_s:.1f} | {best:.4f} | {n * args.steps / best:,.0f} |")
             print(rows[-1], flush=True)
-        rows.append(f"| {name} (gymnasium, CPU) | 1 | - | - | {gym_steps_per_second(GYM_IDS[name]):,.0f} |")
+        gym_rate = gym_steps_per_second(GYM_IDS[name])
+        figures.append({"env": name, "envs": 1, "gymnasium": True, "steps_per_s": gym_rate})
+        rows.append(f"| {name} (gymnasium, CPU) | 1 | - | - | {gym_rate:,.0f} |")
         print(rows[-1], flush=True)
-    command = "python benchmarks/envs.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (f"{versions('mujoco', 'mujoco-mjx', 'gymnasium')}; {args.steps} env steps per timed call, best of 3; "
               "random actions; float32.")
-    path = write_section("Environment steps per second", header + "\n\n" + "\n".join(rows), command.strip())
-    print(f"wrote {path}")
+    write_json(args.json, figures)
+    if not args.no_write:
+        path = write_section("Environment steps per second", header + "\n\n" + "\n".join(rows),
+                             command_line("envs", argv))
+        print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

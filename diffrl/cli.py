@@ -186,11 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(handler=_demo)
 
-    bench = sub.add_parser("benchmark", help="run a benchmark script of benchmarks/ (results in benchmarks/results/)",
-                           description="Run benchmarks/NAME.py with its own flags (see diffrl benchmark NAME --help): "
-                                       "diffuser (planner and train step), sampler_core (diffusion samplers), envs "
-                                       "(MJX env steps/s), pointmaze_scores (Diffuser and BC scores over seeds).")
-    bench.add_argument("name", help="diffuser | sampler_core | envs | pointmaze_scores")
+    bench = sub.add_parser("benchmark", help="run a benchmark of benchmarks/ (results in benchmarks/results/)",
+                           description="Run benchmarks/NAME.py with its own flags (diffrl benchmark NAME --help "
+                                       "documents them): sampler (latency and samples/s of every sampler over batch "
+                                       "sizes, horizons and steps), train (steps/s and examples/s of every train step "
+                                       "on one and on all devices), envs (MJX env steps/s at 1..4096 parallel envs "
+                                       "next to gymnasium), pointmaze_scores (Diffuser and BC scores over seeds). "
+                                       "Results go to benchmarks/results/<device>.md.")
+    bench.add_argument("name", help="sampler | train | envs | pointmaze_scores")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
     bench.set_defaults(handler=_benchmark)
 

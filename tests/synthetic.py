@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 
 from diffrl.data.generate import write_minari_dataset
-from diffrl.data.minari_io import OfflineData
 
 
 def pointmaze_streams(num_streams: int = 4, stream_length: int = 120, cut_every: int = 40, seed: int = 0) -> list[dict]:
@@ -35,22 +33,3 @@ def pointmaze_streams(num_streams: int = 4, stream_length: int = 120, cut_every:
 def write_pointmaze_dataset(root, dataset_id: str = "diffrl/pointmaze/umaze-v0", **kwargs) -> str:
     write_minari_dataset(pointmaze_streams(**kwargs), dataset_id, "umaze", "sparse", 0.0, 100.0, root)
     return dataset_id
-
-
-def offline_data(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, lengths, terminal_last=False,
-                 dataset_id: str = "synthetic/test-v0") -> OfflineData:
-    """An in-memory flat-Box dataset from concatenated per-step arrays and episode lengths."""
-    lengths = np.asarray(lengths, np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    last = np.zeros(len(rewards), bool)
-    last[starts + lengths - 1] = True
-    obs = np.asarray(observations, np.float32)
-    next_obs = np.concatenate([obs[1:], obs[-1:]])
-    return OfflineData(
-        observations=obs, next_observations=next_obs, actions=np.asarray(actions, np.float32),
-        rewards=np.asarray(rewards, np.float32), terminations=last & terminal_last, truncations=last & ~terminal_last,
-        episode_starts=starts, episode_lengths=lengths, dataset_id=dataset_id, env_spec=None, eval_env_spec=None,
-        ref_min_score=None, ref_max_score=None,
-        observation_space=gym.spaces.Box(-np.inf, np.inf, (obs.shape[1],), np.float32),
-        action_space=gym.spaces.Box(-1.0, 1.0, (actions.shape[1],), np.float32), observation_slices=None,
-    )

@@ -17,6 +17,7 @@ import pytest
 from diffrl.data import (
     DatasetCorruptError,
     DatasetNotFoundError,
+    OfflineData,
     check_spaces,
     dataset_normalized_score,
     discounted_returns_to_go,
@@ -250,6 +251,17 @@ def test_non_finite_values_name_field_and_episode(minari_root, field):
 def test_unreadable_file_is_named(minari_root, name, victim):
     with pytest.raises(DatasetCorruptError, match=victim):
         load_dataset(f"test/{name}/hand-v0")
+
+
+def test_in_memory_dataset_from_arrays():
+    obs = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    data = OfflineData.from_arrays(obs, np.zeros((10, 2)), np.ones(10), [4, 6], terminal_last=True)
+    np.testing.assert_array_equal(data.episode_starts, [0, 4])
+    np.testing.assert_array_equal(np.flatnonzero(data.terminations), [3, 9])
+    assert not data.truncations.any()
+    np.testing.assert_array_equal(data.next_observations[:9], obs[1:])
+    with pytest.raises(ValueError, match="episode lengths sum to 9, but there are 10 observations"):
+        OfflineData.from_arrays(obs, np.zeros((10, 2)), np.ones(10), [4, 5])
 
 
 def test_space_check_and_scores(flat, goal):

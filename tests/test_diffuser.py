@@ -11,10 +11,10 @@ import pytest
 from diffrl.agents import BCAgent, DiffuserAgent
 from diffrl.agents.diffuser import MazePlanPolicy
 from diffrl.config import apply_overrides, load_config
-from diffrl.data import load_dataset, make_store
+from diffrl.data import OfflineData, load_dataset, make_store
 from diffrl.train.loop import make_train_chunk
 from diffrl.train.sharding import make_mesh, put_replicated
-from synthetic import offline_data, write_pointmaze_dataset
+from synthetic import write_pointmaze_dataset
 
 SMALL = ["diffusion.horizon=16", "diffusion.num_steps=20", "model.dim=16", "model.dim_mults=(1, 2)",
          "value.dim=16", "value.dim_mults=(1, 2)", "train.batch_size=16", "train.gradient_accumulation=1",
@@ -51,7 +51,7 @@ def reward_config(*extra):
 
 def test_a_small_model_overfits_four_trajectories_and_replays_them_from_their_start():
     (obs, act, rew), lengths = four_trajectories()
-    data = offline_data(obs, act, rew, lengths)
+    data = OfflineData.from_arrays(obs, act, rew, lengths)
     agent = DiffuserAgent.from_data(reward_config(), data)
     state, metrics = fit(agent, data, steps=1500)
     assert metrics["loss"][-100:].mean() < 0.15 * metrics["loss"][:20].mean()
@@ -148,7 +148,7 @@ def test_value_gradient_points_to_higher_return_and_guides_plans_there():
     offsets = np.repeat(rng.uniform(-1, 1, (40, 1)), 17, axis=0)
     obs = np.tile(obs, (10, 1)) + np.concatenate([offsets, np.zeros_like(offsets)], -1)
     act = np.tile(act, (10, 1))
-    data = offline_data(obs, act, obs[:, 0], lengths * 10)
+    data = OfflineData.from_arrays(obs, act, obs[:, 0], lengths * 10)
     config = reward_config("value.enabled=true", "value.discount=0.9", "value.termination_penalty=0.0",
                            "plan.guide_scale=10.0", "plan.t_stopgrad=0", "model.dim=8")
     agent = DiffuserAgent.from_data(config, data)
@@ -176,7 +176,7 @@ def test_behaviour_cloning_recovers_a_linear_policy():
     rng = np.random.default_rng(0)
     obs = rng.uniform(-1, 1, (2000, 3)).astype(np.float32)
     act = np.stack([0.5 * obs[:, 0] - 0.3 * obs[:, 1], 0.4 * obs[:, 2]], -1)
-    data = offline_data(obs, act, np.zeros(2000), [200] * 10)
+    data = OfflineData.from_arrays(obs, act, np.zeros(2000), [200] * 10)
     config = load_config("configs/bc.py:hopper-medium")
     agent = BCAgent.from_data(config, data)
     state, metrics = fit(agent, data, steps=500)

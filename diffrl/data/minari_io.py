@@ -64,6 +64,34 @@ class OfflineData:
     action_space: gym.Space
     observation_slices: dict[str, slice] | None  # where each dict key lives; None for flat Box observations
 
+    @classmethod
+    def from_arrays(cls, observations, actions, rewards, episode_lengths, *, terminal_last: bool = False,
+                    dataset_id: str = "arrays/in-memory-v0", observation_slices: dict[str, slice] | None = None
+                    ) -> "OfflineData":
+        """An in-memory dataset (no Minari file, no env) from concatenated per-step arrays and episode lengths.
+
+        Each episode's last step is a termination when ``terminal_last``, a truncation otherwise; the next
+        observation of a step is the following row (the last row repeats itself).
+        """
+        lengths = np.asarray(episode_lengths, np.int64)
+        obs = np.asarray(observations, np.float32)
+        if lengths.sum() != len(obs) or len(actions) != len(obs) or len(rewards) != len(obs):
+            raise ValueError(f"episode lengths sum to {lengths.sum()}, but there are {len(obs)} observations, "
+                             f"{len(actions)} actions and {len(rewards)} rewards")
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        last = np.zeros(len(obs), bool)
+        last[starts + lengths - 1] = True
+        actions = np.asarray(actions, np.float32)
+        return cls(
+            observations=obs, next_observations=np.concatenate([obs[1:], obs[-1:]]), actions=actions,
+            rewards=np.asarray(rewards, np.float32), terminations=last & terminal_last,
+            truncations=last & ~terminal_last, episode_starts=starts, episode_lengths=lengths, dataset_id=dataset_id,
+            env_spec=None, eval_env_spec=None, ref_min_score=None, ref_max_score=None,
+            observation_space=gym.spaces.Box(-np.inf, np.inf, (obs.shape[1],), np.float32),
+            action_space=gym.spaces.Box(-1.0, 1.0, (actions.shape[1],), np.float32),
+            observation_slices=observation_slices,
+        )
+
     @property
     def num_steps(self) -> int:
         return int(self.rewards.shape[0])

@@ -1,0 +1,198 @@
+"""Sampler throughput: latency and samples/s of every diffrl sampler over batch sizes, horizons and step counts.
+
+    diffrl benchmark sampler [--samplers NAME ...] [--batches 1 8 64 1024] [--horizons H ...]
+                             [--steps N ...] [--repeats 3] [--budget 10] [--json PATH] [--no-write]
+
+Each row is one whole sampler call compiled into one program (the chain is a ``lax.scan``). Compile time is the
+ahead-of-time compilation alone; latency is the best of ``--repeats`` calls after a warm-up call. GFLOP/call and
+GB/call are XLA's cost analysis of one denoising step at that batch (denoiser, plus the value gradients where
+guided) times the steps of the chain, since XLA counts a loop body once; the sampler's own elementwise
+arithmetic is not counted. GFLOP/s and GB/s divide them by the latency, and "% peak" compares them with the
+device's float32 matmul FLOP/s and streaming bandwidth, measured by the same run.
+
+Samplers (random weights; timing does not depend on them):
+  diffuser-maze    Diffuser's maze planner (configs/diffuser.py:pointmaze-umaze): temporal U-Net dim 32,
+                   dim_mults (1, 4, 8), H 128, 64 DDPM steps, start and goal inpainted; one plan per batch row.
+  diffuser-guided  Diffuser's value-guided planner (configs/diffuser.py:hopper-medium): U-Net (1, 2, 4, 8),
+                   H 32, 20 DDPM steps, 2 gradient steps on J before each; one trajectory per batch row (the
+                   official policy samples 64 per environment step, so batch 64 is one policy step).
+  ddpm, ddim, ddpm-cfg
+                   the shared samplers of diffrl.diffusion with a residual MLP denoiser (hidden 256, depth 3) on
+                   16-d samples with an 8-d condition, the shape of a latent skill prior: DDPM (100 steps),
+                   DDIM (steps / 5 of them), DDPM with classifier-free guidance (w = 1.5; conditional and null
+                   calls batched together, so the denoiser sees twice the batch).
+
+Sizes whose call is predicted (linearly from the previous batch) to take longer than ``--budget`` seconds are
+skipped and listed as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import (command_line, compile_seconds, cost, limits_note, measure_device_limits, percent,  # noqa: E402
+                    predicted_seconds, steady_seconds, synthetic_agent, versions, write_json, write_section)
+
+from diffrl import diffusion  # noqa: E402
+from diffrl.nets import MLPDenoiser  # noqa: E402
+
+SAMPLERS = ("diffuser-maze", "diffuser-guided", "ddpm", "ddim", "ddpm-cfg")
+
+
+@dataclasses.dataclass
+class Case:
+    """One sampler at one horizon and step count: a jitted call, its inputs at a batch, and one step's cost."""
+
+    name: str
+    horizon: int | None
+    steps: int  # denoiser evaluations (steps of the chain)
+    draw: Callable
+    inputs: Callable[[int], tuple]
+    step_cost: Callable[[int], tuple[float, float]]
+
+
+def diffuser_case(name: str, horizon: int | None, steps: int | None) -> Case:
+    variant = "pointmaze-umaze" if name == "diffuser-maze" else "hopper-medium"
+    overrides = [f"diffusion.horizon={horizon}"] if horizon else []
+    overrides += [f"diffusion.num_steps={steps}"] if steps else []
+    agent = synthetic_agent(variant, overrides)
+    params = agent.policy_params(jax.jit(agent.init)(jax.random.PRNGKey(0)))
+    goal_task = agent.goal_slice is not None
+
+    @jax.jit
+    def draw(params, rng, states, goals):
+        return agent.plan(params, rng, states, goals if goal_task else None)[0]
+
+    def inputs(batch):
+        return params, jax.random.PRNGKey(1), jnp.zeros((batch, agent.state_dim)), jnp.ones((batch, 2))
+
+    def step_cost(batch):
+        x = jnp.zeros((batch, agent.horizon, agent.transition_dim))
+        t = jnp.zeros((batch,), jnp.int32)
+        flops, nbytes = cost(jax.jit(agent.net.apply).lower(params["model"], x, t).compile())
+        pc = agent.config.plan
+        if agent.value_net is not None and pc.guide_scale > 0:
+            grad = jax.jit(jax.grad(lambda x, p: jnp.sum(agent.value(p, x, t))))
+            guide_flops, guide_bytes = cost(grad.lower(x, params).compile())
+            flops, nbytes = flops + pc.n_guide_steps * guide_flops, nbytes + pc.n_guide_steps * guide_bytes
+        return flops, nbytes
+
+    return Case(name, agent.horizon, agent.schedule.num_steps, draw, inputs, step_cost)
+
+
+def core_case(name: str, steps: int | None, dim: int = 16, cond_dim: int = 8) -> Case:
+    num_steps = steps or 100
+    schedule = diffusion.make_schedule("linear", num_steps)
+    config = (diffusion.SamplerConfig(method="ddim", steps=max(1, num_steps // 5)) if name == "ddim"
+              else diffusion.SamplerConfig(method="ddpm"))
+    net = MLPDenoiser(hidden=256, depth=3)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, dim)), jnp.zeros((1,), jnp.int32), jnp.zeros((1, cond_dim)))
+    cfg = diffusion.ClassifierFreeGuidance(jnp.zeros((cond_dim,)), 1.5) if name == "ddpm-cfg" else None
+    calls = len(diffusion.timestep_sequence(schedule.num_steps, schedule.num_steps, config.steps))
+
+    @jax.jit
+    def draw(params, rng, cond):
+        return diffusion.sample(rng, lambda x, t, c: net.apply(params, x, t, c), schedule,
+                                (cond.shape[0], dim), config, cond, cfg=cfg)
+
+    def inputs(batch):
+        return params, jax.random.PRNGKey(1), jnp.ones((batch, cond_dim))
+
+    def step_cost(batch):
+        width = 2 * batch if cfg is not None else batch
+        return cost(jax.jit(net.apply).lower(params, jnp.zeros((width, dim)), jnp.zeros((width,), jnp.int32),
+                                             jnp.zeros((width, cond_dim))).compile())
+
+    return Case(name, None, calls, draw, inputs, step_cost)
+
+
+def cases(names, horizons, steps) -> list[Case]:
+    built = []
+    for name in names:
+        for n in steps or [None]:
+            if name.startswith("diffuser"):
+                built += [diffuser_case(name, h, n) for h in horizons or [None]]
+            else:
+                built.append(core_case(name, n))
+    return built
+
+
+def measure(case: Case, batch: int, repeats: int) -> dict:
+    inputs = case.inputs(batch)
+    compile_s, compiled = compile_seconds(case.draw, *inputs)
+    jax.block_until_ready(compiled(*inputs))
+    seconds = steady_seconds(compiled, *inputs, repeats=repeats)
+    flops, nbytes = (case.steps * c for c in case.step_cost(batch))
+    return {"sampler": case.name, "batch": batch, "horizon": case.horizon, "steps": case.steps,
+            "compile_s": compile_s, "latency_s": seconds, "samples_per_s": batch / seconds, "flops": flops,
+            "bytes": nbytes, "flops_per_s": flops / seconds, "bytes_per_s": nbytes / seconds}
+
+
+def row(figure: dict, limits: dict) -> str:
+    horizon = figure["horizon"] if figure["horizon"] is not None else "-"
+    head = f"| {figure['sampler']} | {figure['batch']} | {horizon} | {figure['steps']} |"
+    if "skipped" in figure:
+        return head + f" skipped: {figure['skipped']} | | | | | | | |"
+    return (head + f" {figure['compile_s']:.1f} | {figure['latency_s'] * 1e3:,.1f} | {figure['samples_per_s']:,.1f} | "
+            f"{figure['flops'] / 1e9:,.2f} | {figure['flops_per_s'] / 1e9:,.1f} | "
+            f"{percent(figure['flops_per_s'], limits['matmul_flops_per_s'])} | {figure['bytes_per_s'] / 1e9:,.1f} | "
+            f"{percent(figure['bytes_per_s'], limits['stream_bytes_per_s'])} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="diffrl benchmark sampler", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS, metavar="NAME",
+                        help=f"which samplers (default: all of {', '.join(SAMPLERS)})")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64, 1024],
+                        help="batch sizes (default: 1 8 64 1024; sizes over --budget are skipped)")
+    parser.add_argument("--horizons", nargs="+", type=int, default=None,
+                        help="Diffuser planning horizons (default: each config's, 128 maze and 32 guided)")
+    parser.add_argument("--steps", nargs="+", type=int, default=None,
+                        help="diffusion steps N (default: each config's, 64 maze, 20 guided, 100 core)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up call (best counts)")
+    parser.add_argument("--budget", type=float, default=20.0,
+                        help="skip a batch whose call is predicted to take longer than this many seconds")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
+    args = parser.parse_args(argv)
+    if min(args.batches) < 1 or args.repeats < 1:
+        parser.error("batch sizes and --repeats must be positive")
+    argv = sys.argv[1:] if argv is None else argv
+
+    limits = measure_device_limits()
+    figures, rows = [], []
+    for case in cases(args.samplers, args.horizons, args.steps):
+        previous = None
+        for batch in sorted(args.batches):
+            predicted = predicted_seconds(previous, batch)
+            if predicted is not None and predicted > args.budget:
+                figure = {"sampler": case.name, "batch": batch, "horizon": case.horizon, "steps": case.steps,
+                          "skipped": f"predicted {predicted:.0f} s per call > --budget {args.budget:g}"}
+            else:
+                figure = measure(case, batch, args.repeats)
+                previous = (batch, figure["latency_s"])
+            figures.append(figure)
+            rows.append(row(figure, limits))
+            print(rows[-1], flush=True)
+    body = (f"{versions('flax')}. {limits_note(limits)} Latency: best of {args.repeats} calls after a warm-up; "
+            "GFLOP/call: XLA's cost analysis of one denoising step (with the value gradients where guided) times "
+            "the steps.\n\n"
+            "| sampler | batch | H | steps | compile s | latency ms | samples/s | GFLOP/call | GFLOP/s | % peak | GB/s "
+            "| % BW |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
+    write_json(args.json, {"limits": limits, "figures": figures})
+    if not args.no_write:
+        print(f"wrote {write_section('Sampler throughput', body, command_line('sampler', argv))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Train-step throughput: steps/s and examples/s of every method's train step, on one device and on all devices.
+
+    diffrl benchmark train [--runs METHOD:VARIANT ...] [--steps 5] [--repeats 3] [--overrides KEY=VALUE ...]
+                           [--json PATH] [--no-write]
+
+Each run times the program ``diffrl train`` runs: the runner's chunk (``diffrl.train.loop.make_train_chunk``) of
+``--steps`` steps of batch sampling from the device-resident dataset, batch sharding over the mesh and the
+method's whole update (losses, optimizers, EMA), compiled into one ``lax.scan`` with the carry donated. The
+dataset is synthetic with the config's shapes (20 episodes of 1,000 steps); timing does not depend on its values.
+Compile time is the ahead-of-time compilation alone; steady state is the best of ``--repeats`` chunks after a
+warm-up chunk. GFLOP/step and GB/step are XLA's cost analysis of the chunk, whose loop body (one step) XLA counts
+once, times the devices (the compiled program is one device's share); "% peak" compares the achieved rates with
+the devices' float32 matmul FLOP/s and streaming bandwidth (one device's, measured by the same run, times the
+devices). With more than one device, each run is timed on one device and on all of them (the
+global batch split over the ``data`` axis).
+
+Default runs: diffuser:pointmaze-umaze (temporal U-Net dim 32, H 128, the official 2 x 32 trajectories per
+update), diffuser:hopper-medium (H 32, with the value function J trained in the same step), bc:pointmaze-umaze
+(MLP, batch 256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import (command_line, compile_seconds, cost, limits_note, measure_device_limits, percent,  # noqa: E402
+                    synthetic_agent, synthetic_data, versions, write_json, write_section)
+
+from diffrl.data import make_store  # noqa: E402
+from diffrl.train.loop import make_train_chunk  # noqa: E402
+from diffrl.train.sharding import check_batch_size, make_mesh, put_replicated  # noqa: E402
+
+RUNS = ("diffuser:pointmaze-umaze", "diffuser:hopper-medium", "bc:pointmaze-umaze")
+
+
+def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
+    method, _, variant = run.partition(":")
+    agent = synthetic_agent(variant, overrides, method=method)
+    mesh = make_mesh(devices)
+    check_batch_size(agent.batch_size, mesh)
+    train_data = put_replicated(agent.prepare(make_store(agent.preprocess(synthetic_data(variant)))), mesh)
+    carry = put_replicated({"agent": jax.jit(agent.init)(jax.random.PRNGKey(0)), "rng": jax.random.PRNGKey(1)}, mesh)
+    compile_s, chunk = compile_seconds(make_train_chunk(agent, mesh, steps), carry, train_data)
+    carry, _ = chunk(carry, train_data)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):  # the carry is donated: each chunk continues from the last one's output
+        started = time.perf_counter()
+        carry, metrics = chunk(carry, train_data)
+        jax.block_until_ready(metrics)
+        best = min(best, time.perf_counter() - started)
+    # the compiled program is one device's part of the SPMD program: the global step costs mesh.size times that
+    flops, nbytes = (mesh.size * c for c in cost(chunk))
+    per_step = best / steps
+    return {"run": run, "devices": mesh.size, "batch": agent.batch_size, "compile_s": compile_s,
+            "seconds_per_step": per_step, "steps_per_s": 1 / per_step, "examples_per_s": agent.batch_size / per_step,
+            "flops_per_step": flops, "bytes_per_step": nbytes, "flops_per_s": flops / per_step,
+            "bytes_per_s": nbytes / per_step}
+
+
+def row(figure: dict, limits: dict) -> str:
+    return (f"| {figure['run']} | {figure['devices']} | {figure['batch']} | {figure['compile_s']:.1f} | "
+            f"{figure['seconds_per_step'] * 1e3:,.1f} | {figure['steps_per_s']:,.2f} | {figure['examples_per_s']:,.0f} | "
+            f"{figure['flops_per_step'] / 1e9:,.2f} | {figure['flops_per_s'] / 1e9:,.1f} | "
+            f"{percent(figure['flops_per_s'], figure['devices'] * limits['matmul_flops_per_s'])} | "
+            f"{figure['bytes_per_s'] / 1e9:,.1f} | "
+            f"{percent(figure['bytes_per_s'], figure['devices'] * limits['stream_bytes_per_s'])} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="diffrl benchmark train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), metavar="METHOD:VARIANT",
+                        help=f"configs to time (default: {' '.join(RUNS)})")
+    parser.add_argument("--steps", type=int, default=5, help="train steps per timed chunk (default: 5)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed chunks after the warm-up (best counts)")
+    parser.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides applied to every run, e.g. train.batch_size=64")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("--steps and --repeats must be positive")
+    for run in args.runs:
+        if ":" not in run:
+            parser.error(f"--runs takes METHOD:VARIANT, e.g. diffuser:pointmaze-umaze; got {run!r}")
+    argv = sys.argv[1:] if argv is None else argv
+
+    limits = measure_device_limits()
+    device_sets = [jax.devices()[:1]] + ([jax.devices()] if len(jax.devices()) > 1 else [])
+    figures, rows = [], []
+    for run in args.runs:
+        for devices in device_sets:
+            figures.append(measure(run, devices, args.steps, args.repeats, args.overrides))
+            rows.append(row(figures[-1], limits))
+            print(rows[-1], flush=True)
+    body = (f"{versions('flax', 'optax')}. {limits_note(limits)} {args.steps} steps per timed chunk, best of "
+            f"{args.repeats} chunks; examples = trajectories (Diffuser) or transitions (BC) per update"
+            + (f"; overrides `{' '.join(args.overrides)}`" if args.overrides else "") + ".\n\n"
+            "| run | devices | batch | compile s | ms/step | steps/s | examples/s | GFLOP/step | GFLOP/s | % peak "
+            "| GB/s | % BW |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
+    write_json(args.json, {"limits": limits, "figures": figures})
+    if not args.no_write:
+        print(f"wrote {write_section('Train-step throughput', body, command_line('train', argv))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The benchmark commands' arithmetic: XLA cost accounting, budget skipping, derived rates and synthetic data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import common  # noqa: E402
+
+from diffrl.nets import MLPDenoiser  # noqa: E402
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_limits(**_):
+    """The real measurement at tiny sizes (the default sizes take seconds)."""
+    return common.measure_device_limits(repeats=1, matmul_size=128, stream_mib=1)
+
+
+def test_cost_counts_matmul_flops_and_a_loop_body_once():
+    """The benchmarks multiply one step's cost by the steps because XLA counts a loop body once: pin both facts."""
+    a = jnp.ones((64, 32))
+    b = jnp.ones((32, 16))
+    flops, nbytes = common.cost(jax.jit(jnp.matmul).lower(a, b).compile())
+    assert flops == 2 * 64 * 32 * 16
+    assert nbytes >= 4 * (64 * 32 + 32 * 16 + 64 * 16)
+    square = jnp.ones((32, 32))
+    looped = jax.jit(lambda x: jax.lax.scan(lambda y, _: (y @ x, None), x, None, length=10)[0])
+    assert common.cost(looped.lower(square).compile())[0] == pytest.approx(2 * 32**3, rel=1e-3)  # + loop counter
+
+
+def test_sampler_benchmark_skips_over_budget_and_derives_rates(tmp_path, monkeypatch):
+    bench = load("sampler")
+    monkeypatch.setattr(bench, "measure_device_limits", tiny_limits)
+    out = tmp_path / "sampler.json"
+    assert bench.main(["--samplers", "ddim", "ddpm-cfg", "--batches", "1", "2", "--steps", "10", "--repeats", "1",
+                       "--budget", "0", "--no-write", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())["figures"]
+    measured = [f for f in figures if "skipped" not in f]
+    assert [(f["sampler"], f["batch"]) for f in measured] == [("ddim", 1), ("ddpm-cfg", 1)]
+    assert [(f["sampler"], f["batch"]) for f in figures if "skipped" in f] == [("ddim", 2), ("ddpm-cfg", 2)]
+    ddim, cfg = measured
+    assert ddim["steps"] == 2 and cfg["steps"] == 10  # DDIM takes N / 5 of the N = 10 steps
+    # a denoiser call costs ~2 FLOPs per weight per example (the MLP's kernels; norms and Mish add a few percent),
+    # and CFG evaluates it on twice the batch
+    params = MLPDenoiser(hidden=256, depth=3).init(jax.random.PRNGKey(0), jnp.zeros((1, 16)),
+                                                   jnp.zeros((1,), jnp.int32), jnp.zeros((1, 8)))
+    dense = 2 * sum(leaf.size for leaf in jax.tree.leaves(params) if leaf.ndim == 2)
+    assert cfg["flops"] / cfg["steps"] == pytest.approx(2 * dense, rel=0.1)
+    assert ddim["flops"] / ddim["steps"] == pytest.approx(dense, rel=0.1)
+    for f in measured:
+        assert f["samples_per_s"] == pytest.approx(f["batch"] / f["latency_s"])
+        assert f["flops_per_s"] == pytest.approx(f["flops"] / f["latency_s"])
+
+
+def test_train_benchmark_times_the_runner_chunk(tmp_path, monkeypatch):
+    bench = load("train")
+    monkeypatch.setattr(bench, "measure_device_limits", tiny_limits)
+    out = tmp_path / "train.json"
+    assert bench.main(["--runs", "bc:pointmaze-umaze", "--steps", "2", "--repeats", "1",
+                       "--overrides", "train.batch_size=32", "--no-write", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())["figures"]
+    assert [f["devices"] for f in figures] == [1, len(jax.devices())] if len(jax.devices()) > 1 else [1]
+    one = figures[0]
+    assert one["batch"] == 32
+    assert one["examples_per_s"] == pytest.approx(32 * one["steps_per_s"])
+    # one Adam step of an MLP: forward + backward ~ 6 FLOPs per weight per example (tanh/Adam add a few percent)
+    weights = 8 * 256 + 256 * 256 + 256 * 2  # the flat observation (8) -> 256 -> 256 -> action (2)
+    assert 6 * 32 * weights <= one["flops_per_step"] <= 1.5 * 6 * 32 * weights
+
+
+def test_train_benchmark_rejects_a_run_without_variant():
+    with pytest.raises(SystemExit) as exit_info:
+        load("train").main(["--runs", "bc"])
+    assert exit_info.value.code == 2
+
+
+def test_synthetic_data_has_the_variant_shapes():
+    maze = common.synthetic_data("multi2d-umaze", episodes=2, episode_length=50)
+    assert maze.observations.shape == (100, 8) and maze.actions.shape == (100, 2)
+    assert maze.observation_slices["desired_goal"] == slice(6, 8)
+    assert list(maze.episode_lengths) == [50, 50] and maze.truncations.sum() == 2
+    hopper = common.synthetic_data("hopper-medium-expert", episodes=1, episode_length=10)
+    assert hopper.observations.shape == (10, 11) and hopper.observation_slices is None
+    np.testing.assert_array_equal(hopper.next_observations[:-1], hopper.observations[1:])
