@@ -162,6 +162,15 @@ def write_json(path: str | None, figures) -> None:
         print(f"wrote {path}")
 
 
+def report(section: str, script: str, argv, header: str, table: list[str], figures, *, json_path: str | None,
+           write: bool) -> None:
+    """Write the figures to ``json_path`` and, when ``write``, the table as section ``section`` of the results file."""
+    write_json(json_path, figures)
+    if write:
+        body = header + "\n\n" + "\n".join(table)
+        print(f"wrote {write_section(section, body, command_line(script, argv))}")
+
+
 def write_section(name: str, body: str, command: str) -> Path:
     """Replace (or append) the section ``name`` of ``results/<device>.md``."""
     RESULTS.mkdir(exist_ok=True)

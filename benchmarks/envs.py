@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import jax
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (command_line, compile_seconds, predicted_seconds, steady_seconds, versions,  # noqa: E402
-                    write_json, write_section)
+from common import compile_seconds, predicted_seconds, report, steady_seconds, versions  # noqa: E402
 
 from diffrl.envs.gym_fallback import make_gym_env  # noqa: E402
 from diffrl.envs.registry import make_env  # noqa: E402
@@ -93,11 +93,8 @@ def main(argv=None):
         print(rows[-1], flush=True)
     header = (f"{versions('mujoco', 'mujoco-mjx', 'gymnasium')}; {args.steps} env steps per timed call, best of 3; "
               "random actions; float32.")
-    write_json(args.json, figures)
-    if not args.no_write:
-        path = write_section("Environment steps per second", header + "\n\n" + "\n".join(rows),
-                             command_line("envs", argv))
-        print(f"wrote {path}")
+    report("Environment steps per second", "envs", argv, header, rows, figures, json_path=args.json,
+           write=not args.no_write)
     return 0
 
 

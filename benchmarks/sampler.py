@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (command_line, compile_seconds, cost, limits_note, measure_device_limits, percent,  # noqa: E402
-                    predicted_seconds, steady_seconds, synthetic_agent, versions, write_json, write_section)
+from common import (compile_seconds, cost, limits_note, measure_device_limits, percent,  # noqa: E402
+                    predicted_seconds, report, steady_seconds, synthetic_agent, versions)
 
 from diffrl import diffusion  # noqa: E402
 from diffrl.nets import MLPDenoiser  # noqa: E402
@@ -183,14 +183,13 @@ def main(argv=None) -> int:
             figures.append(figure)
             rows.append(row(figure, limits))
             print(rows[-1], flush=True)
-    body = (f"{versions('flax')}. {limits_note(limits)} Latency: best of {args.repeats} calls after a warm-up; "
-            "GFLOP/call: XLA's cost analysis of one denoising step (with the value gradients where guided) times "
-            "the steps.\n\n"
-            "| sampler | batch | H | steps | compile s | latency ms | samples/s | GFLOP/call | GFLOP/s | % peak | GB/s "
-            "| % BW |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
-    write_json(args.json, {"limits": limits, "figures": figures})
-    if not args.no_write:
-        print(f"wrote {write_section('Sampler throughput', body, command_line('sampler', argv))}")
+    header = (f"{versions('flax')}. {limits_note(limits)} Latency: best of {args.repeats} calls after a warm-up; "
+              "GFLOP/call: XLA's cost analysis of one denoising step (with the value gradients where guided) "
+              "times the steps.")
+    table = ["| sampler | batch | H | steps | compile s | latency ms | samples/s | GFLOP/call | GFLOP/s | % peak "
+             "| GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
+    report("Sampler throughput", "sampler", argv, header, table, {"limits": limits, "figures": figures},
+           json_path=args.json, write=not args.no_write)
     return 0
 
 

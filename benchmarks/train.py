@@ -29,8 +29,8 @@ from pathlib import Path
 import jax
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (command_line, compile_seconds, cost, limits_note, measure_device_limits, percent,  # noqa: E402
-                    synthetic_agent, synthetic_data, versions, write_json, write_section)
+from common import (compile_seconds, cost, limits_note, measure_device_limits, percent, report,  # noqa: E402
+                    synthetic_agent, synthetic_data, versions)
 
 from diffrl.data import make_store  # noqa: E402
 from diffrl.train.loop import make_train_chunk  # noqa: E402
@@ -99,14 +99,13 @@ def main(argv=None) -> int:
             figures.append(measure(run, devices, args.steps, args.repeats, args.overrides))
             rows.append(row(figures[-1], limits))
             print(rows[-1], flush=True)
-    body = (f"{versions('flax', 'optax')}. {limits_note(limits)} {args.steps} steps per timed chunk, best of "
-            f"{args.repeats} chunks; examples = trajectories (Diffuser) or transitions (BC) per update"
-            + (f"; overrides `{' '.join(args.overrides)}`" if args.overrides else "") + ".\n\n"
-            "| run | devices | batch | compile s | ms/step | steps/s | examples/s | GFLOP/step | GFLOP/s | % peak "
-            "| GB/s | % BW |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
-    write_json(args.json, {"limits": limits, "figures": figures})
-    if not args.no_write:
-        print(f"wrote {write_section('Train-step throughput', body, command_line('train', argv))}")
+    header = (f"{versions('flax', 'optax')}. {limits_note(limits)} {args.steps} steps per timed chunk, best of "
+              f"{args.repeats} chunks; examples = trajectories (Diffuser) or transitions (BC) per update"
+              + (f"; overrides `{' '.join(args.overrides)}`" if args.overrides else "") + ".")
+    table = ["| run | devices | batch | compile s | ms/step | steps/s | examples/s | GFLOP/step | GFLOP/s | % peak "
+             "| GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
+    report("Train-step throughput", "train", argv, header, table, {"limits": limits, "figures": figures},
+           json_path=args.json, write=not args.no_write)
     return 0
 
 
