@@ -48,14 +48,6 @@ def versions(*packages: str) -> str:
     return ", ".join(f"{p} {metadata.version(p)}" for p in ("jax", *packages))
 
 
-def timed(fn, *args, repeats: int = 5):
-    """(compile + first call seconds, best steady-state seconds) of a jitted ``fn``."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - start
-    return first, steady_seconds(fn, *args, repeats=repeats)
-
-
 def steady_seconds(fn, *args, repeats: int = 3) -> float:
     """Best wall time of ``repeats`` calls of an already compiled ``fn`` (blocking on the result)."""
     best = float("inf")
@@ -112,10 +104,11 @@ def synthetic_data(variant: str, episodes: int = 20, episode_length: int = 1_000
                                    dataset_id=f"synthetic/{family}-v0", observation_slices=slices)
 
 
-def synthetic_agent(variant: str, overrides=(), method: str = "diffuser"):
-    """The agent of ``configs/<method>.py:<variant>`` (with ``KEY=VALUE`` overrides), built on synthetic data."""
+def synthetic_agent(variant: str, overrides=(), method: str = "diffuser", data: OfflineData | None = None):
+    """The agent of ``configs/<method>.py:<variant>`` (with ``KEY=VALUE`` overrides), built on ``data``
+    (default: :func:`synthetic_data` of the variant)."""
     config = apply_overrides(load_config(f"{method}.py:{variant}"), list(overrides))
-    return AGENTS[method].from_data(config, synthetic_data(variant))
+    return AGENTS[method].from_data(config, synthetic_data(variant) if data is None else data)
 
 
 def measure_device_limits(repeats: int = 3, matmul_size: int | None = None, stream_mib: int = 256) -> dict:
@@ -152,23 +145,16 @@ def percent(value: float, limit: float) -> str:
     return f"{100 * value / limit:.0f}%"
 
 
-def command_line(script: str, argv) -> str:
-    return " ".join(["diffrl benchmark", script, *argv]).strip()
-
-
-def write_json(path: str | None, figures) -> None:
-    if path:
-        Path(path).write_text(json.dumps(figures, indent=2))
-        print(f"wrote {path}")
-
-
 def report(section: str, script: str, argv, header: str, table: list[str], figures, *, json_path: str | None,
            write: bool) -> None:
     """Write the figures to ``json_path`` and, when ``write``, the table as section ``section`` of the results file."""
-    write_json(json_path, figures)
+    if json_path:
+        Path(json_path).write_text(json.dumps(figures, indent=2))
+        print(f"wrote {json_path}")
     if write:
-        body = header + "\n\n" + "\n".join(table)
-        print(f"wrote {write_section(section, body, command_line(script, argv))}")
+        command = " ".join(["diffrl benchmark", script, *argv])
+        body = "\n\n".join([header, "\n".join(table)])
+        print(f"wrote {write_section(section, body, command)}")
 
 
 def write_section(name: str, body: str, command: str) -> Path:

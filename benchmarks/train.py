@@ -41,10 +41,11 @@ RUNS = ("diffuser:pointmaze-umaze", "diffuser:hopper-medium", "bc:pointmaze-umaz
 
 def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
     method, _, variant = run.partition(":")
-    agent = synthetic_agent(variant, overrides, method=method)
+    data = synthetic_data(variant)
+    agent = synthetic_agent(variant, overrides, method=method, data=data)
     mesh = make_mesh(devices)
     check_batch_size(agent.batch_size, mesh)
-    train_data = put_replicated(agent.prepare(make_store(agent.preprocess(synthetic_data(variant)))), mesh)
+    train_data = put_replicated(agent.prepare(make_store(agent.preprocess(data))), mesh)
     carry = put_replicated({"agent": jax.jit(agent.init)(jax.random.PRNGKey(0)), "rng": jax.random.PRNGKey(1)}, mesh)
     compile_s, chunk = compile_seconds(make_train_chunk(agent, mesh, steps), carry, train_data)
     carry, _ = chunk(carry, train_data)  # warm-up
