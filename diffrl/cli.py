@@ -27,8 +27,18 @@ def _train(args: argparse.Namespace) -> int:
     from diffrl.train.checkpoint import CheckpointError
     from diffrl.train.loop import WorkdirError, train
 
+    from diffrl.train.pipeline import is_pipeline, train_pipeline
+
     try:
         config = apply_overrides(load_config(args.config), args.overrides)
+        if is_pipeline(config):
+            summaries = train_pipeline(config, args.workdir, stages=args.stage, progress=not args.no_progress)
+            for stage, summary in summaries.items():
+                print(f"{config.name} stage {stage}: " + ("already finished" if summary.get("skipped") else
+                                                          f"finished at step {summary['step']}") + f" in {summary['workdir']}")
+            return 0
+        if args.stage:
+            raise ConfigError(f"--stage applies to multi-stage methods (ldcq, ldgc, ldcp), not {config.method}")
         summary = train(config, args.workdir, progress=not args.no_progress)
     except (ConfigError, CheckpointError, WorkdirError, DatasetNotFoundError, ValueError) as err:
         return _fail("train", err)
@@ -159,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--distributed", action="store_true",
                        help="multi-host: call jax.distributed.initialize() first (SLURM/TPU auto-detection or "
                             "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+    train.add_argument("--stage", nargs="+", default=None, metavar="STAGE",
+                       help="multi-stage methods (LDCQ: vae prior q; LDGC, LDCP: vae prior): train only these stages "
+                            "(default: all, skipping finished ones) in WORKDIR/<stage>")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)
 

@@ -96,6 +96,7 @@ class Agent(abc.ABC):
     def __init__(self, config: ml_collections.ConfigDict, info: DatasetInfo):
         self.config = config
         self.info = info
+        self.progress = True  # progress bars of long preparation work (the runner sets it)
 
     @classmethod
     @abc.abstractmethod
@@ -127,8 +128,11 @@ class Agent(abc.ABC):
         """The initial train-state pytree."""
 
     @abc.abstractmethod
-    def sample_batch(self, train_data: Any, rng: jax.Array) -> dict:
-        """A minibatch of ``batch_size`` examples gathered on device (every leaf has the batch as axis 0)."""
+    def sample_batch(self, train_data: Any, rng: jax.Array, state: Any = None) -> dict:
+        """A minibatch of ``batch_size`` examples gathered on device (every leaf has the batch as axis 0).
+
+        ``state`` is the current train state, for samplers that depend on it (prioritized replay).
+        """
 
     @abc.abstractmethod
     def update(self, state: Any, batch: dict, rng: jax.Array) -> tuple[Any, dict]:

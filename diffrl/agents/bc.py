@@ -76,7 +76,7 @@ class BCAgent(Agent):
     def to_action(self, squashed):
         return self.action_low + (squashed + 1.0) * 0.5 * (self.action_high - self.action_low)
 
-    def sample_batch(self, store: DatasetStore, rng):
+    def sample_batch(self, store: DatasetStore, rng, state=None):
         rows = jax.random.randint(rng, (self.batch_size,), 0, store.num_steps)
         return {"obs": self.normalizer.normalize(store.observations[rows]), "action": store.actions[rows]}
 

@@ -127,7 +127,7 @@ class DiffuserAgent(Agent):
         """``[..., H, obs], [..., H, act] -> normalised [..., H, act + state]``."""
         return self.normalizer.normalize(jnp.concatenate([actions, observations[..., self.state_slice]], axis=-1))
 
-    def sample_batch(self, train_data: DiffuserData, rng: jax.Array) -> dict:
+    def sample_batch(self, train_data: DiffuserData, rng: jax.Array, state=None) -> dict:
         dc = self.config.diffusion
         windows = sample_trajectory_windows(train_data.store, rng, self.batch_size, self.horizon,
                                             use_padding=dc.use_padding, max_path_length=dc.max_path_length)

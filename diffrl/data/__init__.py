@@ -31,7 +31,9 @@ from diffrl.data.normalizers import (
 from diffrl.data.replay import PrioritizedReplayState, init_prioritized_replay, linear_beta_schedule
 from diffrl.data.store import (
     DatasetStore,
+    chunk_starts,
     discounted_returns_to_go,
+    gather_chunks,
     make_store,
     returns_to_go,
     sample_chunks,
@@ -53,7 +55,9 @@ __all__ = [
     "check_spaces",
     "dataset_normalized_score",
     "datasets_root",
+    "chunk_starts",
     "discounted_returns_to_go",
+    "gather_chunks",
     "download_dataset",
     "fit_normalizer",
     "init_prioritized_replay",

@@ -183,7 +183,7 @@ def sample_chunks(
     where the episode ends; ``done = 1`` then and ``s_{t+H}`` is that final observation. A *truncation* there
     (time limit) gives ``done = 0`` and is reported apart in ``truncations``.
 
-    Returns ``observations [B, obs_dim]`` (``s_t``), ``actions [B, H, act_dim]``, ``rewards [B, H]``,
+    Returns ``observations [B, obs_dim]`` (``s_t``), ``states [B, H, obs_dim]``, ``actions [B, H, act_dim]``, ``rewards [B, H]``,
     ``discounted_rewards [B]``, ``next_observations [B, obs_dim]`` (``s_{t+H}``), ``dones [B]``,
     ``truncations [B]`` (floats), ``indices [B]`` (row of ``t``) and ``episode_ids [B]``. ``batch_size``,
     ``horizon`` and ``discount`` are static.
@@ -195,12 +195,19 @@ def sample_chunks(
     if store.longest_episode < horizon:
         raise ValueError(f"no chunk of {horizon} steps: the longest episode has {store.longest_episode} steps")
     starts, episode = _sample_starts(store, rng, batch_size, jnp.maximum(store.episode_lengths - horizon + 1, 0))
+    return {**gather_chunks(store, starts, horizon, discount), "episode_ids": episode}
+
+
+def gather_chunks(store: DatasetStore, starts: jnp.ndarray, horizon: int, discount: float) -> dict[str, jnp.ndarray]:
+    """The chunks of :func:`sample_chunks` starting at the given rows (each must have ``H`` steps left in its
+    episode; :func:`chunk_starts` lists them all), plus ``states [B, H, obs_dim]`` (``s_{t:t+H}``)."""
     rows = starts[:, None] + jnp.arange(horizon, dtype=jnp.int32)[None, :]
     rewards = store.rewards[rows]
     discounts = jnp.asarray(discount ** np.arange(horizon), jnp.float32)
     last = starts + horizon - 1
     return {
         "observations": store.observations[starts],
+        "states": store.observations[rows],
         "actions": store.actions[rows],
         "rewards": rewards,
         "discounted_rewards": rewards @ discounts,
@@ -208,8 +215,14 @@ def sample_chunks(
         "dones": store.terminations[last].astype(jnp.float32),
         "truncations": store.truncations[last].astype(jnp.float32),
         "indices": starts,
-        "episode_ids": episode,
     }
+
+
+def chunk_starts(store: DatasetStore, horizon: int) -> np.ndarray:
+    """Every row where an ``H``-step chunk starts inside its episode (the support of :func:`sample_chunks`)."""
+    index = np.asarray(store.index_in_episode)
+    length = np.asarray(store.end_of_episode) - np.asarray(store.start_of_episode)
+    return np.flatnonzero(index + horizon <= length).astype(np.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "num_states", "stride"))

@@ -58,8 +58,11 @@ def evaluate_agent(agent: Agent, params, config: ml_collections.ConfigDict, *, e
 
 
 def load_for_evaluation(workdir, step: int | None = None, overrides: list[str] = ()):
-    """``(agent, policy params, config, step)`` from the checkpoint of ``workdir`` (latest by default)."""
-    checkpointer = Checkpointer(workdir, create=False)
+    """``(agent, policy params, config, step)`` from the checkpoint of ``workdir`` (latest by default); a
+    multi-stage workdir gives its last stage."""
+    from diffrl.train.pipeline import final_stage_workdir
+
+    checkpointer = Checkpointer(final_stage_workdir(workdir), create=False)
     step, meta = checkpointer.restore_meta(step)
     try:
         config = config_from_json(meta["config"])

@@ -1,6 +1,18 @@
-"""Flax networks shared by the methods: time embeddings, denoisers, and Diffuser's temporal U-Net and value function."""
+"""Flax networks shared by the methods: time embeddings, denoisers, Diffuser's temporal U-Net and value function,
+the skill beta-VAE and latent Q-network of LDCQ / DIAR."""
 
-from diffrl.nets.denoisers import MLPDenoiser, TimeEmbedding, sinusoidal_embedding
+from diffrl.nets.critics import LatentQNetwork
+from diffrl.nets.denoisers import LatentResNetDenoiser, MLPDenoiser, TimeEmbedding, sinusoidal_embedding
+from diffrl.nets.skills import (
+    AutoregressivePolicy,
+    GaussianPrior,
+    SkillEncoder,
+    SkillVAE,
+    StateDecoder,
+    gaussian_kl,
+    gaussian_log_prob,
+    skill_vae_loss,
+)
 from diffrl.nets.unet import (
     Conv1dBlock,
     Downsample1d,
@@ -15,6 +27,16 @@ from diffrl.nets.unet import (
 )
 
 __all__ = [
+    "AutoregressivePolicy",
+    "GaussianPrior",
+    "LatentQNetwork",
+    "LatentResNetDenoiser",
+    "SkillEncoder",
+    "SkillVAE",
+    "StateDecoder",
+    "gaussian_kl",
+    "gaussian_log_prob",
+    "skill_vae_loss",
     "MLPDenoiser",
     "TimeEmbedding",
     "sinusoidal_embedding",

@@ -1,4 +1,4 @@
-"""Time embeddings and a residual MLP denoiser for low-dimensional data (latents, toy problems)."""
+"""Time embeddings and denoisers for low-dimensional data: a residual MLP, and LDCQ's latent ResNet with U-Net skips."""
 
 from __future__ import annotations
 
@@ -53,3 +53,57 @@ class MLPDenoiser(nn.Module):
         for _ in range(self.depth):
             h = h + nn.Dense(self.hidden)(jax.nn.mish(nn.LayerNorm()(h)))
         return nn.Dense(x.shape[-1])(jax.nn.mish(nn.LayerNorm()(h)))
+
+
+def dense_ln_gelu(width: int, x):
+    """``GELU(LayerNorm(Dense(x)))``, the layer of LDCQ's latent networks (call inside a compact method)."""
+    return jax.nn.gelu(nn.LayerNorm()(nn.Dense(width)(x)))
+
+
+class LatentResidualBlock(nn.Module):
+    """``h + GELU(LN(W2 GELU(LN(W1 [h, e_s, e_t]))))``: the state and time encodings concatenated with the
+    activation (LDCQ App. A.2.2)."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, h, time_embedding, state_embedding):
+        inner = dense_ln_gelu(self.width, jnp.concatenate([h, state_embedding, time_embedding], axis=-1))
+        return h + dense_ln_gelu(self.width, inner)
+
+
+class LatentResNetDenoiser(nn.Module):
+    """The latent diffusion prior's denoiser ``f(z_t, t, s)`` of LDCQ App. A.2.2 (and DIAR).
+
+    Residual blocks of widths ``hidden_dims = [128, 32, 16, 8, 16, 32, 128]``, joined between blocks by
+    ``Dense -> LayerNorm -> GELU``; as in a U-Net every block of the second half adds the output of the block of
+    the first half with the same width, and a final residual block follows the input projection's skip
+    (official ``UNet``: 8 residual blocks in all). ``t`` is encoded by a ``time_dim``-d sinusoidal embedding and a
+    2-layer MLP, the condition ``s`` by a 2-layer MLP (both ``Dense -> LN -> GELU``, width ``embed_dim``).
+    """
+
+    hidden_dims: tuple[int, ...] = (128, 32, 16, 8, 16, 32, 128)
+    time_dim: int = 256
+    embed_dim: int = 256
+
+    @nn.compact
+    def __call__(self, x, t, cond):
+        dims = tuple(self.hidden_dims)
+        if len(dims) % 2 == 0 or dims != dims[::-1]:
+            raise ValueError(f"hidden_dims must be an odd-length palindrome (U-Net skips join equal widths), got {dims}")
+        t_emb = sinusoidal_embedding(t, self.time_dim)
+        t_emb = dense_ln_gelu(self.embed_dim, dense_ln_gelu(self.embed_dim, t_emb))
+        s_emb = dense_ln_gelu(self.embed_dim, dense_ln_gelu(self.embed_dim, cond))
+        t_emb = jnp.broadcast_to(t_emb, x.shape[:-1] + t_emb.shape[-1:])  # a [1] t serves the whole batch
+        projected = nn.Dense(dims[0])(x)
+        h, skips = projected, []
+        middle = len(dims) // 2
+        for i, width in enumerate(dims):
+            if i > 0:
+                h = dense_ln_gelu(width, h)
+            if i > middle:
+                h = h + skips[2 * middle - i]
+            h = LatentResidualBlock(width)(h, t_emb, s_emb)
+            skips.append(h)
+        h = LatentResidualBlock(dims[-1])(h + projected, t_emb, s_emb)
+        return nn.Dense(x.shape[-1])(h)

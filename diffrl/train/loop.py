@@ -32,7 +32,7 @@ from diffrl.train.logging import SummaryWriter
 from diffrl.train.sharding import check_batch_size, make_mesh, put_replicated, shard_batch
 
 # Config groups that fix the shapes of the saved state: a workdir cannot be resumed under other values.
-SHAPE_KEYS = ("method", "dataset.id", "model", "value", "diffusion.horizon")
+SHAPE_KEYS = ("method", "stage", "dataset.id", "model", "value", "diffusion.horizon", "task.horizon")
 
 
 class WorkdirError(ValueError):
@@ -61,7 +61,7 @@ def make_train_chunk(agent: Agent, mesh, steps: int):
 
     def one_step(train_data, carry, _):
         rng, rng_batch, rng_update = jax.random.split(carry["rng"], 3)
-        batch = shard_batch(agent.sample_batch(train_data, rng_batch), mesh)
+        batch = shard_batch(agent.sample_batch(train_data, rng_batch, carry["agent"]), mesh)
         state, metrics = agent.update(carry["agent"], batch, rng_update)
         return {"agent": state, "rng": rng}, metrics
 
@@ -129,6 +129,7 @@ def train(
     if data is None:
         data = load_dataset(config.dataset.id, root=config.dataset.root)
     agent = make_agent(config, data)
+    agent.progress = progress and jax.process_index() == 0
     mesh = make_mesh(devices)
     check_batch_size(agent.batch_size, mesh)
     train_data = put_replicated(agent.prepare(make_store(agent.preprocess(data))), mesh)

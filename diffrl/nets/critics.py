@@ -1,0 +1,25 @@
+"""Value networks over states and latent skills."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from diffrl.nets.denoisers import dense_ln_gelu
+
+
+class LatentQNetwork(nn.Module):
+    """``Q(s, z)`` of LDCQ App. A.2.3: a 5-layer MLP with LayerNorm before every GELU.
+
+    The layer widths follow the official ``MLP_Q``: the state through two layers of ``hidden`` (256), the latent
+    through two of ``hidden / 2``, their concatenation through 128 and 32 units and a linear output.
+    """
+
+    hidden: int = 256
+
+    @nn.compact
+    def __call__(self, state, latent):
+        s = dense_ln_gelu(self.hidden, dense_ln_gelu(self.hidden, state))
+        z = dense_ln_gelu(self.hidden // 2, dense_ln_gelu(self.hidden // 2, latent))
+        h = dense_ln_gelu(32, dense_ln_gelu(128, jnp.concatenate([s, z], axis=-1)))
+        return nn.Dense(1)(h)[..., 0]

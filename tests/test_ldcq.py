@@ -1,0 +1,128 @@
+"""LDCQ family: skill VAE parts, latent denoiser, chunk tables, the Q target, and the 1-D random walk (App. D)."""
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffrl.agents import DatasetInfo
+from diffrl.agents.ldcq import LDCQAgent
+from diffrl.config import apply_overrides, load_config
+from diffrl.data import GaussianNormalizer, OfflineData, chunk_starts, gather_chunks, make_store
+from diffrl.envs.random_walk import RandomWalk1D, random_walk_dataset
+from diffrl.eval.evaluate import load_for_evaluation
+from diffrl.eval.rollout import rollout
+from diffrl.nets import AutoregressivePolicy, LatentResNetDenoiser, gaussian_kl, gaussian_log_prob
+from diffrl.nets.skills import SkillVAE
+from diffrl.train.pipeline import train_pipeline
+
+
+def test_gaussian_log_prob_and_kl_match_distrax():
+    rng = np.random.default_rng(0)
+    m1, m2, x = rng.normal(size=(3, 5))
+    s1, s2 = rng.uniform(0.2, 2.0, size=(2, 5))
+    q, p = distrax.Normal(m1, s1), distrax.Normal(m2, s2)
+    np.testing.assert_allclose(gaussian_log_prob(x, m1, s1), q.log_prob(x), rtol=1e-5)
+    np.testing.assert_allclose(gaussian_kl(m1, s1, m2, s2), q.kl_divergence(p), rtol=1e-5)
+
+
+def test_autoregressive_policy_is_autoregressive_and_samples_its_own_density():
+    policy = AutoregressivePolicy(action_dim=3, hidden=16)
+    s, z, a = jnp.ones((4, 5)), jnp.ones((4, 2)), jnp.linspace(-1, 1, 12).reshape(4, 3)
+    params = policy.init(jax.random.PRNGKey(0), s, z, a)
+    # dimension i depends on a_{<i} only
+    jac = jax.jacobian(lambda acts: policy.apply(params, s[:1], z[:1], acts)[0][0])(a[:1])[:, 0]  # [3, 3]
+    assert np.all(np.triu(np.abs(np.asarray(jac))) == 0) and np.all(np.abs(np.asarray(jac)[np.tril_indices(3, -1)]) > 0)
+    # a sampled action is mean + std * noise under the teacher-forced densities of that same action
+    rng = jax.random.PRNGKey(3)
+    sampled = policy.apply(params, s, z, rng, method=AutoregressivePolicy.sample)
+    mean, std = policy.apply(params, s, z, sampled)
+    np.testing.assert_allclose((sampled - mean) / std, jax.random.normal(rng, sampled.shape), atol=1e-4)
+
+
+def test_latent_denoiser_shared_timestep_and_mirrored_widths():
+    net = LatentResNetDenoiser(hidden_dims=(32, 8, 32), time_dim=16, embed_dim=16)
+    x, cond = jax.random.normal(jax.random.PRNGKey(0), (6, 4)), jnp.ones((6, 3))
+    params = net.init(jax.random.PRNGKey(1), x, jnp.zeros((6,), jnp.int32), cond)
+    t = jnp.full((6,), 17, jnp.int32)
+    np.testing.assert_allclose(net.apply(params, x, t[:1], cond), net.apply(params, x, t, cond), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="palindrome"):
+        LatentResNetDenoiser(hidden_dims=(32, 8, 16)).init(jax.random.PRNGKey(1), x, t, cond)
+
+
+def test_chunk_table_covers_every_chunk_inside_episodes():
+    lengths = [5, 2, 7]
+    obs = np.arange(14, dtype=np.float32)[:, None]
+    data = OfflineData.from_arrays(obs, np.zeros((14, 1)), np.arange(14, dtype=np.float32), lengths)
+    store = make_store(data)
+    starts = chunk_starts(store, 3)
+    np.testing.assert_array_equal(starts, [0, 1, 2, 7, 8, 9, 10, 11])  # sum(max(L - H + 1, 0)) = 3 + 0 + 5
+    c = gather_chunks(store, jnp.asarray(starts), 3, 0.5)
+    np.testing.assert_array_equal(c["states"][:, :, 0], starts[:, None] + np.arange(3))
+    np.testing.assert_allclose(c["discounted_rewards"], starts + 0.5 * (starts + 1) + 0.25 * (starts + 2))
+
+
+def _tiny_config(variant="hopper-medium", extra=()):
+    c = load_config(f"ldcq.py:{variant}")
+    return apply_overrides(c, ["model.hidden=16", "model.gru_layers=1", "model.prior_hidden_dims=(16,8,16)",
+                               "model.time_dim=8", "model.embed_dim=16", "model.q_hidden=16", *extra])
+
+
+def test_q_target_is_max_over_candidates_of_min_target_q():
+    data = random_walk_dataset(3, seed=1)
+    config = _tiny_config(extra=["stage=q", "task.horizon=2", "task.state_key=None", "q.discount=0.9"])
+    agent = LDCQAgent(config, DatasetInfo.from_data(data), GaussianNormalizer.fit(data.observations))
+    agent._num_chunks = 10
+    state = agent.init(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    batch = {"next_state": jnp.asarray(rng.normal(size=(4, 1)), jnp.float32),
+             "candidates": jnp.asarray(rng.normal(size=(4, 6, 16)), jnp.float32),
+             "reward": jnp.asarray([1.0, -1.0, 0.5, 2.0]), "done": jnp.asarray([0.0, 1.0, 0.0, 0.0])}
+    y = agent.target_values(state, batch, jax.random.PRNGKey(1))
+    q = np.stack([[[float(agent.q_net.apply(jax.tree.map(lambda p: p[j], state.target_params),
+                                            batch["next_state"][b : b + 1], batch["candidates"][b, i : i + 1])[0])
+                    for i in range(6)] for b in range(4)] for j in range(2)])
+    expected = np.asarray(batch["reward"]) + 0.9**2 * (1 - np.asarray(batch["done"])) * q.min(0).max(1)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+RANDOM_WALK = [
+    "task.horizon=1", "task.state_key=None", "model.latent_dim=2", "model.hidden=64", "model.gru_layers=1",
+    "model.prior_hidden_dims=(64,32,64)", "model.time_dim=32", "model.embed_dim=64", "model.q_hidden=64",
+    "vae.train.steps=800", "vae.train.learning_rate=1e-3", "vae.train.log_every=400", "vae.train.checkpoint_every=800",
+    "prior.train.steps=3000", "prior.train.batch_size=256", "prior.train.learning_rate=2e-3",
+    "prior.train.log_every=1000", "prior.train.checkpoint_every=3000",
+    "q.train.steps=800", "q.train.log_every=400", "q.train.checkpoint_every=800", "q.pool_size=32",
+    "q.num_candidates=16", "q.pool_steps=25", "q.pool_batch=8192", "q.target_rate=0.95", "q.discount=0.99",
+    "sampler.steps=25", "sampler.extra_steps=5", "plan.num_candidates=16", "plan.replan_every=1",
+]
+
+
+def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_path):
+    """App. D with H = 1: the behaviour steps 0.8..1 left or right. Decoded diffusion-prior samples keep out of
+    the middle where the VAE's Gaussian prior puts its mass, and the Q-learned policy walks straight to an end
+    (~11 steps) where the behaviour policy needs ~120."""
+    data = random_walk_dataset(40, seed=0)
+    config = apply_overrides(load_config("ldcq.py:hopper-medium"), RANDOM_WALK)
+    train_pipeline(config, tmp_path, progress=False, data=data)
+    # all stages finished: a second call resumes nothing and trains nothing
+    again = train_pipeline(config, tmp_path, progress=False, data=data)
+    assert all(summary.get("skipped") for summary in again.values())
+
+    agent, params, _, step = load_for_evaluation(tmp_path)  # the pipeline root evaluates its last stage
+    assert step == 800 and set(params) == {"vae", "prior", "q"}
+    n = 2000
+    states = jnp.zeros((n, 1))
+    z = agent.sample_latents(params["prior"], jax.random.PRNGKey(0), states[:1], n)[0]
+    diffusion_actions = np.asarray(agent.decode_action(params["vae"], states, z, jax.random.PRNGKey(1)))[:, 0]
+    mean, std = agent.vae.apply(params["vae"], agent.skill_state(states), method=SkillVAE.prior_distribution)
+    z_gauss = mean + std * jax.random.normal(jax.random.PRNGKey(2), mean.shape)
+    gaussian_actions = np.asarray(agent.decode_action(params["vae"], states, z_gauss, jax.random.PRNGKey(1)))[:, 0]
+    middle = lambda a: np.mean(np.abs(a) < 0.4)  # noqa: E731
+    assert middle(diffusion_actions) < 0.05 < 0.2 < middle(gaussian_actions)
+    assert 0.3 < np.mean(diffusion_actions > 0) < 0.7  # both modes kept
+
+    out = jax.device_get(rollout(RandomWalk1D(), agent.policy(), params, jax.random.PRNGKey(3), 20, 500))
+    assert out["success"].all()
+    assert out["lengths"].mean() < 20 and out["returns"].mean() > -10
