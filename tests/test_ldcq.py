@@ -90,10 +90,10 @@ def test_q_target_is_max_over_candidates_of_min_target_q():
 RANDOM_WALK = [
     "task.horizon=1", "task.state_key=None", "model.latent_dim=2", "model.hidden=64", "model.gru_layers=1",
     "model.prior_hidden_dims=(64,32,64)", "model.time_dim=32", "model.embed_dim=64", "model.q_hidden=64",
-    "vae.train.steps=800", "vae.train.learning_rate=1e-3", "vae.train.log_every=400", "vae.train.checkpoint_every=800",
-    "prior.train.steps=3000", "prior.train.batch_size=256", "prior.train.learning_rate=2e-3",
-    "prior.train.log_every=1000", "prior.train.checkpoint_every=3000",
-    "q.train.steps=800", "q.train.log_every=400", "q.train.checkpoint_every=800", "q.pool_size=32",
+    "vae.train.steps=600", "vae.train.learning_rate=1e-3", "vae.train.log_every=300", "vae.train.checkpoint_every=600",
+    "prior.train.steps=1500", "prior.train.batch_size=256", "prior.train.learning_rate=2e-3",
+    "prior.train.log_every=500", "prior.train.checkpoint_every=1500",
+    "q.train.steps=600", "q.train.log_every=300", "q.train.checkpoint_every=600", "q.pool_size=32",
     "q.num_candidates=16", "q.pool_steps=25", "q.pool_batch=8192", "q.target_rate=0.95", "q.discount=0.99",
     "sampler.steps=25", "sampler.extra_steps=5", "plan.num_candidates=16", "plan.replan_every=1",
 ]
@@ -111,7 +111,7 @@ def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_pat
     assert all(summary.get("skipped") for summary in again.values())
 
     agent, params, _, step = load_for_evaluation(tmp_path)  # the pipeline root evaluates its last stage
-    assert step == 800 and set(params) == {"vae", "prior", "q"}
+    assert step == 600 and set(params) == {"vae", "prior", "q"}
     n = 2000
     states = jnp.zeros((n, 1))
     z = agent.sample_latents(params["prior"], jax.random.PRNGKey(0), states[:1], n)[0]
@@ -123,6 +123,6 @@ def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_pat
     assert middle(diffusion_actions) < 0.05 < 0.2 < middle(gaussian_actions)
     assert 0.3 < np.mean(diffusion_actions > 0) < 0.7  # both modes kept
 
-    out = jax.device_get(rollout(RandomWalk1D(), agent.policy(), params, jax.random.PRNGKey(3), 20, 500))
+    out = jax.device_get(rollout(RandomWalk1D(), agent.policy(), params, jax.random.PRNGKey(3), 10, 500))
     assert out["success"].all()
     assert out["lengths"].mean() < 20 and out["returns"].mean() > -10

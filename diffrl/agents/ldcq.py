@@ -171,6 +171,9 @@ class LDCQAgent(LatentSkillAgent):
         pool = jnp.concatenate(batched_over_rows(sample, rows, qc.pool_batch, "prior-sample pool", self.progress))[: len(rows)]
         pool.block_until_ready()
         self.pool_seconds = time.perf_counter() - started
+        if self.progress:
+            print(f"prior-sample pool: {pool.shape[0]} states x {pool.shape[1]} samples x {pool.shape[2]} dims, "
+                  f"{pool.nbytes / 2**20:.1f} MiB {pool.dtype}, built in {self.pool_seconds:.1f} s")
         return pool
 
     def sample_batch(self, train_data, rng, state=None) -> dict:
