@@ -76,7 +76,8 @@ def _check_resumable(saved: ml_collections.ConfigDict, config: ml_collections.Co
     for key in SHAPE_KEYS:
         old, new = saved, config
         for part in key.split("."):
-            old, new = old.get(part), new.get(part)
+            old = old.get(part) if old is not None else None
+            new = new.get(part) if new is not None else None
         if json.dumps(_plain(old), sort_keys=True) != json.dumps(_plain(new), sort_keys=True):
             raise CheckpointError(f"workdir {workdir} holds a run with another {key} ({_plain(old)} vs {_plain(new)}); "
                                   "use a new --workdir or the same config")
