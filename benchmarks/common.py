@@ -106,9 +106,16 @@ def synthetic_data(variant: str, episodes: int = 20, episode_length: int = 1_000
 
 def synthetic_agent(variant: str, overrides=(), method: str = "diffuser", data: OfflineData | None = None):
     """The agent of ``configs/<method>.py:<variant>`` (with ``KEY=VALUE`` overrides), built on ``data``
-    (default: :func:`synthetic_data` of the variant)."""
+    (default: :func:`synthetic_data` of the variant). A staged method's later stage gets randomly initialised
+    upstream parameters in place of a trained earlier stage: timing does not depend on their values."""
     config = apply_overrides(load_config(f"{method}.py:{variant}"), list(overrides))
-    return AGENTS[method].from_data(config, synthetic_data(variant) if data is None else data)
+    data = synthetic_data(variant) if data is None else data
+    if config.get("stage", "vae") == "vae":
+        return AGENTS[method].from_data(config, data)
+    first = AGENTS[method].from_data(apply_overrides(config.copy_and_resolve_references(), ["stage=vae"]), data)
+    keys = jax.random.split(jax.random.PRNGKey(0))
+    return AGENTS[method].from_data(config, data, upstream={"vae": first.init_vae(keys[0]),
+                                                            "prior": first.init_prior(keys[1])})
 
 
 def measure_device_limits(repeats: int = 3, matmul_size: int | None = None, stream_mib: int = 256) -> dict:

@@ -16,6 +16,12 @@ Samplers (random weights; timing does not depend on them):
   diffuser-guided  Diffuser's value-guided planner (configs/diffuser.py:hopper-medium): U-Net (1, 2, 4, 8),
                    H 32, 20 DDPM steps, 2 gradient steps on J before each; one trajectory per batch row (the
                    official policy samples 64 per environment step, so batch 64 is one policy step).
+  ldcq-prior       LDCQ's latent diffusion prior (configs/ldcq.py:pointmaze-umaze): the ResNet denoiser
+                   [128, 32, 16, 8, 16, 32, 128] on 16-d latents given the 4-d state, DDPM with 100 of T = 500
+                   steps and 10 extra steps at t = 0; one latent per batch row, the unit of the Q-learning
+                   candidate pool (a pool of P samples for M chunks takes M * P / (samples/s)).
+  ldcq-policy      LDCQ's decision for one environment per batch row: 500 prior latents at its state, argmax of
+                   min_j Q_j, and the autoregressive decoder's action; GFLOP/call counts the denoiser only.
   ddpm, ddim, ddpm-cfg
                    the shared samplers of diffrl.diffusion with a residual MLP denoiser (hidden 256, depth 3) on
                    16-d samples with an 8-d condition, the shape of a latent skill prior: DDPM (100 steps),
@@ -44,7 +50,7 @@ from common import (compile_seconds, cost, limits_note, measure_device_limits, p
 from diffrl import diffusion  # noqa: E402
 from diffrl.nets import MLPDenoiser  # noqa: E402
 
-SAMPLERS = ("diffuser-maze", "diffuser-guided", "ddpm", "ddim", "ddpm-cfg")
+SAMPLERS = ("diffuser-maze", "diffuser-guided", "ldcq-prior", "ldcq-policy", "ddpm", "ddim", "ddpm-cfg")
 
 
 @dataclasses.dataclass
@@ -88,6 +94,32 @@ def diffuser_case(name: str, horizon: int | None, steps: int | None) -> Case:
     return Case(name, agent.horizon, agent.schedule.num_steps, draw, inputs, step_cost)
 
 
+def ldcq_case(name: str, steps: int | None) -> Case:
+    agent = synthetic_agent("pointmaze-umaze", ["stage=vae"] + ([f"sampler.steps={steps}"] if steps else []),
+                            method="ldcq")
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {"vae": agent.init_vae(keys[0]), "prior": agent.init_prior(keys[1]), "q": agent.init_q(keys[2])}
+    latents_per_row = agent.config.plan.num_candidates if name == "ldcq-policy" else 1
+
+    @jax.jit
+    def draw(params, rng, obs):
+        if name == "ldcq-prior":
+            return agent.sample_latents(params["prior"], rng, agent.condition(obs), 1)
+        return agent.decode_action(params["vae"], obs, agent.choose_by_q(params, rng, obs), rng)
+
+    def inputs(batch):
+        return params, jax.random.PRNGKey(1), jnp.zeros((batch, agent.info.observation_size))
+
+    def step_cost(batch):
+        rows = batch * latents_per_row
+        return cost(jax.jit(agent.denoiser.apply).lower(
+            params["prior"], jnp.zeros((rows, agent.config.model.latent_dim)), jnp.zeros((1,), jnp.int32),
+            jnp.zeros((rows, agent.condition_dim))).compile())
+
+    sampler = agent.config.sampler
+    return Case(name, None, sampler.steps + sampler.extra_steps, draw, inputs, step_cost)
+
+
 def core_case(name: str, steps: int | None, dim: int = 16, cond_dim: int = 8) -> Case:
     num_steps = steps or 100
     schedule = diffusion.make_schedule("linear", num_steps)
@@ -120,6 +152,8 @@ def cases(names, horizons, steps) -> list[Case]:
         for n in steps or [None]:
             if name.startswith("diffuser"):
                 built += [diffuser_case(name, h, n) for h in horizons or [None]]
+            elif name.startswith("ldcq"):
+                built.append(ldcq_case(name, n))
             else:
                 built.append(core_case(name, n))
     return built
@@ -157,7 +191,7 @@ def main(argv=None) -> int:
     parser.add_argument("--horizons", nargs="+", type=int, default=None,
                         help="Diffuser planning horizons (default: each config's, 128 maze and 32 guided)")
     parser.add_argument("--steps", nargs="+", type=int, default=None,
-                        help="diffusion steps N (default: each config's, 64 maze, 20 guided, 100 core)")
+                        help="diffusion steps N (default: each config's, 64 maze, 20 guided, 100 LDCQ and core)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up call (best counts)")
     parser.add_argument("--budget", type=float, default=20.0,
                         help="skip a batch whose call is predicted to take longer than this many seconds")

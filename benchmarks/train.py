@@ -1,22 +1,28 @@
 """Train-step throughput: steps/s and examples/s of every method's train step, on one device and on all devices.
 
-    diffrl benchmark train [--runs METHOD:VARIANT ...] [--steps 5] [--repeats 3] [--overrides KEY=VALUE ...]
-                           [--json PATH] [--no-write]
+    diffrl benchmark train [--runs METHOD:VARIANT[:STAGE][,KEY=VALUE...] ...] [--steps 5] [--repeats 3]
+                           [--overrides KEY=VALUE ...] [--json PATH] [--no-write]
 
 Each run times the program ``diffrl train`` runs: the runner's chunk (``diffrl.train.loop.make_train_chunk``) of
 ``--steps`` steps of batch sampling from the device-resident dataset, batch sharding over the mesh and the
 method's whole update (losses, optimizers, EMA), compiled into one ``lax.scan`` with the carry donated. The
 dataset is synthetic with the config's shapes (20 episodes of 1,000 steps); timing does not depend on its values.
-Compile time is the ahead-of-time compilation alone; steady state is the best of ``--repeats`` chunks after a
+"prepare s" is the one-off work before training (``agent.prepare``: the LDCQ stages encode every chunk, and the Q
+stage builds its prior-sample pool). Compile time is the ahead-of-time compilation alone; steady state is the best of ``--repeats`` chunks after a
 warm-up chunk. GFLOP/step and GB/step are XLA's cost analysis of the chunk, whose loop body (one step) XLA counts
 once, times the devices (the compiled program is one device's share); "% peak" compares the achieved rates with
 the devices' float32 matmul FLOP/s and streaming bandwidth (one device's, measured by the same run, times the
 devices). With more than one device, each run is timed on one device and on all of them (the
 global batch split over the ``data`` axis).
 
-Default runs: diffuser:pointmaze-umaze (temporal U-Net dim 32, H 128, the official 2 x 32 trajectories per
-update), diffuser:hopper-medium (H 32, with the value function J trained in the same step), bc:pointmaze-umaze
-(MLP, batch 256).
+A run is ``METHOD:VARIANT``, with ``:STAGE`` for a staged method (its earlier stages' parameters are random)
+and ``,KEY=VALUE`` overrides of its own. Default runs: diffuser:pointmaze-umaze (temporal U-Net dim 32, H 128,
+the official 2 x 32 trajectories per update), diffuser:hopper-medium (H 32, with the value function J trained in
+the same step), bc:pointmaze-umaze (MLP, batch 256), and LDCQ's three stages on pointmaze-umaze (H 30, batch 128):
+the skill VAE, the latent prior, and Q-learning with n = 500 candidates read from a pool of 1,000 per chunk
+(made here with one denoising step, whose values do not change the step's cost; the sampler benchmark's
+ldcq-prior row gives the real pool's rate) or drawn fresh inside the step (100 + 10 DDPM steps for 128 x 500
+latents per update).
 """
 
 from __future__ import annotations
@@ -36,16 +42,31 @@ from diffrl.data import make_store  # noqa: E402
 from diffrl.train.loop import make_train_chunk  # noqa: E402
 from diffrl.train.sharding import check_batch_size, make_mesh, put_replicated  # noqa: E402
 
-RUNS = ("diffuser:pointmaze-umaze", "diffuser:hopper-medium", "bc:pointmaze-umaze")
+RUNS = ("diffuser:pointmaze-umaze", "diffuser:hopper-medium", "bc:pointmaze-umaze", "ldcq:pointmaze-umaze:vae",
+        "ldcq:pointmaze-umaze:prior", "ldcq:pointmaze-umaze:q,q.pool_steps=1,q.pool_extra_steps=0",
+        "ldcq:pointmaze-umaze:q,q.candidates=fresh")
+
+
+def parse_run(run: str) -> tuple[str, str, list[str]]:
+    """``METHOD:VARIANT[:STAGE][,KEY=VALUE...]`` -> method, variant, overrides (the stage as ``stage=STAGE``)."""
+    spec, *overrides = run.split(",")
+    method, _, variant = spec.partition(":")
+    variant, _, stage = variant.partition(":")
+    if not method or not variant:
+        raise ValueError(f"a run is METHOD:VARIANT[:STAGE][,KEY=VALUE...], e.g. diffuser:pointmaze-umaze; got {run!r}")
+    return method, variant, ([f"stage={stage}"] if stage else []) + overrides
 
 
 def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
-    method, _, variant = run.partition(":")
+    method, variant, run_overrides = parse_run(run)
     data = synthetic_data(variant)
-    agent = synthetic_agent(variant, overrides, method=method, data=data)
+    agent = synthetic_agent(variant, [*overrides, *run_overrides], method=method, data=data)
     mesh = make_mesh(devices)
     check_batch_size(agent.batch_size, mesh)
-    train_data = put_replicated(agent.prepare(make_store(agent.preprocess(data))), mesh)
+    started = time.perf_counter()
+    train_data = jax.block_until_ready(agent.prepare(make_store(agent.preprocess(data))))
+    prepare_s = time.perf_counter() - started
+    train_data = put_replicated(train_data, mesh)
     carry = put_replicated({"agent": jax.jit(agent.init)(jax.random.PRNGKey(0)), "rng": jax.random.PRNGKey(1)}, mesh)
     compile_s, chunk = compile_seconds(make_train_chunk(agent, mesh, steps), carry, train_data)
     carry, _ = chunk(carry, train_data)  # warm-up
@@ -58,14 +79,15 @@ def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
     # the compiled program is one device's part of the SPMD program: the global step costs mesh.size times that
     flops, nbytes = (mesh.size * c for c in cost(chunk))
     per_step = best / steps
-    return {"run": run, "devices": mesh.size, "batch": agent.batch_size, "compile_s": compile_s,
+    return {"run": run, "devices": mesh.size, "batch": agent.batch_size, "prepare_s": prepare_s, "compile_s": compile_s,
             "seconds_per_step": per_step, "steps_per_s": 1 / per_step, "examples_per_s": agent.batch_size / per_step,
             "flops_per_step": flops, "bytes_per_step": nbytes, "flops_per_s": flops / per_step,
             "bytes_per_s": nbytes / per_step}
 
 
 def row(figure: dict, limits: dict) -> str:
-    return (f"| {figure['run']} | {figure['devices']} | {figure['batch']} | {figure['compile_s']:.1f} | "
+    return (f"| {figure['run']} | {figure['devices']} | {figure['batch']} | {figure['prepare_s']:.1f} | "
+            f"{figure['compile_s']:.1f} | "
             f"{figure['seconds_per_step'] * 1e3:,.1f} | {figure['steps_per_s']:,.2f} | {figure['examples_per_s']:,.0f} | "
             f"{figure['flops_per_step'] / 1e9:,.2f} | {figure['flops_per_s'] / 1e9:,.1f} | "
             f"{percent(figure['flops_per_s'], figure['devices'] * limits['matmul_flops_per_s'])} | "
@@ -76,7 +98,7 @@ def row(figure: dict, limits: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="diffrl benchmark train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), metavar="METHOD:VARIANT",
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), metavar="METHOD:VARIANT[:STAGE][,KEY=VALUE...]",
                         help=f"configs to time (default: {' '.join(RUNS)})")
     parser.add_argument("--steps", type=int, default=5, help="train steps per timed chunk (default: 5)")
     parser.add_argument("--repeats", type=int, default=3, help="timed chunks after the warm-up (best counts)")
@@ -88,8 +110,10 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be positive")
     for run in args.runs:
-        if ":" not in run:
-            parser.error(f"--runs takes METHOD:VARIANT, e.g. diffuser:pointmaze-umaze; got {run!r}")
+        try:
+            parse_run(run)
+        except ValueError as err:
+            parser.error(str(err))
     argv = sys.argv[1:] if argv is None else argv
 
     limits = measure_device_limits()
@@ -101,10 +125,11 @@ def main(argv=None) -> int:
             rows.append(row(figures[-1], limits))
             print(rows[-1], flush=True)
     header = (f"{versions('flax', 'optax')}. {limits_note(limits)} {args.steps} steps per timed chunk, best of "
-              f"{args.repeats} chunks; examples = trajectories (Diffuser) or transitions (BC) per update"
+              f"{args.repeats} chunks; examples = trajectories (Diffuser), transitions (BC) or H-step chunks (LDCQ) "
+              "per update"
               + (f"; overrides `{' '.join(args.overrides)}`" if args.overrides else "") + ".")
-    table = ["| run | devices | batch | compile s | ms/step | steps/s | examples/s | GFLOP/step | GFLOP/s | % peak "
-             "| GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
+    table = ["| run | devices | batch | prepare s | compile s | ms/step | steps/s | examples/s | GFLOP/step | GFLOP/s | % peak "
+             "| GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
     report("Train-step throughput", "train", argv, header, table, {"limits": limits, "figures": figures},
            json_path=args.json, write=not args.no_write)
     return 0

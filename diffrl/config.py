@@ -148,3 +148,20 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
         return value
 
     return ml_collections.ConfigDict(tuples(json.loads(text)))
+
+
+def mismatched_keys(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+                    keys) -> list[tuple[str, object, object]]:
+    """``(key, saved value, new value)`` for each dotted key whose JSON value differs; a missing group reads None."""
+
+    def value_at(root, key):
+        for part in key.split("."):
+            root = root.get(part) if root is not None else None
+        return json.loads(root.to_json()) if isinstance(root, ml_collections.ConfigDict) else root
+
+    found = []
+    for key in keys:
+        old, new = value_at(saved, key), value_at(config, key)
+        if json.dumps(old, sort_keys=True, default=list) != json.dumps(new, sort_keys=True, default=list):
+            found.append((key, old, new))
+    return found

@@ -84,10 +84,18 @@ def test_train_benchmark_times_the_runner_chunk(tmp_path, monkeypatch):
     assert 6 * 32 * weights <= one["flops_per_step"] <= 1.5 * 6 * 32 * weights
 
 
-def test_train_benchmark_rejects_a_run_without_variant():
+def test_train_benchmark_run_specs_and_staged_agents():
+    bench = load("train")
     with pytest.raises(SystemExit) as exit_info:
-        load("train").main(["--runs", "bc"])
+        bench.main(["--runs", "bc"])
     assert exit_info.value.code == 2
+    assert bench.parse_run("ldcq:pointmaze-umaze:q,q.candidates=fresh,q.num_candidates=4") == (
+        "ldcq", "pointmaze-umaze", ["stage=q", "q.candidates=fresh", "q.num_candidates=4"])
+    # a later stage gets random upstream parameters of the earlier stages' shapes instead of a workdir
+    data = common.synthetic_data("pointmaze-umaze", episodes=2, episode_length=40)
+    agent = common.synthetic_agent("pointmaze-umaze", ["stage=q", "model.hidden=8"], method="ldcq", data=data)
+    assert agent.config.stage == "q" and agent.num_chunks == 2 * (40 - 30 + 1)
+    assert jax.tree.map(jnp.shape, agent.upstream["vae"]) == jax.tree.map(jnp.shape, agent.init_vae(jax.random.PRNGKey(1)))
 
 
 def test_synthetic_data_has_the_variant_shapes():

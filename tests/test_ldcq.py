@@ -9,7 +9,7 @@ import pytest
 from diffrl.agents import DatasetInfo
 from diffrl.agents.ldcq import LDCQAgent
 from diffrl.config import apply_overrides, load_config
-from diffrl.data import GaussianNormalizer, OfflineData, chunk_starts, gather_chunks, make_store
+from diffrl.data import GaussianNormalizer, OfflineData, chunk_starts, count_chunks, gather_chunks, make_store
 from diffrl.envs.random_walk import RandomWalk1D, random_walk_dataset
 from diffrl.eval.evaluate import load_for_evaluation
 from diffrl.eval.rollout import rollout
@@ -58,6 +58,7 @@ def test_chunk_table_covers_every_chunk_inside_episodes():
     store = make_store(data)
     starts = chunk_starts(store, 3)
     np.testing.assert_array_equal(starts, [0, 1, 2, 7, 8, 9, 10, 11])  # sum(max(L - H + 1, 0)) = 3 + 0 + 5
+    assert count_chunks(lengths, 3) == len(starts)
     c = gather_chunks(store, jnp.asarray(starts), 3, 0.5)
     np.testing.assert_array_equal(c["states"][:, :, 0], starts[:, None] + np.arange(3))
     np.testing.assert_allclose(c["discounted_rewards"], starts + 0.5 * (starts + 1) + 0.25 * (starts + 2))
@@ -93,8 +94,8 @@ RANDOM_WALK = [
     "vae.train.steps=600", "vae.train.learning_rate=1e-3", "vae.train.log_every=300", "vae.train.checkpoint_every=600",
     "prior.train.steps=1500", "prior.train.batch_size=256", "prior.train.learning_rate=2e-3",
     "prior.train.log_every=500", "prior.train.checkpoint_every=1500",
-    "q.train.steps=600", "q.train.log_every=300", "q.train.checkpoint_every=600", "q.pool_size=32",
-    "q.num_candidates=16", "q.pool_steps=25", "q.pool_batch=8192", "q.target_rate=0.95", "q.discount=0.99",
+    "q.train.steps=600", "q.train.log_every=300", "q.train.checkpoint_every=600", "q.pool_size=16",
+    "q.num_candidates=16", "q.pool_steps=10", "q.pool_batch=8192", "q.target_rate=0.95", "q.discount=0.99",
     "sampler.steps=25", "sampler.extra_steps=5", "plan.num_candidates=16", "plan.replan_every=1",
 ]
 
@@ -102,7 +103,9 @@ RANDOM_WALK = [
 def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_path):
     """App. D with H = 1: the behaviour steps 0.8..1 left or right. Decoded diffusion-prior samples keep out of
     the middle where the VAE's Gaussian prior puts its mass, and the Q-learned policy walks straight to an end
-    (~11 steps) where the behaviour policy needs ~120."""
+    (~11 steps) where the behaviour policy needs ~120. The middle band is (-0.4, 0.4), not the paper's (-0.8, 0.8):
+    at this budget the prior keeps both modes but narrows each (decoded means sit near |a| = 0.84), and the
+    decoder's sampling noise puts ~13% of actions just under 0.8."""
     data = random_walk_dataset(40, seed=0)
     config = apply_overrides(load_config("ldcq.py:hopper-medium"), RANDOM_WALK)
     train_pipeline(config, tmp_path, progress=False, data=data)
@@ -123,6 +126,7 @@ def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_pat
     assert middle(diffusion_actions) < 0.05 < 0.2 < middle(gaussian_actions)
     assert 0.3 < np.mean(diffusion_actions > 0) < 0.7  # both modes kept
 
-    out = jax.device_get(rollout(RandomWalk1D(), agent.policy(), params, jax.random.PRNGKey(3), 10, 500))
+    # the behaviour policy reaches an end within 60 steps in 27% of episodes (Monte Carlo, 10^5 walks)
+    out = jax.device_get(rollout(RandomWalk1D(), agent.policy(), params, jax.random.PRNGKey(3), 10, 60))
     assert out["success"].all()
     assert out["lengths"].mean() < 20 and out["returns"].mean() > -10

@@ -10,10 +10,11 @@ import signal
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import pytest
 
 from diffrl.cli import main
-from diffrl.config import ConfigError, apply_overrides, load_config, split_overrides
+from diffrl.config import ConfigError, apply_overrides, load_config, mismatched_keys, split_overrides
 from diffrl.data import load_dataset, make_store
 from diffrl.train.checkpoint import CheckpointError
 from diffrl.train.logging import read_scalars
@@ -135,6 +136,14 @@ def test_resuming_with_another_model_is_refused(maze_root, tmp_path):
     train(tiny_config(maze_root, "train.steps=10"), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="another model"):
         train(tiny_config(maze_root, "train.steps=20", "model.dim=16"), tmp_path, progress=False)
+
+
+def test_config_comparison_reads_missing_groups_as_none_and_tuples_as_lists():
+    saved = ml_collections.ConfigDict({"stage": "vae", "model": {"dims": [1, 2]}, "task": {"horizon": 4}})
+    config = ml_collections.ConfigDict({"stage": "vae", "model": {"dims": (1, 2)}})
+    assert mismatched_keys(saved, config, ("stage", "model", "model.dims", "q.steps")) == []
+    assert mismatched_keys(saved, config, ("task.horizon", "task")) == [("task.horizon", 4, None),
+                                                                         ("task", {"horizon": 4}, None)]
 
 
 def test_train_and_evaluate_from_the_command_line(maze_root, tmp_path, capsys):

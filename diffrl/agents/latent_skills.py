@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from diffrl import diffusion
 from diffrl.agents.base import Agent, DatasetInfo, Policy
+from diffrl.config import mismatched_keys
 from diffrl.data.minari_io import OfflineData
 from diffrl.data.normalizers import fit_normalizer, normalizer_from_dict, normalizer_to_json
 from diffrl.data.store import DatasetStore, chunk_starts, gather_chunks, sample_chunks
@@ -65,29 +66,22 @@ class ChunkData:
     latents: jnp.ndarray  # [M, Z] posterior mean
 
 
-def load_upstream(workdir: str, expect: dict) -> Any:
-    """The policy parameters of the finished stage in ``workdir``; its config must agree on ``expect``."""
+def load_upstream(workdir: str, config: ml_collections.ConfigDict, keys: tuple[str, ...]) -> Any:
+    """The policy parameters of the finished stage in ``workdir``, whose config must agree with ``config`` on
+    ``keys``."""
     from diffrl.eval.evaluate import load_for_evaluation
     from diffrl.train.checkpoint import CheckpointError
 
     if not workdir:
         raise ValueError("this stage needs the workdir of the stage before it (config.upstream); run the pipeline "
                          "with `diffrl train` without --stage, or pass --config.upstream=WORKDIR_OF_PREVIOUS_STAGE")
-    _, params, config, _ = load_for_evaluation(workdir)
-    for key, value in expect.items():
-        found = config
-        for part in key.split("."):
-            found = found.get(part) if found is not None else None
-        if json_plain(found) != json_plain(value):
-            raise CheckpointError(f"upstream stage in {workdir} was trained with {key}={json_plain(found)}, this run "
-                                  f"has {json_plain(value)}; retrain it or use matching values")
+    _, params, saved, _ = load_for_evaluation(workdir)
+    mismatches = mismatched_keys(saved, config, keys)
+    if mismatches:
+        key, old, new = mismatches[0]
+        raise CheckpointError(f"upstream stage in {workdir} was trained with {key}={old}, this run has {key}={new}; "
+                              "retrain it or use matching values")
     return params
-
-
-def json_plain(value):
-    if isinstance(value, ml_collections.ConfigDict):
-        return value.to_dict()
-    return list(value) if isinstance(value, tuple) else value
 
 
 class LatentSkillAgent(Agent):
@@ -123,11 +117,11 @@ class LatentSkillAgent(Agent):
 
     # -- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def from_data(cls, config, data: OfflineData) -> "LatentSkillAgent":
-        upstream = None
-        if config.stage != "vae":
-            upstream = load_upstream(config.upstream, {"dataset.id": config.dataset.id, "task": config.task,
-                                                       "model": config.model})
+    def from_data(cls, config, data: OfflineData, upstream: dict | None = None) -> "LatentSkillAgent":
+        """The agent of ``config.stage`` on ``data``; a later stage takes the earlier stages' parameters from
+        ``upstream`` or, by default, from the finished stage in ``config.upstream``."""
+        if config.stage != "vae" and upstream is None:
+            upstream = load_upstream(config.upstream, config, ("dataset.id", "task", "model"))
         return cls(config, DatasetInfo.from_data(data), fit_normalizer(config.task.normalizer, data.observations),
                    upstream)
 

@@ -31,7 +31,7 @@ from flax import struct
 from diffrl.agents.base import Policy
 from diffrl.agents.latent_skills import ChunkData, LatentSkillAgent, LatentSkillPolicy, batched_over_rows
 from diffrl.data import replay
-from diffrl.data.store import DatasetStore, chunk_starts, gather_chunks
+from diffrl.data.store import DatasetStore, chunk_starts, count_chunks, gather_chunks
 from diffrl.nets.critics import LatentQNetwork
 
 CANDIDATE_SOURCES = ("pool", "fresh")
@@ -87,13 +87,17 @@ class LDCQAgent(LatentSkillAgent):
         return jax.vmap(lambda p: self.q_net.apply(p, states, latents))(q_params)
 
     # -- state ---------------------------------------------------------------------------------------------------
+    def init_q(self, rng):
+        """Parameters of the two Q-networks, stacked on a leading axis of 2."""
+        init_one = lambda key: self.q_net.init(key, jnp.zeros((1, self.q_input_dim)),  # noqa: E731
+                                               jnp.zeros((1, self.config.model.latent_dim)))
+        return jax.vmap(init_one)(jax.random.split(rng, 2))
+
     def init(self, rng):
         if self.config.stage != "q":
             return super().init(rng)
         rng_q, rng_upstream = jax.random.split(rng)
-        init_one = lambda key: self.q_net.init(key, jnp.zeros((1, self.q_input_dim)),  # noqa: E731
-                                               jnp.zeros((1, self.config.model.latent_dim)))
-        params = jax.vmap(init_one)(jax.random.split(rng_q, 2))
+        params = self.init_q(rng_q)
         upstream = self.init_upstream(rng_upstream)
         return QState(params=params, target_params=jax.tree.map(jnp.copy, params),
                       opt_state=jax.vmap(self.optimizer.init)(params),
@@ -124,9 +128,9 @@ class LDCQAgent(LatentSkillAgent):
         return agent
 
     @classmethod
-    def from_data(cls, config, data) -> "LDCQAgent":
-        agent = super().from_data(config, data)
-        agent._num_chunks = int(np.maximum(np.asarray(data.episode_lengths) - config.task.horizon + 1, 0).sum())
+    def from_data(cls, config, data, upstream: dict | None = None) -> "LDCQAgent":
+        agent = super().from_data(config, data, upstream)
+        agent._num_chunks = count_chunks(data.episode_lengths, config.task.horizon)
         return agent
 
     # -- data ----------------------------------------------------------------------------------------------------
@@ -136,6 +140,8 @@ class LDCQAgent(LatentSkillAgent):
         qc = self.config.q
         chunks: ChunkData = self.encode_dataset(store, self.upstream["vae"])
         starts = chunk_starts(store, self.horizon)
+        if len(starts) != self.num_chunks:
+            raise ValueError(f"this agent was built for {self.num_chunks} chunks but the dataset has {len(starts)}")
 
         @jax.jit
         def transitions(rows):

@@ -225,6 +225,11 @@ def chunk_starts(store: DatasetStore, horizon: int) -> np.ndarray:
     return np.flatnonzero(index + horizon <= length).astype(np.int32)
 
 
+def count_chunks(episode_lengths, horizon: int) -> int:
+    """``len(chunk_starts(store, horizon))`` from the episode lengths alone: ``sum_e max(L_e - H + 1, 0)``."""
+    return int(np.maximum(np.asarray(episode_lengths) - horizon + 1, 0).sum())
+
+
 @functools.partial(jax.jit, static_argnames=("batch_size", "num_states", "stride"))
 def sample_jumpy_sequences(
     store: DatasetStore, rng: jax.Array, batch_size: int, num_states: int, stride: int

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import pathlib
 import signal
 import tempfile
@@ -25,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from diffrl.agents import AGENTS, Agent
-from diffrl.config import config_from_json, config_to_json
+from diffrl.config import config_from_json, config_to_json, mismatched_keys
 from diffrl.data import load_dataset, make_store
 from diffrl.train.checkpoint import CheckpointError, Checkpointer
 from diffrl.train.logging import SummaryWriter
@@ -73,20 +72,11 @@ def make_train_chunk(agent: Agent, mesh, steps: int):
 
 
 def _check_resumable(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict, workdir) -> None:
-    for key in SHAPE_KEYS:
-        old, new = saved, config
-        for part in key.split("."):
-            old = old.get(part) if old is not None else None
-            new = new.get(part) if new is not None else None
-        if json.dumps(_plain(old), sort_keys=True) != json.dumps(_plain(new), sort_keys=True):
-            raise CheckpointError(f"workdir {workdir} holds a run with another {key} ({_plain(old)} vs {_plain(new)}); "
-                                  "use a new --workdir or the same config")
-
-
-def _plain(value):
-    if isinstance(value, ml_collections.ConfigDict):
-        return json.loads(value.to_json())
-    return list(value) if isinstance(value, tuple) else value
+    mismatches = mismatched_keys(saved, config, SHAPE_KEYS)
+    if mismatches:
+        key, old, new = mismatches[0]
+        raise CheckpointError(f"workdir {workdir} holds a run with another {key} ({old} vs {new}); "
+                              "use a new --workdir or the same config")
 
 
 @contextlib.contextmanager
