@@ -21,8 +21,8 @@ the official 2 x 32 trajectories per update), diffuser:hopper-medium (H 32, with
 the same step), bc:pointmaze-umaze (MLP, batch 256), and LDCQ's three stages on pointmaze-umaze (H 30, batch 128):
 the skill VAE, the latent prior, and Q-learning with n = 500 candidates read from a pool of 1,000 per chunk
 (made here with one denoising step, whose values do not change the step's cost; the sampler benchmark's
-ldcq-prior row gives the real pool's rate) or drawn fresh inside the step (100 + 10 DDPM steps for 128 x 500
-latents per update).
+ldcq-prior row gives the real pool's rate). ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q
+step that draws its candidates inside the step instead (100 + 5 DDPM steps for 128 x 500 latents per update).
 """
 
 from __future__ import annotations
@@ -43,8 +43,7 @@ from diffrl.train.loop import make_train_chunk  # noqa: E402
 from diffrl.train.sharding import check_batch_size, make_mesh, put_replicated  # noqa: E402
 
 RUNS = ("diffuser:pointmaze-umaze", "diffuser:hopper-medium", "bc:pointmaze-umaze", "ldcq:pointmaze-umaze:vae",
-        "ldcq:pointmaze-umaze:prior", "ldcq:pointmaze-umaze:q,q.pool_steps=1,q.pool_extra_steps=0",
-        "ldcq:pointmaze-umaze:q,q.candidates=fresh")
+        "ldcq:pointmaze-umaze:prior", "ldcq:pointmaze-umaze:q,q.pool_steps=1,q.pool_extra_steps=0")
 
 
 def parse_run(run: str) -> tuple[str, str, list[str]]:

@@ -81,20 +81,22 @@ def test_q_target_is_max_over_candidates_of_min_target_q():
              "candidates": jnp.asarray(rng.normal(size=(4, 6, 16)), jnp.float32),
              "reward": jnp.asarray([1.0, -1.0, 0.5, 2.0]), "done": jnp.asarray([0.0, 1.0, 0.0, 0.0])}
     y = agent.target_values(state, batch, jax.random.PRNGKey(1))
-    q = np.stack([[[float(agent.q_net.apply(jax.tree.map(lambda p: p[j], state.target_params),
-                                            batch["next_state"][b : b + 1], batch["candidates"][b, i : i + 1])[0])
-                    for i in range(6)] for b in range(4)] for j in range(2)])
+    # each target net on the flat list of (state, candidate) pairs, row b * 6 + i
+    pairs_state = np.repeat(np.asarray(batch["next_state"]), 6, axis=0)
+    pairs_latent = np.asarray(batch["candidates"]).reshape(24, 16)
+    q = np.stack([np.asarray(agent.q_net.apply(jax.tree.map(lambda p: p[j], state.target_params), pairs_state,
+                                               pairs_latent)).reshape(4, 6) for j in range(2)])
     expected = np.asarray(batch["reward"]) + 0.9**2 * (1 - np.asarray(batch["done"])) * q.min(0).max(1)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
 RANDOM_WALK = [
-    "task.horizon=1", "task.state_key=None", "model.latent_dim=2", "model.hidden=64", "model.gru_layers=1",
-    "model.prior_hidden_dims=(64,32,64)", "model.time_dim=32", "model.embed_dim=64", "model.q_hidden=64",
-    "vae.train.steps=600", "vae.train.learning_rate=1e-3", "vae.train.log_every=300", "vae.train.checkpoint_every=600",
-    "prior.train.steps=1500", "prior.train.batch_size=256", "prior.train.learning_rate=2e-3",
-    "prior.train.log_every=500", "prior.train.checkpoint_every=1500",
-    "q.train.steps=600", "q.train.log_every=300", "q.train.checkpoint_every=600", "q.pool_size=16",
+    "task.horizon=1", "task.state_key=None", "model.latent_dim=2", "model.hidden=32", "model.gru_layers=1",
+    "model.prior_hidden_dims=(32,16,32)", "model.time_dim=16", "model.embed_dim=32", "model.q_hidden=32",
+    "vae.train.steps=400", "vae.train.learning_rate=1e-3", "vae.train.log_every=200", "vae.train.checkpoint_every=400",
+    "prior.train.steps=1000", "prior.train.batch_size=256", "prior.train.learning_rate=2e-3",
+    "prior.train.log_every=500", "prior.train.checkpoint_every=1000",
+    "q.train.steps=400", "q.train.log_every=200", "q.train.checkpoint_every=400", "q.pool_size=16",
     "q.num_candidates=16", "q.pool_steps=10", "q.pool_batch=8192", "q.target_rate=0.95", "q.discount=0.99",
     "sampler.steps=25", "sampler.extra_steps=5", "plan.num_candidates=16", "plan.replan_every=1",
 ]
@@ -104,8 +106,8 @@ def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_pat
     """App. D with H = 1: the behaviour steps 0.8..1 left or right. Decoded diffusion-prior samples keep out of
     the middle where the VAE's Gaussian prior puts its mass, and the Q-learned policy walks straight to an end
     (~11 steps) where the behaviour policy needs ~120. The middle band is (-0.4, 0.4), not the paper's (-0.8, 0.8):
-    at this budget the prior keeps both modes but narrows each (decoded means sit near |a| = 0.84), and the
-    decoder's sampling noise puts ~13% of actions just under 0.8."""
+    at this budget the prior keeps both modes but not their exact edges: 16% of the decoded actions fall between
+    0.4 and 0.8 in size (the Gaussian prior puts 26% below 0.4 and 57% below 0.8)."""
     data = random_walk_dataset(40, seed=0)
     config = apply_overrides(load_config("ldcq.py:hopper-medium"), RANDOM_WALK)
     train_pipeline(config, tmp_path, progress=False, data=data)
@@ -114,7 +116,7 @@ def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_pat
     assert all(summary.get("skipped") for summary in again.values())
 
     agent, params, _, step = load_for_evaluation(tmp_path)  # the pipeline root evaluates its last stage
-    assert step == 600 and set(params) == {"vae", "prior", "q"}
+    assert step == 400 and set(params) == {"vae", "prior", "q"}
     n = 2000
     states = jnp.zeros((n, 1))
     z = agent.sample_latents(params["prior"], jax.random.PRNGKey(0), states[:1], n)[0]
