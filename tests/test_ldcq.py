@@ -8,6 +8,7 @@ import pytest
 
 from diffrl.agents import DatasetInfo
 from diffrl.agents.ldcq import LDCQAgent
+from diffrl.agents.latent_skills import LatentSkillAgent
 from diffrl.config import apply_overrides, load_config
 from diffrl.data import GaussianNormalizer, OfflineData, chunk_starts, count_chunks, gather_chunks, make_store
 from diffrl.envs.random_walk import RandomWalk1D, random_walk_dataset
@@ -88,6 +89,32 @@ def test_q_target_is_max_over_candidates_of_min_target_q():
                                                pairs_latent)).reshape(4, 6) for j in range(2)])
     expected = np.asarray(batch["reward"]) + 0.9**2 * (1 - np.asarray(batch["done"])) * q.min(0).max(1)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ldcp_executes_the_first_latent_of_the_leaf_nearest_the_goal():
+    """Algorithm 2 with d = 2, n = 3 against an enumeration of the 9 two-skill sequences, with stand-ins for the
+    prior (the same three latents everywhere) and the state decoder (a latent moves the position by itself)."""
+    rng = np.random.default_rng(4)
+    slices = {"observation": slice(0, 4), "achieved_goal": slice(4, 6), "desired_goal": slice(6, 8)}
+    data = OfflineData.from_arrays(rng.normal(size=(50, 8)).astype(np.float32), np.zeros((50, 2)), np.zeros(50), [50],
+                                   observation_slices=slices)
+    config = _tiny_config("pointmaze-umaze-ldcp", ["model.latent_dim=2", "plan.num_candidates=3", "plan.depth=2"])
+    agent = LatentSkillAgent(config, DatasetInfo.from_data(data), GaussianNormalizer.fit(data.observations))
+    skills = np.array([[1.0, 0.0], [-0.6, 0.3], [0.1, -0.9]], np.float32)  # moves in normalised position units
+    agent.sample_latents = lambda params, key, cond, n: jnp.broadcast_to(jnp.asarray(skills), (cond.shape[0], n, 2))
+    agent.predict_final_state = lambda params, s, z: s.at[:, :2].add(z)
+    obs = rng.normal(size=(6, 8)).astype(np.float32)
+    chosen = np.asarray(agent.choose_by_planning({"vae": None, "prior": None}, jax.random.PRNGKey(0), jnp.asarray(obs)))
+
+    mean, std = np.asarray(agent.normalizer.mean), np.asarray(agent.normalizer.std)
+    position = (obs[:, :2] - mean[:2]) / std[:2]  # normalised start
+    goal = obs[:, 6:8]
+    leaf = position[:, None, None] + skills[None, :, None] + skills[None, None, :]  # [E, first, second, 2]
+    cost = np.linalg.norm(leaf * std[:2] + mean[:2] - goal[:, None, None], axis=-1)
+    best_first = cost.reshape(6, 9).argmin(1) // 3
+    np.testing.assert_allclose(chosen, skills[best_first])
+    greedy_first = np.linalg.norm((position[:, None] + skills) * std[:2] + mean[:2] - goal[:, None], axis=-1).argmin(1)
+    assert (greedy_first != best_first).any()  # depth 2 decides differently from a one-step lookahead here
 
 
 RANDOM_WALK = [
