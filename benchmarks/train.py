@@ -8,8 +8,8 @@ Each run times the program ``diffrl train`` runs: the runner's chunk (``diffrl.t
 method's whole update (losses, optimizers, EMA), compiled into one ``lax.scan`` with the carry donated. The
 dataset is synthetic with the config's shapes (20 episodes of 1,000 steps); timing does not depend on its values.
 "prepare s" is the one-off work before training (``agent.prepare``: the LDCQ stages encode every chunk, and the Q
-stage builds its prior-sample pool). Compile time is the ahead-of-time compilation alone; steady state is the best of ``--repeats`` chunks after a
-warm-up chunk. GFLOP/step and GB/step are XLA's cost analysis of the chunk, whose loop body (one step) XLA counts
+stage builds its prior-sample pool). Compile time is the ahead-of-time compilation alone; steady state is the
+best of ``--repeats`` chunks after a warm-up chunk. GFLOP/step and GB/step are XLA's cost analysis of the chunk, whose loop body (one step) XLA counts
 once, times the devices (the compiled program is one device's share); "% peak" compares the achieved rates with
 the devices' float32 matmul FLOP/s and streaming bandwidth (one device's, measured by the same run, times the
 devices). With more than one device, each run is timed on one device and on all of them (the
@@ -127,8 +127,8 @@ def main(argv=None) -> int:
               f"{args.repeats} chunks; examples = trajectories (Diffuser), transitions (BC) or H-step chunks (LDCQ) "
               "per update"
               + (f"; overrides `{' '.join(args.overrides)}`" if args.overrides else "") + ".")
-    table = ["| run | devices | batch | prepare s | compile s | ms/step | steps/s | examples/s | GFLOP/step | GFLOP/s | % peak "
-             "| GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
+    table = ["| run | devices | batch | prepare s | compile s | ms/step | steps/s | examples/s | GFLOP/step | GFLOP/s "
+             "| % peak | GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
     report("Train-step throughput", "train", argv, header, table, {"limits": limits, "figures": figures},
            json_path=args.json, write=not args.no_write)
     return 0

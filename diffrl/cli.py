@@ -26,7 +26,6 @@ def _train(args: argparse.Namespace) -> int:
     from diffrl.data import DatasetNotFoundError
     from diffrl.train.checkpoint import CheckpointError
     from diffrl.train.loop import WorkdirError, train
-
     from diffrl.train.pipeline import is_pipeline, train_pipeline
 
     try:
@@ -34,8 +33,8 @@ def _train(args: argparse.Namespace) -> int:
         if is_pipeline(config):
             summaries = train_pipeline(config, args.workdir, stages=args.stage, progress=not args.no_progress)
             for stage, summary in summaries.items():
-                print(f"{config.name} stage {stage}: " + ("already finished" if summary.get("skipped") else
-                                                          f"finished at step {summary['step']}") + f" in {summary['workdir']}")
+                status = "already finished" if summary.get("skipped") else f"finished at step {summary['step']}"
+                print(f"{config.name} stage {stage}: {status} in {summary['workdir']}")
             return 0
         if args.stage:
             raise ConfigError(f"--stage applies to multi-stage methods (ldcq, ldgc, ldcp), not {config.method}")

@@ -174,7 +174,8 @@ class LDCQAgent(LatentSkillAgent):
 
         started = time.perf_counter()
         rows = np.arange(conditions.shape[0], dtype=np.int32)
-        pool = jnp.concatenate(batched_over_rows(sample, rows, qc.pool_batch, "prior-sample pool", self.progress))[: len(rows)]
+        parts = batched_over_rows(sample, rows, qc.pool_batch, "prior-sample pool", self.progress)
+        pool = jnp.concatenate(parts)[: len(rows)]
         pool.block_until_ready()
         self.pool_seconds = time.perf_counter() - started
         if self.progress:
@@ -209,7 +210,8 @@ class LDCQAgent(LatentSkillAgent):
             candidates = self.sample_latents(state.prior_params, rng, batch["next_condition"], qc.num_candidates,
                                              steps=qc.pool_steps, extra_steps=qc.pool_extra_steps,
                                              guidance_weight=qc.guidance_weight)
-        next_states = jnp.broadcast_to(batch["next_state"][:, None], candidates.shape[:2] + batch["next_state"].shape[1:])
+        next_state = batch["next_state"]
+        next_states = jnp.broadcast_to(next_state[:, None], candidates.shape[:2] + next_state.shape[1:])
         next_q = jnp.max(jnp.min(self.q_values(state.target_params, next_states, candidates), axis=0), axis=-1)
         return batch["reward"] + qc.discount**self.horizon * (1.0 - batch["done"]) * next_q
 

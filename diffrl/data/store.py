@@ -183,8 +183,8 @@ def sample_chunks(
     where the episode ends; ``done = 1`` then and ``s_{t+H}`` is that final observation. A *truncation* there
     (time limit) gives ``done = 0`` and is reported apart in ``truncations``.
 
-    Returns ``observations [B, obs_dim]`` (``s_t``), ``states [B, H, obs_dim]``, ``actions [B, H, act_dim]``, ``rewards [B, H]``,
-    ``discounted_rewards [B]``, ``next_observations [B, obs_dim]`` (``s_{t+H}``), ``dones [B]``,
+    Returns ``observations [B, obs_dim]`` (``s_t``), ``states [B, H, obs_dim]``, ``actions [B, H, act_dim]``,
+    ``rewards [B, H]``, ``discounted_rewards [B]``, ``next_observations [B, obs_dim]`` (``s_{t+H}``), ``dones [B]``,
     ``truncations [B]`` (floats), ``indices [B]`` (row of ``t``) and ``episode_ids [B]``. ``batch_size``,
     ``horizon`` and ``discount`` are static.
     """

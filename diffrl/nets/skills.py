@@ -15,6 +15,7 @@ Every distribution is a diagonal Gaussian returned as ``(mean, std)``.
 from __future__ import annotations
 
 import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

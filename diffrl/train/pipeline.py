@@ -16,6 +16,7 @@ from typing import Sequence
 import ml_collections
 
 from diffrl.agents.latent_skills import METHOD_STAGES
+from diffrl.data import load_dataset
 from diffrl.train.checkpoint import Checkpointer
 from diffrl.train.loop import check_workdir, train
 
@@ -64,8 +65,6 @@ def train_pipeline(config: ml_collections.ConfigDict, workdir, *, stages: Sequen
             summaries[stage] = {"workdir": str(stage_dir), "skipped": True}
             continue
         if data is None:
-            from diffrl.data import load_dataset
-
             data = load_dataset(config.dataset.id, root=config.dataset.root)
         summaries[stage] = train(c, stage_dir, progress=progress, data=data, devices=devices)
     return summaries
