@@ -13,6 +13,7 @@ from diffrl.cli import main
 from diffrl.data import load_dataset
 from diffrl.data import generate as gen
 from diffrl.envs.pointmaze import PointMaze
+from synthetic import write_pointmaze_dataset
 
 gym.register_envs(gymnasium_robotics)
 
@@ -125,6 +126,13 @@ def test_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         gen.write_minari_dataset(episodes, "diffrl/pointmaze/umaze-v0", "umaze", "sparse", 0.0, 1.0, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_relative_root_is_written_and_read_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `diffrl demo` writes to demo_out/datasets, relative to the working directory
+    write_pointmaze_dataset("relative/datasets", num_streams=1, stream_length=20, cut_every=10)
+    data = load_dataset("diffrl/pointmaze/umaze-v0", root="relative/datasets")
+    assert data.observations.shape == (20, 8) and list(data.episode_lengths) == [10, 10]
 
 
 def test_generate_rejects_unknown_environment(capsys):

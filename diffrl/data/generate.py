@@ -284,7 +284,7 @@ def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, rewar
     from minari.data_collector import EpisodeBuffer
 
     gym.register_envs(gymnasium_robotics)
-    root = Path(root)
+    root = Path(root).resolve()  # Minari re-joins a relative root onto itself when it sizes the written files
     final = root.joinpath(*dataset_id.split("/"))
     if final.exists() and not overwrite:
         raise FileExistsError(f"dataset {dataset_id} already exists at {final}; pass --overwrite to replace it")
