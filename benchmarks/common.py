@@ -16,11 +16,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffrl.agents import AGENTS
+from diffrl.agents import Method, Stage, method_class
 from diffrl.config import apply_overrides, load_config
 from diffrl.data import OfflineData
 
-RESULTS = Path(__file__).parent / "results"
+
+def _results_dir() -> Path:
+    """``$DIFFRL_BENCHMARK_RESULTS`` if set; else this folder's ``results/`` in a source checkout (diffrl installed
+    editable, or run as ``python benchmarks/NAME.py``); else, installed, ``benchmarks/results/`` under the current
+    directory (not inside site-packages)."""
+    if os.environ.get("DIFFRL_BENCHMARK_RESULTS"):
+        return Path(os.environ["DIFFRL_BENCHMARK_RESULTS"])
+    here = Path(__file__).resolve().parent
+    if (here.parent / "pyproject.toml").is_file():
+        return here / "results"
+    return Path.cwd() / "benchmarks" / "results"
+
+
+RESULTS = _results_dir()
 
 
 def device_name() -> str:
@@ -104,18 +117,37 @@ def synthetic_data(variant: str, episodes: int = 20, episode_length: int = 1_000
                                    dataset_id=f"synthetic/{family}-v0", observation_slices=slices)
 
 
-def synthetic_agent(variant: str, overrides=(), method: str = "diffuser", data: OfflineData | None = None):
-    """The agent of ``configs/<method>.py:<variant>`` (with ``KEY=VALUE`` overrides), built on ``data``
-    (default: :func:`synthetic_data` of the variant). A staged method's later stage gets randomly initialised
-    upstream parameters in place of a trained earlier stage: timing does not depend on their values."""
+def synthetic_method(variant: str, overrides=(), method: str = "diffuser", data: OfflineData | None = None) -> Method:
+    """The method of ``configs/<method>.py:<variant>`` (with ``KEY=VALUE`` overrides), its normaliser fitted on
+    ``data`` (default: :func:`synthetic_data` of the variant)."""
     config = apply_overrides(load_config(f"{method}.py:{variant}"), list(overrides))
     data = synthetic_data(variant) if data is None else data
-    if config.get("stage", "vae") == "vae":
-        return AGENTS[method].from_data(config, data)
-    first = AGENTS[method].from_data(apply_overrides(config.copy_and_resolve_references(), ["stage=vae"]), data)
-    keys = jax.random.split(jax.random.PRNGKey(0))
-    return AGENTS[method].from_data(config, data, upstream={"vae": first.init_vae(keys[0]),
-                                                            "prior": first.init_prior(keys[1])})
+    return method_class(config.method).from_data(config, data)
+
+
+def random_params(method: Method, before: str | None = None, seed: int = 0) -> dict:
+    """``{stage: exported parameters}`` of randomly initialised stages in place of trained ones, every stage of
+    ``method`` before ``before`` (default: all): timing does not depend on their values. Each stage is built on the
+    random parameters of the ones before it, and must be initialisable without ``prepare`` (LDCQ's Q stage is not)."""
+    names = method.stage_names()
+    if before is not None and before not in names:
+        raise ValueError(f"{method.name} has the stages {', '.join(names)}; got {before!r}")
+    params = {}
+    for index, name in enumerate(names):
+        if name == before:
+            break
+        stage = method.stage(name, params)
+        params[name] = stage.export(jax.jit(stage.init)(jax.random.PRNGKey(seed + index)))
+    return params
+
+
+def synthetic_stage(variant: str, overrides=(), method: str = "diffuser", data: OfflineData | None = None,
+                    stage: str | None = None) -> tuple[Method, Stage]:
+    """``(method, stage)``: :func:`synthetic_method` and its stage ``stage`` (default: the method's first), built
+    on random parameters of the stages before it (:func:`random_params`)."""
+    built = synthetic_method(variant, overrides, method, data)
+    stage = built.stage_names()[0] if stage is None else stage
+    return built, built.stage(stage, random_params(built, before=stage))
 
 
 def measure_device_limits(repeats: int = 3, matmul_size: int | None = None, stream_mib: int = 256) -> dict:
@@ -166,7 +198,7 @@ def report(section: str, script: str, argv, header: str, table: list[str], figur
 
 def write_section(name: str, body: str, command: str) -> Path:
     """Replace (or append) the section ``name`` of ``results/<device>.md``."""
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{device_name()}.md"
     text = path.read_text() if path.exists() else f"# Benchmarks on {device_name()}\n"
     stamp = datetime.date.today().isoformat()

@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import jax
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import compile_seconds, predicted_seconds, report, steady_seconds, versions  # noqa: E402
-
-from diffrl.envs.gym_fallback import make_gym_env  # noqa: E402
-from diffrl.envs.registry import make_env  # noqa: E402
+from diffrl.benchmarks.common import compile_seconds, predicted_seconds, report, steady_seconds, versions
+from diffrl.envs.gym_fallback import make_gym_env
+from diffrl.envs.registry import make_env
 
 GYM_IDS = {"pointmaze-umaze": "PointMaze_UMaze-v3", "pointmaze-large": "PointMaze_Large-v3",
            "hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5"}

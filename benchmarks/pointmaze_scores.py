@@ -20,27 +20,28 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from common import versions, write_section  # noqa: E402
-
-from diffrl.config import apply_overrides, load_config  # noqa: E402
-from diffrl.eval.evaluate import evaluate_agent, load_for_evaluation  # noqa: E402
-from diffrl.train.loop import train  # noqa: E402
+from diffrl.benchmarks.common import versions, write_section
+from diffrl.config import apply_overrides, load_config
+from diffrl.eval.evaluate import Evaluator
+from diffrl.train.pipeline import load_trained, train
 
 
 def run(method: str, variant: str, overrides: list[str], seed: int, root: str, workdir: pathlib.Path, episodes: int):
     config = apply_overrides(load_config(f"configs/{method}.py:{variant}"),
                              [*overrides, f"dataset.root={root}", f"seed={seed}", f"eval.episodes={episodes}"])
     started = time.perf_counter()
-    trained = train(config, workdir, progress=True)
+    trained = train(config, workdir, progress=True)  # every stage of the method, in order
     train_seconds = time.perf_counter() - started
-    agent, params, config, step = load_for_evaluation(workdir)
-    result = evaluate_agent(agent, params, config, episodes=episodes, seed=1000 + seed)
+    trained_method, params, config, step = load_trained(workdir)
+    result = Evaluator(trained_method, episodes=episodes, seed=1000 + seed)(params)
     returns = np.asarray(result["rollout"]["returns"], np.float64)
-    ref_min, ref_max = agent.info.ref_min_score, agent.info.ref_max_score
+    ref_min, ref_max = trained_method.info.ref_min_score, trained_method.info.ref_max_score
     scores = 100.0 * (returns - ref_min) / (ref_max - ref_min)
+    # the loss of the method's last stage (the one the step counts): None when it was trained before, in workdir
+    last = trained_method.stage_names()[-1]
+    history = trained.get(last, {}).get("history")
     return {"method": method, "seed": seed, "step": step, "train_seconds": train_seconds,
-            "final_loss": float(trained["history"][-1][1]["loss"].mean()) if trained["history"] else None,
+            "final_loss": float(history[-1][1][f"{last}/loss"].mean()) if history else None,
             "scores": scores.tolist(), "success": np.asarray(result["rollout"]["success"]).tolist(),
             "summary": result["summary"]}
 

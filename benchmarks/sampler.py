@@ -38,17 +38,15 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import (compile_seconds, cost, limits_note, measure_device_limits, percent,  # noqa: E402
-                    predicted_seconds, report, steady_seconds, synthetic_agent, versions)
-
-from diffrl import diffusion  # noqa: E402
-from diffrl.nets import MLPDenoiser  # noqa: E402
+from diffrl import diffusion
+from diffrl.benchmarks.common import (compile_seconds, cost, limits_note, measure_device_limits, percent,
+                                     predicted_seconds, random_params, report, steady_seconds, synthetic_method,
+                                     versions)
+from diffrl.nets import MLPDenoiser
 
 SAMPLERS = ("diffuser-maze", "diffuser-guided", "ldcq-prior", "ldcq-policy", "ddpm", "ddim", "ddpm-cfg")
 
@@ -67,57 +65,56 @@ class Case:
 
 def diffuser_case(name: str, horizon: int | None, steps: int | None) -> Case:
     variant = "pointmaze-umaze" if name == "diffuser-maze" else "hopper-medium"
-    overrides = [f"diffusion.horizon={horizon}"] if horizon else []
+    overrides = [f"task.horizon={horizon}"] if horizon else []
     overrides += [f"diffusion.num_steps={steps}"] if steps else []
-    agent = synthetic_agent(variant, overrides)
-    params = agent.policy_params(jax.jit(agent.init)(jax.random.PRNGKey(0)))
-    goal_task = agent.goal_slice is not None
+    method = synthetic_method(variant, overrides)
+    params = random_params(method)  # {"denoiser"[, "value"]}
+    goal_task = method.goal_slice is not None
 
     @jax.jit
     def draw(params, rng, states, goals):
-        return agent.plan(params, rng, states, goals if goal_task else None)[0]
+        return method.plan(params, rng, states, goals if goal_task else None)[0]
 
     def inputs(batch):
-        return params, jax.random.PRNGKey(1), jnp.zeros((batch, agent.state_dim)), jnp.ones((batch, 2))
+        return params, jax.random.PRNGKey(1), jnp.zeros((batch, method.state_dim)), jnp.ones((batch, 2))
 
     def step_cost(batch):
-        x = jnp.zeros((batch, agent.horizon, agent.transition_dim))
+        x = jnp.zeros((batch, method.horizon, method.transition_dim))
         t = jnp.zeros((batch,), jnp.int32)
-        flops, nbytes = cost(jax.jit(agent.net.apply).lower(params["model"], x, t).compile())
-        pc = agent.config.plan
-        if agent.value_net is not None and pc.guide_scale > 0:
-            grad = jax.jit(jax.grad(lambda x, p: jnp.sum(agent.value(p, x, t))))
+        flops, nbytes = cost(jax.jit(method.net.apply).lower(params["denoiser"], x, t).compile())
+        pc = method.config.plan
+        if method.value_net is not None and pc.guide_scale > 0:
+            grad = jax.jit(jax.grad(lambda x, p: jnp.sum(method.value(p, x, t))))
             guide_flops, guide_bytes = cost(grad.lower(x, params).compile())
             flops, nbytes = flops + pc.n_guide_steps * guide_flops, nbytes + pc.n_guide_steps * guide_bytes
         return flops, nbytes
 
-    return Case(name, agent.horizon, agent.schedule.num_steps, draw, inputs, step_cost)
+    return Case(name, method.horizon, method.schedule.num_steps, draw, inputs, step_cost)
 
 
 def ldcq_case(name: str, steps: int | None) -> Case:
-    agent = synthetic_agent("pointmaze-umaze", ["stage=vae"] + ([f"sampler.steps={steps}"] if steps else []),
-                            method="ldcq")
-    keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    params = {"vae": agent.init_vae(keys[0]), "prior": agent.init_prior(keys[1]), "q": agent.init_q(keys[2])}
-    latents_per_row = agent.config.plan.num_candidates if name == "ldcq-policy" else 1
+    method = synthetic_method("pointmaze-umaze", [f"plan.sampler_steps={steps}"] if steps else [], method="ldcq")
+    # the Q stage's init needs its prepared chunks: the two Q-networks' parameters come from the method instead
+    params = {**random_params(method, before="q"), "q": method.init_q(jax.random.PRNGKey(2))}
+    latents_per_row = method.config.plan.num_candidates if name == "ldcq-policy" else 1
 
     @jax.jit
     def draw(params, rng, obs):
         if name == "ldcq-prior":
-            return agent.sample_latents(params["prior"], rng, agent.condition(obs), 1)
-        return agent.decode_action(params["vae"], obs, agent.choose_by_q(params, rng, obs), rng)
+            return method.sample_latents(params["prior"], rng, method.condition(obs), 1)
+        return method.decode_action(params["vae"], obs, method.choose_by_q(params, rng, obs), rng)
 
     def inputs(batch):
-        return params, jax.random.PRNGKey(1), jnp.zeros((batch, agent.info.observation_size))
+        return params, jax.random.PRNGKey(1), jnp.zeros((batch, method.info.observation_size))
 
     def step_cost(batch):
         rows = batch * latents_per_row
-        return cost(jax.jit(agent.denoiser.apply).lower(
-            params["prior"], jnp.zeros((rows, agent.config.model.latent_dim)), jnp.zeros((1,), jnp.int32),
-            jnp.zeros((rows, agent.condition_dim))).compile())
+        return cost(jax.jit(method.denoiser.apply).lower(
+            params["prior"], jnp.zeros((rows, method.config.model.latent_dim)), jnp.zeros((1,), jnp.int32),
+            jnp.zeros((rows, method.condition_dim))).compile())
 
-    sampler = agent.config.sampler
-    return Case(name, None, sampler.steps + sampler.extra_steps, draw, inputs, step_cost)
+    plan = method.config.plan
+    return Case(name, None, plan.sampler_steps + plan.extra_steps, draw, inputs, step_cost)
 
 
 def core_case(name: str, steps: int | None, dim: int = 16, cond_dim: int = 8) -> Case:

@@ -3,26 +3,28 @@
     diffrl benchmark train [--runs METHOD:VARIANT[:STAGE][,KEY=VALUE...] ...] [--steps 5] [--repeats 3]
                            [--overrides KEY=VALUE ...] [--json PATH] [--no-write]
 
-Each run times the program ``diffrl train`` runs: the runner's chunk (``diffrl.train.loop.make_train_chunk``) of
-``--steps`` steps of batch sampling from the device-resident dataset, batch sharding over the mesh and the
-method's whole update (losses, optimizers, EMA), compiled into one ``lax.scan`` with the carry donated. The
-dataset is synthetic with the config's shapes (20 episodes of 1,000 steps); timing does not depend on its values.
-"prepare s" is the one-off work before training (``agent.prepare``: the LDCQ stages encode every chunk, and the Q
-stage builds its prior-sample pool). Compile time is the ahead-of-time compilation alone; steady state is the
-best of ``--repeats`` chunks after a warm-up chunk. GFLOP/step and GB/step are XLA's cost analysis of the chunk, whose loop body (one step) XLA counts
-once, times the devices (the compiled program is one device's share); "% peak" compares the achieved rates with
-the devices' float32 matmul FLOP/s and streaming bandwidth (one device's, measured by the same run, times the
-devices). With more than one device, each run is timed on one device and on all of them (the
-global batch split over the ``data`` axis).
+Each run times the program ``diffrl train`` runs for one stage of a method: the training loop's chunk
+(``diffrl.train.loop.make_train_chunk``, its carry from ``init_carry``) of ``--steps`` steps of batch sampling from
+the device-resident data, batch sharding over the mesh and the stage's whole update (losses, optimizers, EMA),
+compiled into one ``lax.scan`` with the carry donated. The dataset is synthetic with the config's shapes (20
+episodes of 1,000 steps); timing does not depend on its values. "prepare s" is the one-off work before training
+(``stage.prepare``: Diffuser's value stage computes the returns-to-go, LDCQ's prior and Q stages encode every
+chunk, and the Q stage builds its prior-sample pool). Compile time is the ahead-of-time compilation alone; steady
+state is the best of ``--repeats`` chunks after a warm-up chunk. GFLOP/step and GB/step are XLA's cost analysis of
+the chunk, whose loop body (one step) XLA counts once, times the devices (the compiled program is one device's
+share); "% peak" compares the achieved rates with the devices' float32 matmul FLOP/s and streaming bandwidth (one
+device's, measured by the same run, times the devices). With more than one device, each run is timed on one device
+and on all of them (the global batch split over the ``data`` axis).
 
-A run is ``METHOD:VARIANT``, with ``:STAGE`` for a staged method (its earlier stages' parameters are random)
-and ``,KEY=VALUE`` overrides of its own. Default runs: diffuser:pointmaze-umaze (temporal U-Net dim 32, H 128,
-the official 2 x 32 trajectories per update), diffuser:hopper-medium (H 32, with the value function J trained in
-the same step), bc:pointmaze-umaze (MLP, batch 256), and LDCQ's three stages on pointmaze-umaze (H 30, batch 128):
-the skill VAE, the latent prior, and Q-learning with n = 500 candidates read from a pool of 1,000 per chunk
-(made here with one denoising step, whose values do not change the step's cost; the sampler benchmark's
-ldcq-prior row gives the real pool's rate). ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q
-step that draws its candidates inside the step instead (100 + 5 DDPM steps for 128 x 500 latents per update).
+A run is ``METHOD:VARIANT``, with ``:STAGE`` for one stage of the method (default: its first; the earlier stages'
+parameters are random) and ``,KEY=VALUE`` overrides of its own. Default runs: diffuser:pointmaze-umaze (the
+denoiser: temporal U-Net dim 32, H 128, the official 2 x 32 trajectories per update), diffuser:hopper-medium (the
+denoiser, H 32) and diffuser:hopper-medium:value (its value function J, trained as its own stage),
+bc:pointmaze-umaze (MLP, batch 256), and LDCQ's three stages on pointmaze-umaze (H 30, batch 128): the skill VAE,
+the latent prior, and Q-learning with n = 500 candidates read from a pool of 1,000 per chunk (made here with one
+denoising step, whose values do not change the step's cost; the sampler benchmark's ldcq-prior row gives the real
+pool's rate). ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q step that draws its candidates
+inside the step instead (100 + 5 DDPM steps for 128 x 500 latents per update).
 """
 
 from __future__ import annotations
@@ -30,44 +32,45 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import jax
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import (compile_seconds, cost, limits_note, measure_device_limits, percent, report,  # noqa: E402
-                    synthetic_agent, synthetic_data, versions)
+from diffrl.benchmarks.common import (compile_seconds, cost, limits_note, measure_device_limits, percent, report,
+                                     synthetic_data, synthetic_stage, versions)
+from diffrl.data import make_store
+from diffrl.train.loop import init_carry, make_train_chunk
+from diffrl.train.sharding import check_batch_size, make_mesh, put_replicated
 
-from diffrl.data import make_store  # noqa: E402
-from diffrl.train.loop import make_train_chunk  # noqa: E402
-from diffrl.train.sharding import check_batch_size, make_mesh, put_replicated  # noqa: E402
-
-RUNS = ("diffuser:pointmaze-umaze", "diffuser:hopper-medium", "bc:pointmaze-umaze", "ldcq:pointmaze-umaze:vae",
-        "ldcq:pointmaze-umaze:prior", "ldcq:pointmaze-umaze:q,q.pool_steps=1,q.pool_extra_steps=0")
+RUNS = ("diffuser:pointmaze-umaze", "diffuser:hopper-medium", "diffuser:hopper-medium:value", "bc:pointmaze-umaze",
+        "ldcq:pointmaze-umaze:vae", "ldcq:pointmaze-umaze:prior",
+        "ldcq:pointmaze-umaze:q,q.pool_steps=1,q.pool_extra_steps=0")
 
 
-def parse_run(run: str) -> tuple[str, str, list[str]]:
-    """``METHOD:VARIANT[:STAGE][,KEY=VALUE...]`` -> method, variant, overrides (the stage as ``stage=STAGE``)."""
+def parse_run(run: str) -> tuple[str, str, str | None, list[str]]:
+    """``METHOD:VARIANT[:STAGE][,KEY=VALUE...]`` -> method, variant, stage (``None``: the method's first) and
+    overrides."""
     spec, *overrides = run.split(",")
     method, _, variant = spec.partition(":")
     variant, _, stage = variant.partition(":")
     if not method or not variant:
         raise ValueError(f"a run is METHOD:VARIANT[:STAGE][,KEY=VALUE...], e.g. diffuser:pointmaze-umaze; got {run!r}")
-    return method, variant, ([f"stage={stage}"] if stage else []) + overrides
+    return method, variant, stage or None, overrides
 
 
 def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
-    method, variant, run_overrides = parse_run(run)
+    method_name, variant, stage_name, run_overrides = parse_run(run)
     data = synthetic_data(variant)
-    agent = synthetic_agent(variant, [*overrides, *run_overrides], method=method, data=data)
+    method, stage = synthetic_stage(variant, [*overrides, *run_overrides], method=method_name, data=data,
+                                    stage=stage_name)
     mesh = make_mesh(devices)
-    check_batch_size(agent.batch_size, mesh)
+    check_batch_size(stage.batch_size, mesh)
     started = time.perf_counter()
-    train_data = jax.block_until_ready(agent.prepare(make_store(agent.preprocess(data))))
+    train_data = jax.block_until_ready(stage.prepare(make_store(method.preprocess(data))))
     prepare_s = time.perf_counter() - started
+    # the set-up of diffrl.train.loop.train_stage: replicated data and carry, the loop's own chunk
     train_data = put_replicated(train_data, mesh)
-    carry = put_replicated({"agent": jax.jit(agent.init)(jax.random.PRNGKey(0)), "rng": jax.random.PRNGKey(1)}, mesh)
-    compile_s, chunk = compile_seconds(make_train_chunk(agent, mesh, steps), carry, train_data)
+    carry = put_replicated(init_carry(stage, method.config.seed), mesh)
+    compile_s, chunk = compile_seconds(make_train_chunk(stage, mesh, steps), carry, train_data)
     carry, _ = chunk(carry, train_data)  # warm-up
     best = float("inf")
     for _ in range(repeats):  # the carry is donated: each chunk continues from the last one's output
@@ -78,10 +81,10 @@ def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
     # the compiled program is one device's part of the SPMD program: the global step costs mesh.size times that
     flops, nbytes = (mesh.size * c for c in cost(chunk))
     per_step = best / steps
-    return {"run": run, "devices": mesh.size, "batch": agent.batch_size, "prepare_s": prepare_s, "compile_s": compile_s,
-            "seconds_per_step": per_step, "steps_per_s": 1 / per_step, "examples_per_s": agent.batch_size / per_step,
-            "flops_per_step": flops, "bytes_per_step": nbytes, "flops_per_s": flops / per_step,
-            "bytes_per_s": nbytes / per_step}
+    return {"run": run, "stage": stage.name, "devices": mesh.size, "batch": stage.batch_size, "prepare_s": prepare_s,
+            "compile_s": compile_s, "seconds_per_step": per_step, "steps_per_s": 1 / per_step,
+            "examples_per_s": stage.batch_size / per_step, "flops_per_step": flops, "bytes_per_step": nbytes,
+            "flops_per_s": flops / per_step, "bytes_per_s": nbytes / per_step}
 
 
 def row(figure: dict, limits: dict) -> str:

@@ -18,7 +18,8 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     maze = kind in ("pointmaze", "multi2d")
     c.dataset = dict(id=f"diffrl/pointmaze/{rest}-v0" if maze else f"mujoco/{kind}/{rest}-v0", root=None)
     # Gaussian-normalised flat observations; on PointMaze they carry the goal, so BC is goal-conditioned.
-    c.model = dict(hidden=(256, 256), normalizer="gaussian")
+    c.task = dict(kind="goal" if maze else "reward", state_key=None, goal_key=None, normalizer="gaussian")
+    c.model = dict(hidden=(256, 256))
     c.train = dict(steps=100_000, batch_size=256, learning_rate=3e-4, log_every=1000, checkpoint_every=10_000,
                    keep_checkpoints=3)
     c.eval = dict(episodes=100, seed=0, multi_goal=kind == "multi2d", plot_episodes=8, every=0)

@@ -34,15 +34,13 @@ def _base() -> ml_collections.ConfigDict:
         root=None,  # Minari datasets root; None: $MINARI_DATASETS_PATH or ~/.minari/datasets
         join_episodes=False,
     )
-    c.task = dict(kind="reward", state_key=None, goal_key=None)
+    c.task = dict(kind="reward", horizon=32, state_key=None, goal_key=None, normalizer="gaussian")
     c.model = dict(dim=32, dim_mults=(1, 2, 4, 8))  # temporal U-Net (App. C item 1); dim 32: code default
     c.diffusion = dict(
-        horizon=32,
         num_steps=20,
         schedule="cosine",  # code: GaussianDiffusion uses the cosine schedule (paper silent)
         prediction="x0",  # code: predict_epsilon=False; paper App. C item 8: eps vs x0 made no difference
         clip_x0=None,  # code: clip_denoised (maze True -> 1.0, locomotion False)
-        normalizer="gaussian",
         action_weight=10.0,  # code: weight of the first action in the loss
         loss_discount=1.0,  # code
         use_padding=True,  # code
@@ -55,7 +53,6 @@ def _base() -> ml_collections.ConfigDict:
         # Paper App. C item 7: insensitive above 0.99. Code: the released value models are the d0.997 runs.
         discount=0.997,
         termination_penalty=-100.0,  # code
-        learning_rate=2e-4,  # code
     )
     c.train = dict(
         steps=1_000_000,  # code n_train_steps (locomotion 1e6, maze 2e6); paper: 500k
@@ -68,6 +65,9 @@ def _base() -> ml_collections.ConfigDict:
         log_every=1000,
         checkpoint_every=10_000,
         keep_checkpoints=3,
+        # Stage ``value`` (reward tasks): the official train_values.py run, config/locomotion.py 'values':
+        # 200e3 steps, the other settings as the denoiser's (batch 32 x 2, lr 2e-4, EMA 0.995).
+        value=dict(steps=200_000),
     )
     c.plan = dict(
         candidates=64,  # code: plan batch_size (the best of 64 guided plans)
@@ -88,10 +88,10 @@ def _maze(c: ml_collections.ConfigDict, maze: str, multi_goal: bool) -> ml_colle
     # The data is collected as long streams cut at every reached goal (Minari); the official code draws its
     # windows from D4RL's whole maze2d stream, so the streams are joined back (diffrl.data.preprocess).
     c.dataset.join_episodes = True
-    c.task = dict(kind="goal", state_key="observation", goal_key="desired_goal")
+    c.task.update(kind="goal", state_key="observation", goal_key="desired_goal")
     c.model.dim_mults = (1, 4, 8)  # code (maze2d)
-    c.diffusion.update(horizon=horizon, num_steps=steps, clip_x0=1.0, normalizer="limits", action_weight=1.0,
-                       use_padding=False)
+    c.task.update(horizon=horizon, normalizer="limits")
+    c.diffusion.update(num_steps=steps, clip_x0=1.0, action_weight=1.0, use_padding=False)
     c.train.steps = 2_000_000  # code (maze2d)
     c.plan.update(candidates=1, replan_every=0)  # code: plan_maze2d.py plans once, batch 1, and tracks the plan
     c.eval.multi_goal = multi_goal  # Multi2D (Table 1): the same model, a new goal every episode

@@ -2,7 +2,8 @@
 
 ``--config=configs/ldcq.py:<task>`` trains LDCQ, ``<task>-ldgc`` the goal-conditioned prior (Sec. 4.3) and
 ``<task>-ldcp`` the planner with the state decoder (App. B). ``diffrl train`` runs the stages (``vae``, ``prior``
-and, for LDCQ, ``q``) one after the other in WORKDIR/<stage>; ``--stage NAME`` runs one. "Table N" cites the
+and, for LDCQ, ``q``) one after the other in WORKDIR/<stage>; ``--stage NAME`` runs one. A stage trains with the
+plain fields of ``train`` updated by ``train.<stage>``. "Table N" cites the
 paper's appendix A.3, "code" the official ldcq/ldcq defaults; where they differ the paper is followed unless
 said otherwise.
 """
@@ -20,11 +21,6 @@ TASKS = (
 VARIANTS = TASKS + tuple(f"{t}-{m}" for t in TASKS if t.startswith("pointmaze") for m in ("ldgc", "ldcp"))
 
 
-def _train(steps: int, batch_size: int, learning_rate: float) -> dict:
-    return dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, log_every=1000,
-                checkpoint_every=10_000, keep_checkpoints=2)
-
-
 def get_config(variant: str) -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -35,20 +31,18 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     kind, _, rest = variant.partition("-")
     c = ml_collections.ConfigDict()
     c.method = method
-    c.stage = "vae"  # the stage a plain `diffrl train --stage` run trains; the pipeline sets it per stage
-    c.upstream = ""  # workdir of the previous stage (set by the pipeline)
     c.seed = 0
     if kind == "pointmaze":
         dataset_id, horizon = f"diffrl/pointmaze/{rest}-v0", 30
         # The VAE sees the point's position and velocity; the goal (the observation's desired_goal) enters Q
         # and, for LDGC, the prior's condition (code: append_goals concatenates the goal to the state).
-        task = dict(state_key="observation", goal_key="desired_goal", done_on_reward=True)
+        task = dict(kind="goal", state_key="observation", goal_key="desired_goal", done_on_reward=True)
     elif kind == "kitchen":
         dataset_id, horizon = f"D4RL/kitchen/{rest}-v2", 20
-        task = dict(state_key="observation", goal_key=None, done_on_reward=False)
+        task = dict(kind="reward", state_key="observation", goal_key=None, done_on_reward=False)
     else:
         dataset_id, horizon = f"mujoco/{kind}/{rest}-v0", 10
-        task = dict(state_key=None, goal_key=None, done_on_reward=False)
+        task = dict(kind="reward", state_key=None, goal_key=None, done_on_reward=False)
     c.dataset = dict(id=dataset_id, root=None)
     # done_on_reward: a chunk that collects reward ends the task (code, maze2d: `reward == 0` masks the bootstrap).
     c.task = dict(horizon=horizon, normalizer="gaussian", **task)
@@ -62,16 +56,13 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         embed_dim=256,  # code: time and state MLP width
         q_hidden=256,  # App. A.2.3
     )
-    # Table 5: lr 5e-5, batch 128, beta 0.05, 100 epochs (~780k steps on 1M chunks; the step count is a default).
-    c.vae = dict(beta=0.05, train=_train(200_000, 128, 5e-5))
-    c.prior = dict(
+    c.vae = dict(beta=0.05)  # Table 5
+    c.diffusion = dict(  # the latent prior
         num_steps=500,  # Table 6 T (Sec. 5.4 says 200, the code trains with 100)
         schedule="linear",  # Table 6; code betas 1e-4 .. 0.02
         prediction="x0",  # Sec. 4.2
         min_snr_gamma=5.0,  # Table 6
         drop_prob=0.1,  # Table 6 (the code's default is 0, i.e. no guidance)
-        goal_conditioned=method == "ldgc",  # LDGC: p(z | s_0, s_g), Sec. 4.3
-        train=_train(300_000, 32, 1e-4),  # Table 6: lr 1e-4, batch 32, 300 epochs
     )
     c.q = dict(
         discount=0.995,  # Table 7
@@ -90,16 +81,25 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         per_beta_every=3000,
         per_beta_end=1.0,
         grad_clip=1.0,  # code: clip_grad_norm_(1) per Q-network
-        train=_train(100_000, 128, 5e-4),  # Table 7: lr 5e-4, batch 128
     )
-    # Evaluation sampling: App. E, 10 extra steps at t = 0 "across experiments"; code 100 steps.
-    # LDGC samples with classifier-free guidance (Sec. 4.3); the paper gives no weight, 1.5 is diffrl's choice.
-    c.sampler = dict(steps=100, extra_steps=10, guidance_weight=1.5 if method == "ldgc" else 1.0)
     c.plan = dict(
+        # Evaluation sampling: App. E, 10 extra steps at t = 0 "across experiments"; code 100 steps.
+        sampler_steps=100,
+        extra_steps=10,
+        # LDGC samples with classifier-free guidance (Sec. 4.3); the paper gives no weight, 1.5 is diffrl's choice.
+        guidance_weight=1.5 if method == "ldgc" else 1.0,
         num_candidates=500 if method == "ldcq" else 50,  # LDCQ: Table 7; LDCP: code num_diffusion_samples 50
         depth=2,  # LDCP, App. B: d = 2 in the navigation tasks
         replan_every=horizon,  # Sec. 4.2: the H decoded actions are executed (code maze2d: every 10 steps)
     )
-    c.train = dict(c.vae.train)  # replaced by the stage's train settings
+    c.train = dict(
+        log_every=1000,
+        checkpoint_every=10_000,
+        keep_checkpoints=2,
+        # Table 5: lr 5e-5, batch 128, 100 epochs (~780k steps on 1M chunks; the step count is a default).
+        vae=dict(steps=200_000, batch_size=128, learning_rate=5e-5),
+        prior=dict(steps=300_000, batch_size=32, learning_rate=1e-4),  # Table 6: lr 1e-4, batch 32, 300 epochs
+        q=dict(steps=100_000, batch_size=128, learning_rate=5e-4),  # Table 7: lr 5e-4, batch 128
+    )
     c.eval = dict(episodes=100, seed=0, multi_goal=False, plot_episodes=8, every=0)
     return c

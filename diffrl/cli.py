@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import pathlib
 import sys
 
@@ -10,6 +11,47 @@ from diffrl.config import ConfigError, split_overrides
 
 OVERRIDES_HELP = ("Any config value can be overridden with --config.KEY=VALUE (e.g. --config.train.batch_size=64, "
                   "--config.seed=1); the value is parsed as the type of the field it replaces.")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler writing to the current ``sys.stderr``, not to the stream it was created with (as
+    ``logging.lastResort`` does), so that a replaced ``sys.stderr`` (pytest's capture) receives the messages."""
+
+    def __init__(self):
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+
+class _Formatter(logging.Formatter):
+    """diffrl's INFO messages (progress and status) as bare lines; anything else as ``LEVEL:logger:message``."""
+
+    def __init__(self):
+        super().__init__(logging.BASIC_FORMAT)
+        self._bare = logging.Formatter("%(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO and record.name.partition(".")[0] == "diffrl":
+            return self._bare.format(record)
+        return super().format(record)
+
+
+def _configure_logging() -> None:
+    """Show the library's log (the ``diffrl`` loggers from INFO up) on stderr, once per process.
+
+    Unless the program calling :func:`main` configured logging itself, the root logger gets one stderr handler; it
+    stays at WARNING, so orbax, absl and jax keep their INFO messages to themselves (and absl, which calls
+    ``logging.basicConfig()`` when it first logs with no root handler, adds no second one)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(_Formatter())
+        root.addHandler(handler)
+    logger = logging.getLogger("diffrl")
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def _fail(command: str, err: Exception) -> int:
@@ -24,26 +66,24 @@ def _train(args: argparse.Namespace) -> int:
         initialize_distributed()
     from diffrl.config import apply_overrides, load_config
     from diffrl.data import DatasetNotFoundError
+    from diffrl.eval.evaluate import Evaluator
     from diffrl.train.checkpoint import CheckpointError
-    from diffrl.train.loop import WorkdirError, train
-    from diffrl.train.pipeline import is_pipeline, train_pipeline
+    from diffrl.train.loop import WorkdirError
+    from diffrl.train.pipeline import train
 
     try:
         config = apply_overrides(load_config(args.config), args.overrides)
-        if is_pipeline(config):
-            summaries = train_pipeline(config, args.workdir, stages=args.stage, progress=not args.no_progress)
-            for stage, summary in summaries.items():
-                status = "already finished" if summary.get("skipped") else f"finished at step {summary['step']}"
-                print(f"{config.name} stage {stage}: {status} in {summary['workdir']}")
-            return 0
-        if args.stage:
-            raise ConfigError(f"--stage applies to multi-stage methods (ldcq, ldgc, ldcp), not {config.method}")
-        summary = train(config, args.workdir, progress=not args.no_progress)
+        summaries = train(config, args.workdir, stages=args.stage, progress=not args.no_progress,
+                          make_evaluator=Evaluator if config.eval.every else None)
     except (ConfigError, CheckpointError, WorkdirError, DatasetNotFoundError, ValueError) as err:
         return _fail("train", err)
-    how = "stopped by SIGTERM at" if summary["stopped_by_sigterm"] else "finished at"
-    print(f"{config.name}: {how} step {summary['step']} (resumed from {summary['start_step']}) on "
-          f"{summary['devices']} device(s); checkpoints and TensorBoard logs in {summary['workdir']}")
+    for stage, summary in summaries.items():
+        if summary.get("skipped"):
+            status = "already finished"
+        else:
+            how = "stopped by SIGTERM at" if summary["stopped_by_sigterm"] else "finished at"
+            status = f"{how} step {summary['step']} (resumed from {summary['start_step']}) on {summary['devices']} device(s)"
+        print(f"{config.name} stage {stage}: {status}; checkpoints and TensorBoard logs in {summary['workdir']}")
     return 0
 
 
@@ -86,19 +126,24 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
+    import importlib.resources
     import runpy
 
-    from diffrl.config import CONFIGS_DIR
-
-    script = CONFIGS_DIR.parent / "benchmarks" / f"{args.name}.py"
-    if not script.is_file():
-        available = sorted(p.stem for p in script.parent.glob("*.py") if p.stem != "common") if script.parent.is_dir() else []
-        return _fail("benchmark", ValueError(
-            f"no benchmark {args.name!r} in {script.parent}" + (f"; choose one of {', '.join(available)}" if available
-                                                                 else " (benchmarks run from a source checkout)")))
-    sys.argv = [str(script), *args.args]
+    # benchmarks/ installs as the package diffrl.benchmarks (pyproject.toml maps it; an editable install maps it to
+    # the checkout's folder), so a benchmark runs as its module wherever diffrl is installed.
     try:
-        runpy.run_path(str(script), run_name="__main__")
+        folder = importlib.resources.files("diffrl.benchmarks")
+    except ModuleNotFoundError:
+        return _fail("benchmark", ValueError("the package diffrl.benchmarks is not installed; reinstall diffrl "
+                                             "(pip install . or pip install -e .)"))
+    available = sorted(entry.name[:-3] for entry in folder.iterdir()
+                       if entry.name.endswith(".py") and not entry.name.startswith("_") and entry.name != "common.py")
+    if args.name not in available:
+        return _fail("benchmark", ValueError(f"no benchmark {args.name!r}; choose one of {', '.join(available)}"))
+    module = f"diffrl.benchmarks.{args.name}"
+    sys.argv = [sys.argv[0], *args.args]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)  # sys.argv[0] is the module's file meanwhile
     except SystemExit as done:
         return int(done.code or 0)
     return 0
@@ -169,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multi-host: call jax.distributed.initialize() first (SLURM/TPU auto-detection or "
                             "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
     train.add_argument("--stage", nargs="+", default=None, metavar="STAGE",
-                       help="multi-stage methods (LDCQ: vae prior q; LDGC, LDCP: vae prior): train only these stages "
-                            "(default: all, skipping finished ones) in WORKDIR/<stage>")
+                       help="train only these stages (Diffuser: denoiser [value]; BC: policy; LDCQ: vae prior q; LDGC, "
+                            "LDCP: vae prior); default: all, skipping finished ones. Each stage runs in WORKDIR/<stage>")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)
 
@@ -204,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "sizes, horizons and steps), train (steps/s and examples/s of every train step "
                                        "on one and on all devices), envs (MJX env steps/s at 1..4096 parallel envs "
                                        "next to gymnasium), pointmaze_scores (Diffuser and BC scores over seeds). "
-                                       "Results go to benchmarks/results/<device>.md.")
+                                       "Results go to benchmarks/results/<device>.md: the checkout's folder when "
+                                       "diffrl is installed from a checkout in editable mode, else under the current "
+                                       "directory ($DIFFRL_BENCHMARK_RESULTS overrides both).")
     bench.add_argument("name", help="sampler | train | envs | pointmaze_scores")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
     bench.set_defaults(handler=_benchmark)
@@ -247,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if overrides and args.command not in ("train", "evaluate", "demo"):
         return _fail(args.command, ConfigError("--config.KEY=VALUE overrides apply to train, evaluate and demo only"))
     args.overrides = overrides
+    _configure_logging()
     return args.handler(args)
 
 

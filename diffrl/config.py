@@ -1,5 +1,10 @@
 """Experiment configs: ``configs/<paper>.py:<variant>`` files and ``--config.a.b=value`` overrides.
 
+The repository's ``configs/`` folder installs as the package ``diffrl.configs`` (pyproject.toml maps it), so its files
+are found after ``pip install .`` as in a checkout: a spec names a file that exists (relative to the working directory,
+or absolute), or else a bundled config by its file name (``diffuser.py:...`` and ``configs/diffuser.py:...`` both
+resolve to the bundled ``diffuser.py`` from any directory).
+
 A config file defines ``VARIANTS`` (a tuple of task names) and ``get_config(variant) -> ConfigDict``. Every
 error here is a :class:`ConfigError` whose message names the bad thing and what would be accepted.
 """
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.resources
 import importlib.util
 import json
 import pathlib
@@ -15,7 +21,17 @@ import sys
 
 import ml_collections
 
-CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+def _bundled_configs_dir() -> pathlib.Path:
+    """The folder of the bundled configs: the installed (or, editable, mapped) package ``diffrl.configs``; from a
+    checkout that is only on ``sys.path`` (not installed), the ``configs/`` folder next to ``diffrl/``."""
+    try:
+        return pathlib.Path(str(importlib.resources.files("diffrl.configs")))
+    except ModuleNotFoundError:
+        return pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+CONFIGS_DIR = _bundled_configs_dir()
 
 
 class ConfigError(ValueError):
@@ -29,7 +45,7 @@ def _resolve_file(path: str) -> pathlib.Path:
     bundled = CONFIGS_DIR / candidate.name
     if not candidate.is_absolute() and bundled.is_file():
         return bundled
-    available = sorted(p.name for p in CONFIGS_DIR.glob("*.py")) if CONFIGS_DIR.is_dir() else []
+    available = sorted(p.name for p in CONFIGS_DIR.glob("*.py") if not p.name.startswith("_"))
     raise ConfigError(f"config file {path!r} not found" + (f"; bundled configs: {', '.join(available)}" if available else ""))
 
 

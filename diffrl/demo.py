@@ -10,11 +10,14 @@ The same steps at full size are ``diffrl data generate pointmaze-umaze``, ``diff
 
 from __future__ import annotations
 
+import logging
 import pathlib
 
 import ml_collections
 
 from diffrl.config import CONFIGS_DIR, apply_overrides, load_config
+
+logger = logging.getLogger(__name__)
 
 # Deviations from configs/diffuser.py:pointmaze-umaze (code: dim 32, 2e6 steps, lr 2e-4, EMA from step 2000) so the
 # whole demo fits in ~7 minutes on a 2-core CPU: half width, 1,500 steps at a larger learning rate, an earlier EMA.
@@ -40,7 +43,8 @@ def run_demo(workdir: str | pathlib.Path, overrides: list[str] = (), progress: b
     from diffrl.data import DatasetNotFoundError, load_dataset
     from diffrl.data.generate import generate_pointmaze_dataset
     from diffrl.eval.evaluate import evaluate_checkpoint
-    from diffrl.train.loop import check_workdir, train
+    from diffrl.train.loop import check_workdir
+    from diffrl.train.pipeline import train
 
     workdir = check_workdir(workdir)
     config = demo_config(overrides)
@@ -49,16 +53,16 @@ def run_demo(workdir: str | pathlib.Path, overrides: list[str] = (), progress: b
     try:
         load_dataset(config.dataset.id, root=root)
     except DatasetNotFoundError:
-        print(f"[1/3] generating {config.dataset.id} ({DEMO_DATASET_STEPS} steps) in {root}")
+        logger.info("[1/3] generating %s (%d steps) in %s", config.dataset.id, DEMO_DATASET_STEPS, root)
         generate_pointmaze_dataset("umaze", DEMO_DATASET_STEPS, num_envs=DEMO_DATASET_ENVS, seed=config.seed,
                                    root=root, progress=progress)
     else:
-        print(f"[1/3] using {config.dataset.id} in {root}")
+        logger.info("[1/3] using %s in %s", config.dataset.id, root)
     run_dir = workdir / "diffuser-umaze"
-    print(f"[2/3] training Diffuser for {config.train.steps} steps in {run_dir}")
-    trained = train(config, run_dir, progress=progress)
-    print(f"[3/3] evaluating {config.eval.episodes} episodes in parallel MJX environments")
+    logger.info("[2/3] training Diffuser for %d steps in %s", config.train.steps, run_dir)
+    trained = train(config, run_dir, progress=progress)["denoiser"]
+    logger.info("[3/3] evaluating %d episodes in parallel MJX environments", config.eval.episodes)
     summary = evaluate_checkpoint(run_dir, json_path=workdir / "summary.json", plot_path=workdir / "demo.png")
-    summary["train_steps"] = trained["step"]
-    summary["final_loss"] = float(trained["history"][-1][1]["loss"].mean()) if trained["history"] else None
+    history = trained.get("history")
+    summary["final_loss"] = float(history[-1][1]["denoiser/loss"].mean()) if history else None
     return summary

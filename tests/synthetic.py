@@ -33,3 +33,31 @@ def pointmaze_streams(num_streams: int = 4, stream_length: int = 120, cut_every:
 def write_pointmaze_dataset(root, dataset_id: str = "diffrl/pointmaze/umaze-v0", **kwargs) -> str:
     write_minari_dataset(pointmaze_streams(**kwargs), dataset_id, "umaze", "sparse", 0.0, 100.0, root)
     return dataset_id
+
+
+def write_pendulum_dataset(root, dataset_id: str = "toy/pendulum/random-v0", episodes: int = 3, steps: int = 40) -> str:
+    """Random-action episodes of gymnasium's ``Pendulum-v1``, an environment with no MJX port."""
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    from diffrl.data.generate import _minari_root
+
+    env = gym.make("Pendulum-v1")
+    rng = np.random.default_rng(0)
+    buffers = []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=k)
+        observations, actions, rewards = [obs], [], []
+        for _ in range(steps):
+            action = rng.uniform(-2, 2, size=1).astype(np.float32)
+            obs, reward, *_ = env.step(action)
+            observations.append(obs), actions.append(action), rewards.append(reward)
+        buffers.append(EpisodeBuffer(id=k, observations=np.asarray(observations), actions=np.asarray(actions),
+                                     rewards=np.asarray(rewards), terminations=np.zeros(steps, bool),
+                                     truncations=np.arange(steps) == steps - 1, infos={}))
+    with _minari_root(root):
+        minari.create_dataset_from_buffers(dataset_id=dataset_id, buffer=buffers, env=env.spec,
+                                           ref_min_score=-1500.0, ref_max_score=0.0, author="diffrl",
+                                           algorithm_name="uniform random actions", description="test data")
+    return dataset_id

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-import common  # noqa: E402
-
-from diffrl.nets import MLPDenoiser  # noqa: E402
+from diffrl.benchmarks import common
+from diffrl.data import make_store
+from diffrl.nets import MLPDenoiser
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """The benchmark module ``diffrl.benchmarks.<name>`` (benchmarks/ installs as that package)."""
+    return importlib.import_module(f"diffrl.benchmarks.{name}")
 
 
 def tiny_limits(**_):
@@ -69,34 +62,60 @@ def test_sampler_benchmark_skips_over_budget_and_derives_rates(tmp_path, monkeyp
 
 
 def test_train_benchmark_times_the_runner_chunk(tmp_path, monkeypatch):
+    from diffrl.train import loop
+
     bench = load("train")
     monkeypatch.setattr(bench, "measure_device_limits", tiny_limits)
+    built = []  # the chunks the benchmark times: the training loop's own, for the stage the run names
+
+    def chunk_of_the_loop(stage, mesh, steps):
+        built.append((stage.name, mesh.size, steps))
+        return loop.make_train_chunk(stage, mesh, steps)
+
+    monkeypatch.setattr(bench, "make_train_chunk", chunk_of_the_loop)
     out = tmp_path / "train.json"
     assert bench.main(["--runs", "bc:pointmaze-umaze", "--steps", "2", "--repeats", "1",
                        "--overrides", "train.batch_size=32", "--no-write", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())["figures"]
-    assert [f["devices"] for f in figures] == [1, len(jax.devices())] if len(jax.devices()) > 1 else [1]
+    device_counts = [1, len(jax.devices())] if len(jax.devices()) > 1 else [1]
+    assert [f["devices"] for f in figures] == device_counts
+    assert built == [("policy", n, 2) for n in device_counts]
     one = figures[0]
-    assert one["batch"] == 32
+    assert one["batch"] == 32 and one["stage"] == "policy"
     assert one["examples_per_s"] == pytest.approx(32 * one["steps_per_s"])
     # one Adam step of an MLP: forward + backward ~ 6 FLOPs per weight per example (tanh/Adam add a few percent)
     weights = 8 * 256 + 256 * 256 + 256 * 2  # the flat observation (8) -> 256 -> 256 -> action (2)
     assert 6 * 32 * weights <= one["flops_per_step"] <= 1.5 * 6 * 32 * weights
 
 
-def test_train_benchmark_run_specs_and_staged_agents():
+def test_train_benchmark_run_specs_and_staged_methods():
     bench = load("train")
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--runs", "bc"])
     assert exit_info.value.code == 2
     assert bench.parse_run("ldcq:pointmaze-umaze:q,q.candidates=fresh,q.num_candidates=4") == (
-        "ldcq", "pointmaze-umaze", ["stage=q", "q.candidates=fresh", "q.num_candidates=4"])
-    # a later stage gets random upstream parameters of the earlier stages' shapes instead of a workdir
+        "ldcq", "pointmaze-umaze", "q", ["q.candidates=fresh", "q.num_candidates=4"])
+    assert bench.parse_run("diffuser:hopper-medium") == ("diffuser", "hopper-medium", None, [])
+    # the default runs time every stage of Diffuser's value-guided variant and of LDCQ
+    stages = {bench.parse_run(run)[:3] for run in bench.RUNS}
+    assert {("diffuser", "hopper-medium", None), ("diffuser", "hopper-medium", "value")} <= stages
+    assert {("ldcq", "pointmaze-umaze", s) for s in ("vae", "prior", "q")} <= stages
+    # without a stage, a method's first; a later stage gets random upstream parameters of the earlier stages'
+    # shapes instead of a workdir
     data = common.synthetic_data("pointmaze-umaze", episodes=2, episode_length=40)
-    agent = common.synthetic_agent("pointmaze-umaze", ["stage=q", "model.hidden=8"], method="ldcq", data=data)
-    assert agent.config.stage == "q" and agent.num_chunks == 2 * (40 - 30 + 1)
-    template = agent.init_vae(jax.random.PRNGKey(1))
-    assert jax.tree.map(jnp.shape, agent.upstream["vae"]) == jax.tree.map(jnp.shape, template)
+    small = ["model.hidden=8", "q.pool_size=4", "q.num_candidates=2", "q.pool_steps=1", "q.pool_extra_steps=0"]
+    method, stage = common.synthetic_stage("pointmaze-umaze", small, method="ldcq", data=data)
+    assert method.name == "ldcq" and stage.name == "vae" and stage.upstream == {}
+    method, stage = common.synthetic_stage("pointmaze-umaze", small, method="ldcq", data=data, stage="q")
+    assert stage.name == "q" and set(stage.upstream) == {"vae", "prior"}
+    shapes = lambda tree: jax.tree.map(jnp.shape, tree)  # noqa: E731
+    assert shapes(stage.upstream["vae"]) == shapes(method.stage("vae").init(jax.random.PRNGKey(1)).params)
+    assert shapes(stage.upstream["prior"]) == shapes(method.init_prior(jax.random.PRNGKey(1)))
+    assert stage.num_chunks is None  # the Q stage's replay has a slot per chunk, counted by prepare
+    stage.prepare(make_store(method.preprocess(data)))
+    assert stage.num_chunks == 2 * (40 - 30 + 1)
+    with pytest.raises(ValueError, match="vae, prior, q"):
+        common.synthetic_stage("pointmaze-umaze", small, method="ldcq", data=data, stage="critic")
 
 
 def test_synthetic_data_has_the_variant_shapes():

@@ -553,9 +553,11 @@ def test_prioritized_update_and_new_entries():
     np.testing.assert_allclose(replay.sample(uniform, jax.random.key(1), 64, 1.0)[1], 1.0, rtol=1e-6)
 
 
-def test_linear_beta_schedule():
-    np.testing.assert_allclose(
-        [replay.linear_beta_schedule(step, 100) for step in (0, 50, 100, 250)], [0.3, 0.65, 1.0, 1.0], rtol=1e-6
-    )
-    with pytest.raises(ValueError, match="total_steps"):
-        replay.linear_beta_schedule(0, 0)
+def test_annealed_beta_steps_up_and_saturates():
+    steps = (0, 2999, 3000, 6000, 70_000)
+    np.testing.assert_allclose([replay.annealed_beta(s) for s in steps], [0.3, 0.3, 0.33, 0.36, 0.99], rtol=1e-6)
+    assert float(replay.annealed_beta(10**6)) == 1.0
+    np.testing.assert_allclose(replay.annealed_beta(50, 0.3, 1.0, 0.007, 1), 0.65, rtol=1e-6)
+    with pytest.raises(ValueError):
+        replay.annealed_beta(0, every=0)
+

@@ -32,20 +32,21 @@ def test_mlp_denoiser_shapes_and_conditioning():
     assert not np.allclose(out[0], out[1])  # so is the time step
 
 
-def test_demo_runs_the_whole_pipeline_and_writes_its_outputs(tmp_path, capsys):
+def test_demo_runs_the_whole_pipeline_and_writes_its_outputs(tmp_path, capsys, caplog):
     """The demo on a tiny budget, on a synthetic dataset placed where the demo looks for its data (generation
     itself is tested in test_generate.py)."""
     write_pointmaze_dataset(tmp_path / "datasets")
     # The tiny model of test_runner.py, undoing the demo's own training overrides, so the session's compilation
     # cache already holds the programs.
-    tiny = ["diffusion.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)",
+    tiny = ["task.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)",
             "train.batch_size=4", "train.gradient_accumulation=2", "train.steps=10", "train.log_every=10",
             "train.checkpoint_every=10", "train.ema_start=0", "train.learning_rate=2e-4", "eval.episodes=4"]
     assert main(["demo", "--workdir", str(tmp_path), "--no-progress", *(f"--config.{o}" for o in tiny)]) == 0
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["checkpoint_step"] == 10 and summary["episodes"] == 4
-    assert f"normalized score {summary['normalized_score']:.1f}" in out and "using diffrl/pointmaze/umaze-v0" in out
+    assert f"normalized score {summary['normalized_score']:.1f}" in out  # the result on stdout
+    assert "[1/3] using diffrl/pointmaze/umaze-v0" in caplog.text  # progress is logged (the CLI shows it on stderr)
     with open(tmp_path / "demo.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in os.listdir(tmp_path) if p.startswith("tmp") or p.endswith(".tmp")]

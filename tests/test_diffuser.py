@@ -8,27 +8,35 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffrl.agents import BCAgent, DiffuserAgent
+from diffrl.agents import BC, Diffuser
 from diffrl.agents.diffuser import MazePlanPolicy
 from diffrl.config import apply_overrides, load_config
 from diffrl.data import OfflineData, load_dataset, make_store
-from diffrl.train.loop import make_train_chunk
+from diffrl.train.loop import init_carry, make_train_chunk
 from diffrl.train.sharding import make_mesh, put_replicated
 from synthetic import write_pointmaze_dataset
 
-SMALL = ["diffusion.horizon=16", "diffusion.num_steps=20", "model.dim=16", "model.dim_mults=(1, 2)",
+# The value stage trains with the plain fields of train (train.learning_rate=2e-3 here) updated by train.value.
+SMALL = ["task.horizon=16", "diffusion.num_steps=20", "model.dim=16", "model.dim_mults=(1, 2)",
          "value.dim=16", "value.dim_mults=(1, 2)", "train.batch_size=16", "train.gradient_accumulation=1",
-         "train.learning_rate=2e-3", "value.learning_rate=2e-3", "train.ema_start=0", "train.ema_every=1",
+         "train.learning_rate=2e-3", "train.ema_start=0", "train.ema_every=1",
          "train.ema_decay=0.9", "diffusion.use_padding=false", "plan.candidates=4"]
 
 
-def fit(agent, data, steps: int, seed: int = 0):
-    """Train ``agent`` on ``data`` for ``steps`` steps on one device; returns ``(state, per-step metrics)``."""
+def fit(method, data, steps: int, stage: str = "denoiser", upstream=None, seed: int = 0):
+    """Train the stage ``stage`` of ``method`` on ``data`` for ``steps`` steps on one device with the training
+    loop's chunk; returns ``(exported parameters, per-step metrics)``."""
+    stage = method.stage(stage, upstream)
     mesh = make_mesh(jax.devices()[:1])
-    train_data = put_replicated(agent.prepare(make_store(agent.preprocess(data))), mesh)
-    carry = {"agent": jax.jit(agent.init)(jax.random.PRNGKey(seed)), "rng": jax.random.PRNGKey(seed + 1)}
-    carry, metrics = make_train_chunk(agent, mesh, steps)(carry, train_data)
-    return carry["agent"], jax.device_get(metrics)
+    train_data = put_replicated(stage.prepare(make_store(method.preprocess(data))), mesh)
+    carry, metrics = make_train_chunk(stage, mesh, steps)(init_carry(stage, seed), train_data)
+    return stage.export(carry["state"]), jax.device_get(metrics)
+
+
+def untrained(method, stage: str = "denoiser", seed: int = 0):
+    """The exported parameters of a freshly initialised stage."""
+    stage = method.stage(stage)
+    return stage.export(jax.jit(stage.init)(jax.random.PRNGKey(seed)))
 
 
 def four_trajectories(horizon=16, rewards_from_level=False):
@@ -52,17 +60,19 @@ def reward_config(*extra):
 def test_a_small_model_overfits_four_trajectories_and_replays_them_from_their_start():
     (obs, act, rew), lengths = four_trajectories()
     data = OfflineData.from_arrays(obs, act, rew, lengths)
-    agent = DiffuserAgent.from_data(reward_config(), data)
-    state, metrics = fit(agent, data, steps=1500)
-    assert metrics["loss"][-100:].mean() < 0.15 * metrics["loss"][:20].mean()
+    agent = Diffuser.from_data(reward_config(), data)
+    assert agent.stage_names() == ("denoiser",)
+    denoiser, metrics = fit(agent, data, steps=1500)
+    loss = metrics["denoiser/loss"]
+    assert loss[-100:].mean() < 0.15 * loss[:20].mean()
     starts = obs[np.arange(4) * 17]
     truth = np.stack([obs[k * 17 : k * 17 + 16] for k in range(4)])
-    planned = jax.jit(agent.plan)(agent.policy_params(state), jax.random.PRNGKey(0), jnp.asarray(starts))[0][:, 0]
+    planned = jax.jit(agent.plan)({"denoiser": denoiser}, jax.random.PRNGKey(0), jnp.asarray(starts))[0][:, 0]
     _, states = agent.unnormalize(planned)
     rms = np.sqrt(np.mean((np.asarray(states) - truth) ** 2, axis=(1, 2)))
-    untrained = jax.jit(agent.plan)(agent.policy_params(jax.jit(agent.init)(jax.random.PRNGKey(5))),
-                                    jax.random.PRNGKey(0), jnp.asarray(starts))[0][:, 0]
-    rms_untrained = np.sqrt(np.mean((np.asarray(agent.unnormalize(untrained)[1]) - truth) ** 2, axis=(1, 2)))
+    random_plans = jax.jit(agent.plan)({"denoiser": untrained(agent, seed=5)}, jax.random.PRNGKey(0),
+                                       jnp.asarray(starts))[0][:, 0]
+    rms_untrained = np.sqrt(np.mean((np.asarray(agent.unnormalize(random_plans)[1]) - truth) ** 2, axis=(1, 2)))
     assert rms.max() < 0.1 and rms_untrained.min() > 0.3, (rms, rms_untrained)
 
 
@@ -71,13 +81,13 @@ def maze_agent(tmp_path_factory):
     root = tmp_path_factory.mktemp("minari")
     write_pointmaze_dataset(root)
     config = apply_overrides(load_config("configs/diffuser.py:pointmaze-umaze"),
-                             ["diffusion.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)"])
-    return DiffuserAgent.from_data(config, load_dataset(config.dataset.id, root=root))
+                             ["task.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)"])
+    return Diffuser.from_data(config, load_dataset(config.dataset.id, root=root))
 
 
 def test_inpainted_plans_start_at_the_state_and_end_at_the_goal_in_one_program(maze_agent):
     agent = maze_agent
-    params = agent.policy_params(jax.jit(agent.init)(jax.random.PRNGKey(0)))
+    params = {"denoiser": untrained(agent)}
     traces = []
 
     def plan(params, rng, states, goals):
@@ -122,9 +132,9 @@ def test_warm_started_replanning_keeps_start_and_goal_exact(maze_agent):
     ``warm_start_steps`` and denoised from there, inpainted with the current state and the goal."""
     config = apply_overrides(maze_agent.config.copy_and_resolve_references(),
                              ["plan.replan_every=2", "plan.warm_start_steps=3"])
-    agent = DiffuserAgent(config, maze_agent.info, maze_agent.normalizer)
+    agent = Diffuser(config, maze_agent.info, maze_agent.normalizer)
     policy = agent.policy()
-    params = agent.policy_params(jax.jit(agent.init)(jax.random.PRNGKey(0)))
+    params = {"denoiser": untrained(agent)}
     obs = np.array([[-0.5, -1.0, 0.1, 0.0, -0.5, -1.0, 0.6, -1.0]] * 3, np.float32)
     act = jax.jit(policy.act)
     policy_state = jax.jit(policy.init)(params, jax.random.PRNGKey(1), obs)
@@ -151,10 +161,13 @@ def test_value_gradient_points_to_higher_return_and_guides_plans_there():
     data = OfflineData.from_arrays(obs, act, obs[:, 0], lengths * 10)
     config = reward_config("value.enabled=true", "value.discount=0.9", "value.termination_penalty=0.0",
                            "plan.guide_scale=10.0", "plan.t_stopgrad=0", "model.dim=8")
-    agent = DiffuserAgent.from_data(config, data)
-    state, metrics = fit(agent, data, steps=200)
-    assert metrics["value_loss"][-50:].mean() < 0.25 * metrics["value_loss"][:20].mean()
-    params = agent.policy_params(state)
+    agent = Diffuser.from_data(config, data)
+    assert agent.stage_names() == ("denoiser", "value")
+    denoiser, _ = fit(agent, data, steps=200)
+    value, metrics = fit(agent, data, steps=200, stage="value")  # J is a stage of its own (train_values.py)
+    loss = metrics["value/loss"]
+    assert loss[-50:].mean() < 0.25 * loss[:20].mean()
+    params = {"denoiser": denoiser, "value": value}
     x = agent.to_trajectory(jnp.asarray(obs[:16][None]), jnp.asarray(act[:16][None]))
     grad = jax.grad(lambda y: agent.value(params, y, jnp.zeros(1, jnp.int32)).sum())(x)[0]
     dx = grad[:, agent.action_dim]  # d J / d (normalised x_t)
@@ -178,19 +191,23 @@ def test_behaviour_cloning_recovers_a_linear_policy():
     act = np.stack([0.5 * obs[:, 0] - 0.3 * obs[:, 1], 0.4 * obs[:, 2]], -1)
     data = OfflineData.from_arrays(obs, act, np.zeros(2000), [200] * 10)
     config = load_config("configs/bc.py:hopper-medium")
-    agent = BCAgent.from_data(config, data)
-    state, metrics = fit(agent, data, steps=500)
-    assert metrics["loss"][-20:].mean() < 2e-3 < metrics["loss"][0]
-    actions, _ = agent.policy().act(agent.policy_params(state), (), jnp.asarray(obs[:5]), 0, None)
+    agent = BC.from_data(config, data)
+    policy_params, metrics = fit(agent, data, steps=500, stage="policy")
+    loss = metrics["policy/loss"]
+    assert loss[-20:].mean() < 2e-3 < loss[0]
+    actions, _ = agent.policy().act({"policy": policy_params}, (), jnp.asarray(obs[:5]), 0, None)
     np.testing.assert_allclose(actions, act[:5], atol=0.1)
 
 
 def test_multi2d_evaluates_in_the_data_map_with_a_new_goal_every_episode(maze_agent):
-    from diffrl.eval.evaluate import make_eval_env
+    from diffrl.envs.registry import make_env
+    from diffrl.eval.evaluate import eval_env_spec
 
-    single = make_eval_env(maze_agent, maze_agent.config)
+    spec, kwargs = eval_env_spec(maze_agent)
+    single = make_env(spec, **kwargs)
     config = apply_overrides(maze_agent.config.copy_and_resolve_references(), ["eval.multi_goal=true"])
-    multi = make_eval_env(maze_agent, config)
+    spec, kwargs = eval_env_spec(Diffuser(config, maze_agent.info, maze_agent.normalizer))
+    multi = make_env(spec, **kwargs)
     assert len(single.layout.goal_cells) == 1 and len(multi.layout.goal_cells) == len(multi.layout.reset_cells) > 1
     assert (multi.reset_target, multi.continuing_task, multi.max_episode_steps) == (False, True, 300)
     assert multi.max_episode_steps == single.max_episode_steps

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from diffrl.envs import mjx_contact
 from diffrl.envs.pointmaze import GOAL_RADIUS, MazeLayout, PointMaze
 
 PARITY_SCRIPT = Path(__file__).parent / "scripts" / "pointmaze_parity.py"
@@ -42,6 +43,38 @@ def test_trajectories_match_gymnasium_robotics_step_by_step(parity):
 def test_parity_check_catches_mjx_stock_sphere_box_contacts(parity):
     """MJX's own sphere-convex collider drops contacts inside the geom margin; the check must see it."""
     assert max(worst["obs"] for worst in parity["stock"].values()) > 1e-3
+
+
+CONTACT_REGISTRATION_SCRIPT = """
+from mujoco.mjx._src.collision_driver import _COLLISION_FUNC
+from mujoco.mjx._src.types import GeomType
+
+pair, stock = (GeomType.SPHERE, GeomType.BOX), dict(_COLLISION_FUNC)
+from diffrl.envs import pointmaze
+assert _COLLISION_FUNC == stock, "importing diffrl.envs.pointmaze changed MJX's collision table"
+pointmaze.PointMaze("umaze")
+changed = {key for key, func in _COLLISION_FUNC.items() if func is not stock[key]}
+assert changed == {pair} and _COLLISION_FUNC[pair].ncon == 1, changed
+exact = _COLLISION_FUNC[pair]
+pointmaze.PointMaze("open")
+assert _COLLISION_FUNC[pair] is exact
+"""
+
+
+def test_exact_contact_is_registered_by_construction_not_by_import():
+    """A fresh process: the import leaves MJX's table alone, the first PointMaze swaps in only (sphere, box)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", CONTACT_REGISTRATION_SCRIPT], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("installed", ["3.16.1", "3.18.0", "4.0.0", "nightly"])
+def test_unsupported_mjx_release_is_refused_before_patching(monkeypatch, installed):
+    monkeypatch.setattr(mjx_contact.importlib.metadata, "version", lambda name: installed)
+    lowest, first_unsupported = mjx_contact.SUPPORTED_MJX_VERSIONS
+    with pytest.raises(mjx_contact.UnsupportedMJXError, match=rf">={lowest},<{first_unsupported}, but {installed}"):
+        mjx_contact.use_exact_sphere_box_contacts.__wrapped__()
 
 
 def test_layout_cells_match_gymnasium_robotics_conversion():

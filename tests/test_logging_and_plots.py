@@ -1,4 +1,4 @@
-"""TensorBoard event writing/reading without TensorFlow, and the evaluation figures."""
+"""TensorBoard event writing without TensorFlow, and the evaluation figures."""
 
 import os
 import subprocess
@@ -9,8 +9,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from diffrl.eval.plots import WALL_GID, curve_figure, figure_to_png, maze_figure, save_figure
-from diffrl.train.logging import SummaryWriter, read_image_tags, read_scalars, read_text
+from diffrl.envs.maze_plot import WALL_GID, maze_figure
+from diffrl.eval.plots import curve_figure, figure_to_png, save_figure
+from diffrl.train.logging import SummaryWriter
+from tensorboard_reader import read_image_tags, read_scalars, read_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +37,7 @@ def test_summary_writer_roundtrip(tmp_path):
         writer.text("notes", "hello **world**", step=1)
         writer.text("notes", "second", step=2)
     writer.close()  # idempotent
+    assert "tensorflow" not in sys.modules
 
     assert [f for f in os.listdir(logdir) if f.startswith("events.out.tfevents.")]
     assert read_scalars(logdir) == {
@@ -44,8 +47,8 @@ def test_summary_writer_roundtrip(tmp_path):
         "eval/len": [(5, 300.0)],
     }
     assert read_image_tags(logdir) == ["maze/array", "maze/figure", "maze/png"]
-    assert read_text(logdir) == {"notes": [(1, "hello **world**"), (2, "second")]}
-    assert "tensorflow" not in sys.modules
+    # tensorboardX stores text logged under "notes" as "notes/text_summary".
+    assert read_text(logdir) == {"notes/text_summary": [(1, "hello **world**"), (2, "second")]}
 
 
 def test_disabled_writer_is_a_noop(tmp_path):
@@ -72,24 +75,25 @@ def test_writer_rejects_bad_images_and_closed_use(tmp_path):
 
 def test_tensorflow_is_never_imported_even_if_installed(tmp_path):
     # A fake `tensorflow` that fails loudly (not with ImportError, which TensorBoard's fallback would swallow).
+    # Only the writing runs with it: TensorBoard's reader itself imports an installed TensorFlow.
     fake = tmp_path / "fake" / "tensorflow"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise RuntimeError('tensorflow was imported')\n")
     script = textwrap.dedent(f"""
         import sys
-        from diffrl.train.logging import SummaryWriter, read_scalars, read_image_tags, read_text
+        from diffrl.train.logging import SummaryWriter
         with SummaryWriter({str(tmp_path / 'run')!r}) as w:
             w.scalar('x', 2.0, 7)
             w.image('img', __import__('numpy').zeros((2, 2, 3), 'uint8'), 7)
             w.text('t', 'hi', 7)
-        assert read_scalars({str(tmp_path / 'run')!r}) == {{'x': [(7, 2.0)]}}
-        assert read_image_tags({str(tmp_path / 'run')!r}) == ['img']
-        assert read_text({str(tmp_path / 'run')!r}) == {{'t': [(7, 'hi')]}}
         assert 'tensorflow' not in sys.modules
     """)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "fake"), REPO_ROOT]))
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_scalars(tmp_path / "run") == {"x": [(7, 2.0)]}
+    assert read_image_tags(tmp_path / "run") == ["img"]
+    assert read_text(tmp_path / "run") == {"t/text_summary": [(7, "hi")]}
 
 
 def _umaze_episodes():

@@ -16,14 +16,16 @@ import pytest
 from diffrl.cli import main
 from diffrl.config import ConfigError, apply_overrides, load_config, mismatched_keys, split_overrides
 from diffrl.data import load_dataset, make_store
+from diffrl.agents import Diffuser
 from diffrl.train.checkpoint import CheckpointError
-from diffrl.train.logging import read_scalars
-from diffrl.train.loop import make_agent, make_train_chunk, train
+from diffrl.train.loop import init_carry, make_train_chunk
+from diffrl.train.pipeline import train
 from diffrl.train.sharding import batch_sharded, make_mesh, put_replicated
 from synthetic import write_pointmaze_dataset
+from tensorboard_reader import read_scalars
 
 TINY = [
-    "diffusion.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)",
+    "task.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)",
     "train.batch_size=4", "train.gradient_accumulation=2", "train.steps=40", "train.log_every=10",
     "train.checkpoint_every=10", "train.ema_start=0", "eval.episodes=4",
 ]
@@ -43,7 +45,7 @@ def tiny_config(root, *extra):
 
 def test_configs_variants_and_overrides():
     config = load_config("configs/diffuser.py:pointmaze-large")
-    assert (config.diffusion.horizon, config.diffusion.num_steps, config.model.dim_mults) == (384, 256, (1, 4, 8))
+    assert (config.task.horizon, config.diffusion.num_steps, config.model.dim_mults) == (384, 256, (1, 4, 8))
     assert load_config("diffuser.py:hopper-medium").value.enabled  # bare names resolve to the bundled configs
     apply_overrides(config, ["train.batch_size=64", "train.learning_rate=1", "model.dim_mults=[1, 2]",
                              "dataset.root=/data", "eval.multi_goal=true", "diffusion.max_path_length=500"])
@@ -69,10 +71,12 @@ def test_configs_variants_and_overrides():
     (["train", "--config=configs/diffuser.py:pointmaze-umaze", "--workdir", "{tmp}/a", "--config.train.stepz=1"],
      "unknown config key 'train.stepz'"),
     (["train", "--config=configs/diffuser.py:pointmaze-umaze", "--workdir", "{tmp}/file/run"], "cannot write to workdir"),
-    (["evaluate", "--workdir", "{tmp}/missing"], "no checkpoints in"),
+    (["evaluate", "--workdir", "{tmp}/missing"], "no trained method in"),
+    (["evaluate", "--workdir", "{tmp}/old"], "holds a run of an earlier diffrl"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, argv, message):
     (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "old" / "checkpoints" / "10").mkdir(parents=True)  # the layout before stages
     code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
@@ -83,25 +87,26 @@ def test_sharded_step_matches_single_device_and_splits_the_batch(maze_root):
     assert len(jax.devices()) == 4
     config = tiny_config(maze_root)
     data = load_dataset(config.dataset.id, root=maze_root)
-    agent = make_agent(config, data)
+    method = Diffuser.from_data(config, data)
+    stage = method.stage("denoiser")
     results, texts = {}, {}
     for name, devices in (("single", jax.devices()[:1]), ("sharded", jax.devices())):
         mesh = make_mesh(devices)
-        train_data = put_replicated(agent.prepare(make_store(agent.preprocess(data))), mesh)
-        carry = put_replicated({"agent": jax.jit(agent.init)(jax.random.PRNGKey(0)), "rng": jax.random.PRNGKey(1)}, mesh)
-        chunk = make_train_chunk(agent, mesh, steps=10)  # = TINY's log_every: train() below reuses it
+        train_data = put_replicated(stage.prepare(make_store(method.preprocess(data))), mesh)
+        carry = put_replicated(init_carry(stage, 0), mesh)
+        chunk = make_train_chunk(stage, mesh, steps=10)  # = TINY's log_every: train() below reuses it
         compiled = chunk.lower(carry, train_data).compile()
         texts[name] = compiled.as_text()
         carry, metrics = compiled(carry, train_data)
-        results[name] = (jax.device_get(carry["agent"].params), np.asarray(metrics["loss"]))
-        batch = jax.device_put(agent.sample_batch(train_data, jax.random.PRNGKey(2)), batch_sharded(mesh))
-        assert [s.data.shape[0] for s in batch["x"].addressable_shards] == [agent.batch_size // len(devices)] * len(devices)
+        results[name] = (jax.device_get(carry["state"].params), np.asarray(metrics["denoiser/loss"]))
+        batch = jax.device_put(stage.sample_batch(train_data, jax.random.PRNGKey(2), None), batch_sharded(mesh))
+        assert [s.data.shape[0] for s in batch["x"].addressable_shards] == [stage.batch_size // len(devices)] * len(devices)
     np.testing.assert_allclose(results["single"][1], results["sharded"][1], rtol=1e-5)
     # Compare the trained networks' outputs, not raw parameters: a conv bias followed by GroupNorm has a zero
     # gradient up to rounding, which Adam turns into steps of size lr with a rounding-dependent sign.
-    x = jax.random.normal(jax.random.PRNGKey(3), (8, 16, agent.transition_dim))
+    x = jax.random.normal(jax.random.PRNGKey(3), (8, 16, method.transition_dim))
     t = jnp.arange(8) % 8
-    outputs = [agent.net.apply(results[name][0], x, t) for name in ("single", "sharded")]
+    outputs = [method.net.apply(results[name][0], x, t) for name in ("single", "sharded")]
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
     # In the partitioned program each device convolves a quarter of the batch of 8 trajectories (16 x 8 channels).
     quarter, whole = "f32[2,16,8]", "f32[8,16,8]"
@@ -110,26 +115,28 @@ def test_sharded_step_matches_single_device_and_splits_the_batch(maze_root):
 
 def test_sigterm_saves_and_resume_reproduces_the_uninterrupted_run(maze_root, tmp_path):
     config = tiny_config(maze_root)
-    full = train(config, tmp_path / "full", progress=False)
+    full = train(config, tmp_path / "full", progress=False)["denoiser"]
 
     def send_sigterm(step, metrics):
         if step == 20:
             os.kill(os.getpid(), signal.SIGTERM)
 
     previous = signal.getsignal(signal.SIGTERM)
-    first = train(config, tmp_path / "resumed", progress=False, on_log=send_sigterm)
+    first = train(config, tmp_path / "resumed", progress=False, on_log=send_sigterm)["denoiser"]
     assert signal.getsignal(signal.SIGTERM) is previous
     assert first["stopped_by_sigterm"] and first["step"] == 20
-    second = train(config, tmp_path / "resumed", progress=False)
+    second = train(config, tmp_path / "resumed", progress=False)["denoiser"]
     assert second["start_step"] == 20 and second["step"] == 40
-    losses = lambda history: np.concatenate([m["loss"] for _, m in history])
+    losses = lambda history: np.concatenate([m["denoiser/loss"] for _, m in history])  # noqa: E731
     np.testing.assert_array_equal(losses(full["history"]), np.concatenate([losses(first["history"]),
                                                                            losses(second["history"])]))
-    scalars = read_scalars(tmp_path / "full" / "tensorboard")
-    assert [s for s, _ in scalars["train/loss"]] == [10, 20, 30, 40]
-    assert np.isclose(scalars["train/loss"][-1][1], losses(full["history"])[-10:].mean(), rtol=1e-6)
-    assert {"train/learning_rate", "train/steps_per_sec", "train/examples_per_sec", "train/grad_norm"} <= set(scalars)
-    assert sorted(int(p.name) for p in (tmp_path / "full" / "checkpoints").iterdir() if p.name.isdigit()) == [20, 30, 40]
+    scalars = read_scalars(tmp_path / "full" / "denoiser" / "tensorboard")
+    assert [s for s, _ in scalars["train/denoiser/loss"]] == [10, 20, 30, 40]
+    assert np.isclose(scalars["train/denoiser/loss"][-1][1], losses(full["history"])[-10:].mean(), rtol=1e-6)
+    assert {"train/denoiser/learning_rate", "train/steps_per_sec", "train/examples_per_sec",
+            "train/denoiser/grad_norm"} <= set(scalars)
+    checkpoints = tmp_path / "full" / "denoiser" / "checkpoints"
+    assert sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) == [20, 30, 40]
 
 
 def test_resuming_with_another_model_is_refused(maze_root, tmp_path):
@@ -139,9 +146,9 @@ def test_resuming_with_another_model_is_refused(maze_root, tmp_path):
 
 
 def test_config_comparison_reads_missing_groups_as_none_and_tuples_as_lists():
-    saved = ml_collections.ConfigDict({"stage": "vae", "model": {"dims": [1, 2]}, "task": {"horizon": 4}})
-    config = ml_collections.ConfigDict({"stage": "vae", "model": {"dims": (1, 2)}})
-    assert mismatched_keys(saved, config, ("stage", "model", "model.dims", "q.steps")) == []
+    saved = ml_collections.ConfigDict({"method": "ldcq", "model": {"dims": [1, 2]}, "task": {"horizon": 4}})
+    config = ml_collections.ConfigDict({"method": "ldcq", "model": {"dims": (1, 2)}})
+    assert mismatched_keys(saved, config, ("method", "model", "model.dims", "q.steps")) == []
     assert mismatched_keys(saved, config, ("task.horizon", "task")) == [("task.horizon", 4, None),
                                                                          ("task", {"horizon": 4}, None)]
 

@@ -1,13 +1,21 @@
-"""One module per method; :data:`AGENTS` maps a config's ``method`` to its agent class."""
+"""One module per method; :data:`METHODS` maps a config's ``method`` to its class."""
 
-from diffrl.agents.base import Agent, DatasetInfo, Policy
-from diffrl.agents.bc import BCAgent
-from diffrl.agents.diffuser import DiffuserAgent
-from diffrl.agents.latent_skills import METHOD_STAGES, LatentSkillAgent
-from diffrl.agents.ldcq import LDCQAgent
+from diffrl.agents.base import DatasetInfo, Method, Policy, Stage
+from diffrl.agents.bc import BC
+from diffrl.agents.diffuser import Diffuser
+from diffrl.agents.ldcp import LDCP
+from diffrl.agents.ldcq import LDCQ
+from diffrl.agents.ldgc import LDGC
+from diffrl.agents.train_state import EMA, TrainState, apply_loss
 
-AGENTS = {"diffuser": DiffuserAgent, "bc": BCAgent, "ldcq": LDCQAgent, "ldgc": LatentSkillAgent,
-          "ldcp": LatentSkillAgent}
+METHODS = {method.name: method for method in (Diffuser, BC, LDCQ, LDGC, LDCP)}
 
-__all__ = ["AGENTS", "METHOD_STAGES", "Agent", "BCAgent", "DatasetInfo", "DiffuserAgent", "LDCQAgent",
-           "LatentSkillAgent", "Policy"]
+
+def method_class(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+__all__ = ["BC", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method", "Policy", "Stage",
+           "TrainState", "apply_loss", "method_class"]

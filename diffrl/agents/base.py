@@ -1,22 +1,27 @@
-"""What every method provides to the runner: training on a device-resident dataset and a batched policy.
+"""Stages and methods: the shape every method of diffrl has.
 
-The runner (:mod:`diffrl.train.loop`) compiles ``sample_batch`` and ``update`` into one jitted, sharded scan of
-train steps; evaluation (:mod:`diffrl.eval.rollout`) compiles ``policy().init`` and ``policy().act`` with the
-environment step into one ``lax.scan``. An agent is rebuilt for evaluation from ``artifacts()`` (normalisers and
-the dataset facts), so evaluating a checkpoint needs neither the dataset nor the training run.
+A :class:`Stage` is one learned component (a denoiser, a value guide, a skill VAE, a latent prior, a Q-function,
+...): its train state, the pytree its batches are drawn from, its jitted update, and the parameters it hands on
+(``export``). A :class:`Method` declares its stages in order, which earlier stages each one consumes, and how it
+acts (:meth:`Method.policy`), as a paper's algorithm box does. The pipeline (:mod:`diffrl.train.pipeline`) trains
+the stages one after the other and passes each the exported parameters of the finished stages before it; no
+stage or method reads a checkpoint. A method is rebuilt for evaluation from its config, the
+:class:`DatasetInfo` and its normaliser, so evaluating needs neither the dataset nor the training run.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
-import gymnasium as gym
 import jax
 import ml_collections
+import numpy as np
+import optax
 
 from diffrl.data.minari_io import OfflineData
+from diffrl.data.normalizers import Normalizer, fit_normalizer
 from diffrl.data.store import DatasetStore
 
 
@@ -32,6 +37,8 @@ class DatasetInfo:
     ref_max_score: float | None
     env_spec: str | None  # gymnasium EnvSpec as JSON
     eval_env_spec: str | None
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
 
     @classmethod
     def from_data(cls, data: OfflineData) -> "DatasetInfo":
@@ -43,6 +50,8 @@ class DatasetInfo:
             observation_slices=slices, ref_min_score=data.ref_min_score, ref_max_score=data.ref_max_score,
             env_spec=data.env_spec.to_json() if data.env_spec is not None else None,
             eval_env_spec=data.eval_env_spec.to_json() if data.eval_env_spec is not None else None,
+            action_low=tuple(np.asarray(data.action_space.low, float).tolist()),
+            action_high=tuple(np.asarray(data.action_space.high, float).tolist()),
         )
 
     def to_dict(self) -> dict:
@@ -53,6 +62,7 @@ class DatasetInfo:
         values = dict(values)
         if values.get("observation_slices"):
             values["observation_slices"] = {k: tuple(v) for k, v in values["observation_slices"].items()}
+        values["action_low"], values["action_high"] = tuple(values["action_low"]), tuple(values["action_high"])
         return cls(**values)
 
     def slice(self, key: str | None) -> slice:
@@ -63,15 +73,6 @@ class DatasetInfo:
             available = ", ".join(self.observation_slices or {}) or "none (flat observations)"
             raise ValueError(f"dataset {self.dataset_id} has no observation key {key!r}; available: {available}")
         return slice(*self.observation_slices[key])
-
-    def make_eval_env(self, **overrides):
-        """The MJX env of the dataset's evaluation spec (its collection spec when it has none)."""
-        from diffrl.envs.registry import make_env
-
-        spec_json = self.eval_env_spec or self.env_spec
-        if spec_json is None:
-            raise ValueError(f"dataset {self.dataset_id} records no environment to evaluate in")
-        return make_env(gym.envs.registration.EnvSpec.from_json(spec_json), **overrides)
 
 
 class Policy(abc.ABC):
@@ -85,74 +86,110 @@ class Policy(abc.ABC):
     def act(self, params, policy_state, obs: jax.Array, t: jax.Array, rng: jax.Array) -> tuple[jax.Array, Any]:
         """``(actions [N, act_dim], new policy state)`` at episode step ``t`` (a scalar)."""
 
-    def plans_xy(self, policy_state) -> jax.Array | None:
-        """Planned ``xy`` paths ``[N, H, 2]`` to draw over a maze, for planners; ``None`` otherwise."""
+    def planned_states(self, policy_state) -> jax.Array | None:
+        """The states a planner intends to visit, ``[N, H, state_dim]`` in data units (to draw); else ``None``."""
         return None
 
 
-class Agent(abc.ABC):
-    """One offline RL method: built from a config and a dataset (training) or saved artifacts (evaluation)."""
+class Stage(abc.ABC):
+    """One learned component. ``upstream`` maps the names in :attr:`consumes` to their exported parameters."""
 
-    def __init__(self, config: ml_collections.ConfigDict, info: DatasetInfo):
-        self.config = config
-        self.info = info
-        self.progress = True  # progress bars of long preparation work (the runner sets it)
+    name: ClassVar[str]
+    consumes: ClassVar[tuple[str, ...]] = ()
 
-    @classmethod
-    @abc.abstractmethod
-    def from_data(cls, config: ml_collections.ConfigDict, data: OfflineData) -> "Agent": ...
-
-    @classmethod
-    @abc.abstractmethod
-    def from_artifacts(cls, config: ml_collections.ConfigDict, artifacts: dict) -> "Agent": ...
-
-    @abc.abstractmethod
-    def artifacts(self) -> dict:
-        """JSON-serialisable facts needed to rebuild the agent (normalisers, dataset info)."""
-
-    def preprocess(self, data: OfflineData) -> OfflineData:
-        """Dataset preprocessing before the store is built (default: none)."""
-        return data
-
-    def prepare(self, store: DatasetStore) -> Any:
-        """The pytree ``sample_batch`` reads (default: the store itself)."""
-        return store
+    def __init__(self, method: "Method", upstream: dict[str, Any] | None = None):
+        self.method = method
+        self.config = method.config
+        self.train_config = method.train_config(self.name)
+        self.upstream = upstream or {}
+        missing = [name for name in self.consumes if name not in self.upstream]
+        if missing:
+            raise ValueError(f"stage {self.name} of {method.name} needs the trained stage(s) {', '.join(missing)}: "
+                             "train them first (diffrl train without --stage)")
 
     @property
-    @abc.abstractmethod
     def batch_size(self) -> int:
         """Examples per train step, over all devices."""
+        return self.train_config.batch_size
+
+    def prepare(self, store: DatasetStore) -> Any:
+        """The pytree :meth:`sample_batch` reads, made once on the host before training (default: the store)."""
+        return store
 
     @abc.abstractmethod
     def init(self, rng: jax.Array) -> Any:
         """The initial train-state pytree."""
 
     @abc.abstractmethod
-    def sample_batch(self, train_data: Any, rng: jax.Array, state: Any = None) -> dict:
-        """A minibatch of ``batch_size`` examples gathered on device (every leaf has the batch as axis 0).
-
-        ``state`` is the current train state, for samplers that depend on it (prioritized replay).
-        """
+    def sample_batch(self, train_data: Any, rng: jax.Array, state: Any) -> dict:
+        """A minibatch gathered on device (every leaf has the batch as axis 0); ``state`` serves samplers that
+        read it (prioritized replay)."""
 
     @abc.abstractmethod
     def update(self, state: Any, batch: dict, rng: jax.Array) -> tuple[Any, dict]:
-        """One train step: ``(new state, scalar metrics)``."""
+        """One train step: ``(new state, scalar metrics prefixed by the stage name)``."""
 
     @abc.abstractmethod
-    def policy_params(self, state: Any) -> Any:
-        """The parameters evaluation uses (the EMA parameters where the method keeps them)."""
+    def export(self, state: Any) -> Any:
+        """The parameters later stages and the policy use (the averaged ones where the stage keeps them)."""
+
+
+class AdamStage(Stage):
+    """A stage trained with Adam at the constant learning rate ``train.learning_rate`` of its train settings,
+    handing on its parameters."""
+
+    def __init__(self, method: "Method", upstream: dict[str, Any] | None = None):
+        super().__init__(method, upstream)
+        self.learning_rate = optax.constant_schedule(self.train_config.learning_rate)
+        self.optimizer = optax.adam(self.learning_rate)
+
+    def export(self, state):
+        return state.params
+
+
+class Method(abc.ABC):
+    """A method of a paper: its stages in order and its acting policy."""
+
+    name: ClassVar[str]
+    stages: tuple[type[Stage], ...]  # in training order; a method may make it depend on its config
+
+    def __init__(self, config: ml_collections.ConfigDict, info: DatasetInfo, normalizer: Normalizer):
+        self.config = config
+        self.info = info
+        self.normalizer = normalizer
+        self.progress = True  # progress bars of long preparation work (the runner sets it)
+
+    @classmethod
+    def from_data(cls, config: ml_collections.ConfigDict, data: OfflineData) -> "Method":
+        info = DatasetInfo.from_data(data)
+        return cls(config, info, fit_normalizer(config.task.normalizer, cls.normalized_columns(config, info, data)))
+
+    @classmethod
+    def normalized_columns(cls, config, info: DatasetInfo, data: OfflineData) -> np.ndarray:
+        """The ``[N, D]`` rows the normaliser is fitted on (default: the flat observations)."""
+        return data.observations
+
+    def preprocess(self, data: OfflineData) -> OfflineData:
+        """Dataset preprocessing before the store is built (default: none)."""
+        return data
+
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(stage.name for stage in self.stages)
+
+    def stage(self, name: str, upstream: dict[str, Any] | None = None) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage(self, {k: v for k, v in (upstream or {}).items() if k in stage.consumes})
+        raise ValueError(f"{self.name} has the stages {', '.join(self.stage_names())}; got {name!r}")
+
+    def train_config(self, stage: str) -> ml_collections.ConfigDict:
+        """A stage's train settings: the plain fields of ``config.train`` updated by ``config.train.<stage>``."""
+        train = self.config.train
+        merged = {k: v for k, v in train.items() if not isinstance(v, ml_collections.ConfigDict)}
+        if stage in train:
+            merged.update(train[stage].to_dict())
+        return ml_collections.ConfigDict(merged)
 
     @abc.abstractmethod
-    def policy(self) -> Policy: ...
-
-    def make_eval_env(self):
-        return self.info.make_eval_env()
-
-
-def ema_update(step: jax.Array, params, ema_params, decay: float, every: int = 1, start: int = 0):
-    """EMA of parameters as the official Diffuser trainer keeps it: every ``every`` steps, a copy of the
-    parameters before step ``start``, ``ema <- decay * ema + (1 - decay) * params`` from then on."""
-    due = step % every == 0
-    blended = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
-    target = jax.tree.map(lambda b, p: jax.numpy.where(step < start, p, b), blended, params)
-    return jax.tree.map(lambda t, e: jax.numpy.where(due, t, e), target, ema_params)
+    def policy(self) -> Policy:
+        """The acting policy; its ``params`` are ``{stage name: exported parameters}``."""

@@ -1,69 +1,127 @@
 """Diffuser (Janner et al. 2022): plan by denoising whole state-action trajectories.
 
-* Model (Sec. 3.1, App. C): a temporal U-Net over trajectories ``x = [a_t, s_t]_{t<H}`` (actions first, as the
-  official code lays them out), trained with the denoising loss, the first action up-weighted
+Stages (the official code trains them as two runs, ``train.py`` and ``train_values.py``):
+
+* ``denoiser`` (Sec. 3.1, App. C): a temporal U-Net over trajectories ``x = [a_t, s_t]_{t<H}`` (actions first, as
+  the official code lays them out), trained with the denoising loss, the first action up-weighted
   (``action_weight``), conditioning entries inpainted into ``x_t`` and the prediction (official code).
-* Value function J (Sec. 3.2, App. C): the first half of the U-Net plus a linear head, regressed on noised
-  trajectories to the discounted return from the window's first step (official ``ValueDataset``).
-* Planning: inpainting of the current state and, for goal tasks, the goal (Sec. 3.3); value-guided sampling
-  (Algorithm 1) with the official ``n_guide_steps``/``t_stopgrad``/``scale_grad_by_std``; warm-start replanning
-  from the previous plan (Sec. 5.4). Every plan for a batch of environments is one jitted ``lax.scan``.
-* Policies: goal tasks plan once and track the plan with the official maze2d controller
-  ``a = (s'_{xy} - s_{xy}) + (s'_{v} - s_{v})`` towards the next planned state; reward tasks execute the
-  first action of the highest-value plan and replan every step (receding horizon).
+* ``value`` (Sec. 3.2, App. C), reward tasks only: the value function J, the first half of the U-Net plus a
+  linear head, regressed on noised trajectories to the discounted return from the window's first step (official
+  ``ValueDataset``).
+
+Acting: inpainting of the current state and, for goal tasks, the goal (Sec. 3.3); value-guided sampling
+(Algorithm 1) with the official ``n_guide_steps``/``t_stopgrad``/``scale_grad_by_std``; warm-start replanning
+from the previous plan (Sec. 5.4). Every plan for a batch of environments is one jitted ``lax.scan``. Goal tasks
+plan once and track the plan with the official maze2d controller ``a = (s'_{xy} - s_{xy}) + (s'_{v} - s_{v})``
+towards the next planned state; reward tasks execute the first action of the highest-value plan and replan every
+step (receding horizon).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
-from flax import struct
 
 from diffrl import diffusion
-from diffrl.agents.base import Agent, DatasetInfo, Policy, ema_update
+from diffrl.agents.base import AdamStage, Method, Policy
+from diffrl.agents.train_state import EMA, TrainState, apply_loss
 from diffrl.data.minari_io import OfflineData
-from diffrl.data.normalizers import fit_normalizer, normalizer_from_dict, normalizer_to_json
 from diffrl.data.preprocess import join_contiguous_episodes
 from diffrl.data.store import DatasetStore, returns_to_go, sample_trajectory_windows
 from diffrl.nets.unet import TemporalUNet, ValueUNet
 
 
-@struct.dataclass
-class DiffuserState:
-    params: Any
-    ema_params: Any
-    opt_state: Any
-    value_params: Any  # None when the task has no value guide
-    value_ema_params: Any
-    value_opt_state: Any
-    step: jnp.ndarray
+class TrajectoryStage(AdamStage):
+    """What both stages share: Adam with the official EMA, batches of normalised trajectory windows."""
+
+    def __init__(self, method: "Diffuser", upstream=None):
+        super().__init__(method, upstream)
+        tc = self.train_config
+        self.ema = EMA(tc.ema_decay, tc.ema_every, tc.ema_start)
+
+    @property
+    def batch_size(self) -> int:
+        # gradient_accumulation batches of batch_size whose gradients are averaged: one batch of the product.
+        return self.train_config.batch_size * self.train_config.gradient_accumulation
+
+    def export(self, state):
+        return state.ema_params
 
 
-@struct.dataclass
-class DiffuserData:
-    store: DatasetStore
-    values: jnp.ndarray | None  # [T] discounted return from each row to its episode's end (J's targets)
+class DenoiserStage(TrajectoryStage):
+    name = "denoiser"
+
+    def init(self, rng):
+        m = self.method
+        return TrainState.create(m.net.init(rng, *m.example_inputs()), self.optimizer, ema=True)
+
+    def sample_batch(self, store: DatasetStore, rng, state):
+        return {"x": self.method.sample_windows(store, rng, self.batch_size)["x"]}
+
+    def update(self, state, batch, rng):
+        m = self.method
+        x = batch["x"]
+
+        def loss_fn(params):
+            loss, _ = diffusion.diffusion_loss(functools.partial(m.net.apply, params), m.schedule, rng, x,
+                                               prediction=m.config.diffusion.prediction, loss_weights=m.loss_weights,
+                                               inpainting=m.conditions(x))
+            return loss, {}
+
+        return apply_loss(state, self.optimizer, loss_fn, prefix=self.name, ema=self.ema,
+                          learning_rate=self.learning_rate)
 
 
-class DiffuserAgent(Agent):
-    def __init__(self, config: ml_collections.ConfigDict, info: DatasetInfo, normalizer):
-        super().__init__(config, info)
+class ValueStage(TrajectoryStage):
+    """J regression on noised trajectories (official ``ValueDiffusion.p_losses``, ``value_l2``)."""
+
+    name = "value"
+
+    def init(self, rng):
+        m = self.method
+        return TrainState.create(m.value_net.init(rng, *m.example_inputs()), self.optimizer, ema=True)
+
+    def prepare(self, store: DatasetStore):
+        vc = self.config.value
+        # The official ValueDataset adds the termination penalty to the reward of a terminal step.
+        penalised = store.replace(rewards=store.rewards + vc.termination_penalty * store.terminations)
+        return {"store": store, "values": returns_to_go(penalised, vc.discount)}
+
+    def sample_batch(self, train_data, rng, state):
+        windows = self.method.sample_windows(train_data["store"], rng, self.batch_size)
+        return {"x": windows["x"], "value": train_data["values"][windows["indices"]]}
+
+    def update(self, state, batch, rng):
+        m = self.method
+        rng_t, rng_eps = jax.random.split(rng)
+        x = batch["x"]
+        t = diffusion.sample_timesteps(rng_t, m.schedule, x.shape[0])
+        x_t = m.conditions(x)(diffusion.q_sample(m.schedule, x, t, jax.random.normal(rng_eps, x.shape)))
+
+        def loss_fn(params):
+            return jnp.mean(jnp.square(m.value_net.apply(params, x_t, t) - batch["value"])), {}
+
+        return apply_loss(state, self.optimizer, loss_fn, prefix=self.name, ema=self.ema,
+                          learning_rate=self.learning_rate)
+
+
+class Diffuser(Method):
+    name = "diffuser"
+
+    def __init__(self, config, info, normalizer):
+        super().__init__(config, info, normalizer)
         dc, task = config.diffusion, config.task
         if task.kind not in ("goal", "reward"):
             raise ValueError(f"config.task.kind must be 'goal' or 'reward', got {task.kind!r}")
-        self.normalizer = normalizer
         self.state_slice = info.slice(task.state_key)
         self.goal_slice = info.slice(task.goal_key) if task.kind == "goal" else None
         self.action_dim = info.action_size
         self.state_dim = self.state_slice.stop - self.state_slice.start
         self.transition_dim = self.action_dim + self.state_dim
-        self.horizon = dc.horizon
+        self.horizon = task.horizon
         self.schedule = diffusion.make_schedule(dc.schedule, dc.num_steps)
         self.net = TemporalUNet(transition_dim=self.transition_dim, dim=config.model.dim,
                                 dim_mults=tuple(config.model.dim_mults))
@@ -71,70 +129,32 @@ class DiffuserAgent(Agent):
                           if config.value.enabled else None)
         weights = diffusion.first_action_weights(self.horizon, self.transition_dim, self.action_dim, dc.action_weight)
         self.loss_weights = weights * (dc.loss_discount ** np.arange(self.horizon, dtype=np.float32))[:, None]
-        self.learning_rate = optax.constant_schedule(config.train.learning_rate)
-        self.optimizer = optax.adam(self.learning_rate)
-        self.value_optimizer = optax.adam(config.value.learning_rate) if config.value.enabled else None
         self.sampler = diffusion.SamplerConfig(method="ddpm", prediction=dc.prediction, clip_x0=dc.clip_x0)
 
-    # -- construction ------------------------------------------------------------------------------------------
-    @classmethod
-    def from_data(cls, config, data: OfflineData) -> "DiffuserAgent":
-        info = DatasetInfo.from_data(data)
-        state_slice = info.slice(config.task.state_key)
-        transitions = np.concatenate([data.actions, data.observations[:, state_slice]], axis=-1)
-        return cls(config, info, fit_normalizer(config.diffusion.normalizer, transitions))
+    @property
+    def stages(self):
+        return (DenoiserStage, ValueStage) if self.value_net is not None else (DenoiserStage,)
 
     @classmethod
-    def from_artifacts(cls, config, artifacts: dict) -> "DiffuserAgent":
-        return cls(config, DatasetInfo.from_dict(artifacts["dataset"]), normalizer_from_dict(artifacts["normalizer"]))
-
-    def artifacts(self) -> dict:
-        return {"dataset": self.info.to_dict(), "normalizer": normalizer_to_json(self.normalizer)}
+    def normalized_columns(cls, config, info, data: OfflineData):
+        return np.concatenate([data.actions, data.observations[:, info.slice(config.task.state_key)]], axis=-1)
 
     def preprocess(self, data: OfflineData) -> OfflineData:
         return join_contiguous_episodes(data) if self.config.dataset.join_episodes else data
 
-    def prepare(self, store: DatasetStore) -> DiffuserData:
-        values = None
-        if self.value_net is not None:
-            vc = self.config.value
-            # The official ValueDataset adds the termination penalty to the reward of a terminal step.
-            penalised = store.replace(rewards=store.rewards + vc.termination_penalty * store.terminations)
-            values = returns_to_go(penalised, vc.discount)
-        return DiffuserData(store=store, values=values)
-
-    # -- training ------------------------------------------------------------------------------------------------
-    @property
-    def batch_size(self) -> int:
-        # gradient_accumulation batches of batch_size whose gradients are averaged: one batch of the product.
-        return self.config.train.batch_size * self.config.train.gradient_accumulation
-
-    def init(self, rng: jax.Array) -> DiffuserState:
-        rng_model, rng_value = jax.random.split(rng)
-        x = jnp.zeros((1, self.horizon, self.transition_dim), jnp.float32)
-        t = jnp.zeros((1,), jnp.int32)
-        params = self.net.init(rng_model, x, t)
-        value_params = value_opt = None
-        if self.value_net is not None:
-            value_params = self.value_net.init(rng_value, x, t)
-            value_opt = self.value_optimizer.init(value_params)
-        copy = lambda tree: jax.tree.map(jnp.copy, tree)
-        return DiffuserState(params=params, ema_params=copy(params), opt_state=self.optimizer.init(params),
-                             value_params=value_params, value_ema_params=copy(value_params), value_opt_state=value_opt,
-                             step=jnp.zeros((), jnp.int32))
+    # -- trajectories ------------------------------------------------------------------------------------------
+    def example_inputs(self):
+        return jnp.zeros((1, self.horizon, self.transition_dim), jnp.float32), jnp.zeros((1,), jnp.int32)
 
     def to_trajectory(self, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
         """``[..., H, obs], [..., H, act] -> normalised [..., H, act + state]``."""
         return self.normalizer.normalize(jnp.concatenate([actions, observations[..., self.state_slice]], axis=-1))
 
-    def sample_batch(self, train_data: DiffuserData, rng: jax.Array, state=None) -> dict:
+    def sample_windows(self, store: DatasetStore, rng, batch_size: int) -> dict:
         dc = self.config.diffusion
-        windows = sample_trajectory_windows(train_data.store, rng, self.batch_size, self.horizon,
-                                            use_padding=dc.use_padding, max_path_length=dc.max_path_length)
-        batch = {"x": self.to_trajectory(windows["observations"], windows["actions"])}
-        if train_data.values is not None:
-            batch["value"] = train_data.values[windows["indices"]]
-        return batch
+        windows = sample_trajectory_windows(store, rng, batch_size, self.horizon, use_padding=dc.use_padding,
+                                            max_path_length=dc.max_path_length)
+        return {"x": self.to_trajectory(windows["observations"], windows["actions"]), "indices": windows["indices"]}
 
     def conditions(self, x: jnp.ndarray) -> diffusion.Inpainting:
         """Training-time inpainting: the first state, and the last state for goal tasks (official datasets)."""
@@ -143,52 +163,7 @@ class DiffuserAgent(Agent):
             steps[self.horizon - 1] = x[:, -1, self.action_dim:]
         return diffusion.Inpainting.at_timesteps(x.shape, steps, feature_start=self.action_dim)
 
-    def update(self, state: DiffuserState, batch: dict, rng: jax.Array) -> tuple[DiffuserState, dict]:
-        tc = self.config.train
-        rng_model, rng_value = jax.random.split(rng)
-        x = batch["x"]
-        inpainting = self.conditions(x)
-
-        def model_loss(params):
-            return diffusion.diffusion_loss(
-                functools.partial(self.net.apply, params), self.schedule, rng_model, x,
-                prediction=self.config.diffusion.prediction, loss_weights=self.loss_weights, inpainting=inpainting,
-            )[0]
-
-        loss, grads = jax.value_and_grad(model_loss)(state.params)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        step = state.step + 1
-        ema = ema_update(step, params, state.ema_params, tc.ema_decay, tc.ema_every, tc.ema_start)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": self.learning_rate(state.step)}
-        state = state.replace(params=params, ema_params=ema, opt_state=opt_state, step=step)
-        if self.value_net is not None:
-            state, value_metrics = self._update_value(state, batch, inpainting, rng_value)
-            metrics.update(value_metrics)
-        return state, metrics
-
-    def _update_value(self, state: DiffuserState, batch: dict, inpainting, rng: jax.Array):
-        """J regression on noised trajectories (official ``ValueDiffusion.p_losses``, ``value_l2``)."""
-        tc = self.config.train
-        rng_t, rng_eps = jax.random.split(rng)
-        x = batch["x"]
-        t = diffusion.sample_timesteps(rng_t, self.schedule, x.shape[0])
-        x_t = inpainting(diffusion.q_sample(self.schedule, x, t, jax.random.normal(rng_eps, x.shape)))
-
-        def value_loss(params):
-            return jnp.mean(jnp.square(self.value_net.apply(params, x_t, t) - batch["value"]))
-
-        loss, grads = jax.value_and_grad(value_loss)(state.value_params)
-        updates, opt_state = self.value_optimizer.update(grads, state.value_opt_state, state.value_params)
-        params = optax.apply_updates(state.value_params, updates)
-        ema = ema_update(state.step, params, state.value_ema_params, tc.ema_decay, tc.ema_every, tc.ema_start)
-        state = state.replace(value_params=params, value_ema_params=ema, value_opt_state=opt_state)
-        return state, {"value_loss": loss}
-
     # -- planning ------------------------------------------------------------------------------------------------
-    def policy_params(self, state: DiffuserState):
-        return {"model": state.ema_params, "value": state.value_ema_params}
-
     def value(self, params, x: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
         return self.value_net.apply(params["value"], x, t)
 
@@ -220,7 +195,7 @@ class DiffuserAgent(Agent):
         if previous is not None and pc.warm_start_steps:
             start = pc.warm_start_steps
             x_init = diffusion.warm_start(rng_warm, self.schedule, previous.reshape(shape), start)
-        model_fn = lambda x, t, cond: self.net.apply(params["model"], x, t)
+        model_fn = lambda x, t, cond: self.net.apply(params["denoiser"], x, t)  # noqa: E731
         x = diffusion.sample(rng_sample, model_fn, self.schedule, shape, self.sampler, inpainting=inpainting,
                              gradient_guidance=guide, x_init=x_init, start_step=start)
         if self.value_net is not None:
@@ -249,7 +224,7 @@ class MazePlanPolicy(Policy):
     ``plan.replan_every`` steps (warm-started when ``plan.warm_start_steps``), and track the plan with the
     official controller towards the next planned state (its velocity zeroed past the plan's end)."""
 
-    def __init__(self, agent: DiffuserAgent):
+    def __init__(self, agent: Diffuser):
         self.agent = agent
 
     def _plan(self, params, rng, obs, previous=None):
@@ -280,15 +255,15 @@ class MazePlanPolicy(Policy):
         action = (waypoint[:, :2] - state[:, :2]) + (waypoint[:, 2:4] - state[:, 2:4])
         return action, {**policy_state, "age": policy_state["age"] + 1}
 
-    def plans_xy(self, policy_state):
-        return self.agent.unnormalize(policy_state["first_plan"])[1][..., :2]
+    def planned_states(self, policy_state):
+        return self.agent.unnormalize(policy_state["first_plan"])[1]
 
 
 class RecedingHorizonPolicy(Policy):
     """Reward tasks (official ``GuidedPolicy``): ``plan.candidates`` guided plans per environment and step, the
     first action of the one J values highest is executed; replanning happens every step."""
 
-    def __init__(self, agent: DiffuserAgent):
+    def __init__(self, agent: Diffuser):
         self.agent = agent
 
     def init(self, params, rng, obs):

@@ -28,7 +28,7 @@ from diffrl.data.normalizers import (
     fit_normalizer,
     normalizer_from_dict,
 )
-from diffrl.data.replay import PrioritizedReplayState, init_prioritized_replay, linear_beta_schedule
+from diffrl.data.replay import PrioritizedReplayState, annealed_beta, init_prioritized_replay
 from diffrl.data.store import (
     DatasetStore,
     chunk_starts,
@@ -53,6 +53,7 @@ __all__ = [
     "NORMALIZERS",
     "OfflineData",
     "PrioritizedReplayState",
+    "annealed_beta",
     "check_spaces",
     "dataset_normalized_score",
     "datasets_root",
@@ -63,7 +64,6 @@ __all__ = [
     "download_dataset",
     "fit_normalizer",
     "init_prioritized_replay",
-    "linear_beta_schedule",
     "load_dataset",
     "make_store",
     "normalized_score",

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from diffrl.diffusion.forward import PREDICTIONS, q_sample
+from diffrl.diffusion.forward import PREDICTIONS, eps_from_x0, q_sample, split_prediction, x0_from_eps
 from diffrl.diffusion.guidance import ClassifierFreeGuidance, EnergyGuidance, GradientGuidance, Inpainting
 from diffrl.diffusion.schedules import Schedule
 
@@ -167,19 +167,13 @@ def _reverse_step(
         x = jax.lax.fori_loop(0, g.n_steps, guide, x)
 
     out = _model_output(model_fn, x, t, cond, cfg)
-    alpha = schedule.sqrt_alphas_cumprod[row.t]
-    if config.prediction == "eps":
-        eps = out
-        x0 = (x - row.sigma * eps) / alpha
-    else:
-        x0 = out
-        eps = (x - alpha * x0) / row.sigma
+    x0, eps = split_prediction(schedule, config.prediction, x, t, out)
     if energy_guidance is not None:
         eps = eps - energy_guidance.scale * row.sigma * energy_guidance.gradient(x, t)
-        x0 = (x - row.sigma * eps) / alpha
+        x0 = x0_from_eps(schedule, x, t, eps)
     if config.clip_x0 is not None:
         x0 = jnp.clip(x0, -config.clip_x0, config.clip_x0)
-        eps = (x - alpha * x0) / row.sigma
+        eps = eps_from_x0(schedule, x, t, x0)
     mean = row.coef_x0 * x0 + row.coef_xt * x + row.coef_eps * eps
     noise = jax.random.normal(rng, x.shape, x.dtype)
     return constrain(mean + row.std * noise)

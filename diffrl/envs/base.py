@@ -40,6 +40,7 @@ class Env(abc.ABC):
     observation_size: int
     action_size: int
     max_episode_steps: int
+    reports_success: bool = False  # whether ``info["success"]`` marks reaching a goal
 
     @abc.abstractmethod
     def reset(self, rng: jax.Array) -> EnvState: ...
@@ -54,3 +55,8 @@ class Env(abc.ABC):
     @property
     def action_high(self) -> jnp.ndarray:
         return jnp.ones(self.action_size, jnp.float32)
+
+    def draw_episodes(self, observations, valid, planned_states=None, titles=None):
+        """A matplotlib Figure of episodes (``observations [N, T + 1, obs]``, ``valid [N, T + 1]``, a planner's
+        ``planned_states [N, H, S]``, one title each), or ``None`` for an environment with no picture."""
+        return None

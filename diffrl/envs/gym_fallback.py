@@ -1,19 +1,21 @@
 """Evaluation on the gymnasium originals (a vector env on the CPU) for environments with no MJX port.
 
 Kitchen, Adroit and AntMaze datasets can be evaluated this way until they are ported; the MJX environments
-can be cross-checked against it. The policy sees flat observations (dict observations flattened in
-:data:`diffrl.spaces.DICT_OBSERVATION_KEYS` order) and returns a batch of actions.
+can be cross-checked against it. ``diffrl evaluate`` chooses it by itself for an environment with no MJX port.
+The policy sees flat observations (dict observations flattened in :data:`diffrl.spaces.DICT_OBSERVATION_KEYS`
+order), a batch at a time, as in the MJX rollout.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from diffrl.spaces import flatten_observation
 
-BatchPolicy = Callable[[np.ndarray], np.ndarray]  # flat observations [n, d] -> actions [n, a]
+PolicyInit = Callable[[np.ndarray], Any]  # flat observations [n, d] -> policy state
+PolicyAct = Callable[[Any, np.ndarray, int], tuple[np.ndarray, Any]]  # (state, obs, t) -> (actions [n, a], state)
 
 
 def make_gym_env(env, **kwargs):
@@ -29,41 +31,48 @@ def make_gym_env(env, **kwargs):
     return gym.make(env, **kwargs)
 
 
-def evaluate_gym(env, policy: BatchPolicy, episodes: int = 100, num_envs: int = 10, seed: int = 0,
+def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num_envs: int = 10, seed: int = 0,
                  **make_kwargs) -> dict:
-    """Roll ``policy`` out in ``num_envs`` synchronous gymnasium envs until ``episodes`` episodes have finished.
+    """Roll a batched policy out in ``num_envs`` gymnasium envs stepped in lockstep, round after round, until
+    ``episodes`` episodes have finished (episode ``k`` resets with seed ``seed + k``).
 
-    Returns per-episode ``returns``, ``lengths`` and ``successes`` (``info["success"]`` at the last step, or
-    ``None`` when the env reports none). gymnasium's next-step autoreset is handled: the step that resets a
-    finished env is not counted.
+    Each round calls ``init`` on the ``num_envs`` first observations and ``act`` at every step (a finished env
+    keeps its last observation and its actions are ignored), so a stateful policy (a plan, a chosen skill) starts
+    afresh with each episode. Returns per-episode ``returns``, ``lengths`` and ``successes`` (``info["success"]``
+    seen at some step, or ``None`` when the env reports none).
     """
-    import gymnasium as gym
-
     if episodes < 1 or num_envs < 1:
         raise ValueError("episodes and num_envs must be positive")
-    num_envs = min(num_envs, episodes)
-    vector = gym.vector.SyncVectorEnv([lambda: make_gym_env(env, **make_kwargs) for _ in range(num_envs)])
+    envs = [make_gym_env(env, **make_kwargs) for _ in range(num_envs)]
+    returns, lengths, successes = [], [], []
+    reports_success = False
     try:
-        obs, _ = vector.reset(seed=seed)
-        running = np.zeros(num_envs)
-        length = np.zeros(num_envs, np.int64)
-        resetting = np.zeros(num_envs, bool)
-        returns, lengths, successes = [], [], []
-        while len(returns) < episodes:
-            actions = np.asarray(policy(np.asarray(flatten_observation(obs), np.float32)))
-            obs, reward, terminated, truncated, info = vector.step(actions)
-            active = ~resetting
-            running[active] += reward[active]
-            length[active] += 1
-            finished = (terminated | truncated) & active
-            for i in np.flatnonzero(finished):
-                if len(returns) < episodes:
-                    returns.append(running[i])
-                    lengths.append(length[i])
-                    successes.append(bool(info["success"][i]) if "success" in info else None)
-                running[i], length[i] = 0.0, 0
-            resetting = finished
+        for first in range(0, episodes, num_envs):
+            obs = np.stack([flatten_observation(e.reset(seed=seed + first + i)[0]) for i, e in enumerate(envs)])
+            obs = obs.astype(np.float32)
+            state = init(obs)
+            alive = np.ones(num_envs, bool)
+            total, length, success = np.zeros(num_envs), np.zeros(num_envs, np.int64), np.zeros(num_envs, bool)
+            t = 0
+            while alive.any():
+                actions, state = act(state, obs, t)
+                actions = np.asarray(actions)
+                for i in np.flatnonzero(alive):
+                    o, reward, terminated, truncated, info = envs[i].step(actions[i])
+                    obs[i] = flatten_observation(o)
+                    total[i] += reward
+                    length[i] += 1
+                    if "success" in info:
+                        reports_success = True
+                        success[i] |= bool(info["success"])
+                    alive[i] = not (terminated or truncated)
+                t += 1
+            count = min(num_envs, episodes - first)
+            returns.extend(total[:count])
+            lengths.extend(length[:count])
+            successes.extend(success[:count])
     finally:
-        vector.close()
+        for e in envs:
+            e.close()
     return {"returns": np.asarray(returns), "lengths": np.asarray(lengths),
-            "successes": None if successes[0] is None else np.asarray(successes)}
+            "successes": np.asarray(successes) if reports_success else None}

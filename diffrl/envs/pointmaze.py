@@ -30,9 +30,8 @@ import numpy as np
 from mujoco import mjx
 
 from diffrl.envs.base import Env, EnvState
+from diffrl.envs.maze_plot import maze_figure
 from diffrl.envs.mjx_contact import use_exact_sphere_box_contacts
-
-use_exact_sphere_box_contacts()
 
 RESET, GOAL, COMBINED = "r", "g", "c"
 
@@ -166,6 +165,7 @@ class PointMaze(Env):
 
     observation_size = 8
     action_size = 2
+    reports_success = True
 
     def __init__(
         self,
@@ -194,6 +194,7 @@ class PointMaze(Env):
         suffix = "Dense" if reward_type == "dense" else ""
         self.name = f"{GYM_IDS.get(maze_name, 'PointMaze_Custom')}{suffix}-v3"
         self.mj_model = mujoco.MjModel.from_xml_string(self.layout.mjcf())
+        use_exact_sphere_box_contacts()  # before MJX sizes (make_data) or traces (step) this model's contacts
         self.model = mjx.put_model(self.mj_model)
         self._goal_xy = jnp.asarray(self.layout.cell_to_xy(self.layout.goal_cells), jnp.float32)
         self._reset_xy = jnp.asarray(self.layout.cell_to_xy(self.layout.reset_cells), jnp.float32)
@@ -272,6 +273,13 @@ class PointMaze(Env):
     @staticmethod
     def _observation(data, goal) -> jnp.ndarray:
         return jnp.concatenate([data.qpos, data.qvel, data.qpos[:2], goal])
+
+    def draw_episodes(self, observations, valid, planned_states=None, titles=None):
+        """Paths over the maze (the observation's ``xy``), the plans' ``xy`` and the goals (its last two entries)."""
+        observations = np.asarray(observations)
+        plans = None if planned_states is None else np.asarray(planned_states)[..., :2]
+        return maze_figure(self.layout, observations[:, :, :2], plans=plans, goals=observations[:, 0, -2:],
+                           titles=titles, valid=valid, max_panels=len(observations))
 
     def evaluation_env(self) -> "PointMaze":
         """The single-goal map the public datasets' reference scores use (continuing, goal never re-drawn)."""

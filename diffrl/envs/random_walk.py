@@ -1,17 +1,16 @@
 """The 1-D random walk of LDCQ App. D: a toy MDP where a unimodal prior over skills fails and a diffusion prior works.
 
 The state ``x`` lies in ``[-10, 10]`` and starts at 0; the action is the signed step, ``a in [-1, 1]``; reaching
-either end gives +10 and ends the episode, every other step gives -1; the time limit is 500 steps. The dataset's
-behaviour steps ``a ~ U([-1, -0.8] U [0.8, 1])``: two modes with no mass in between.
+either end gives +10 and ends the episode, every other step gives -1; the time limit is 500 steps. Its dataset
+(:func:`diffrl.data.random_walk.random_walk_dataset`) steps ``a ~ U([-1, -0.8] U [0.8, 1])``: two modes with no
+mass in between.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from diffrl.data.minari_io import OfflineData
 from diffrl.envs.base import Env, EnvState
 
 BOUND = 10.0
@@ -25,6 +24,7 @@ class RandomWalk1D(Env):
     observation_size = 1
     action_size = 1
     max_episode_steps = MAX_EPISODE_STEPS
+    reports_success = True
 
     def reset(self, rng: jax.Array) -> EnvState:
         return EnvState(data=None, obs=jnp.zeros((1,), jnp.float32), reward=jnp.zeros((), jnp.float32),
@@ -37,26 +37,3 @@ class RandomWalk1D(Env):
         step = state.step + 1
         return state.replace(obs=x, reward=jnp.where(reached, GOAL_REWARD, STEP_REWARD), terminated=reached,
                              truncated=(step >= MAX_EPISODE_STEPS) & ~reached, step=step, info={"success": reached})
-
-
-def random_walk_dataset(episodes: int, seed: int = 0) -> OfflineData:
-    """``episodes`` episodes of the two-mode behaviour policy, as an in-memory dataset."""
-    rng = np.random.default_rng(seed)
-    observations, actions, rewards, lengths = [], [], [], []
-    for _ in range(episodes):
-        x, xs, acts, rews = 0.0, [], [], []
-        for _ in range(MAX_EPISODE_STEPS):
-            a = rng.uniform(0.8, 1.0) * rng.choice((-1.0, 1.0))
-            xs.append(x)
-            acts.append(a)
-            x = float(np.clip(x + a, -BOUND, BOUND))
-            reached = abs(x) >= BOUND
-            rews.append(GOAL_REWARD if reached else STEP_REWARD)
-            if reached:
-                break
-        observations.append(np.asarray(xs, np.float32)[:, None])
-        actions.append(np.asarray(acts, np.float32)[:, None])
-        rewards.append(np.asarray(rews, np.float32))
-        lengths.append(len(acts))
-    return OfflineData.from_arrays(np.concatenate(observations), np.concatenate(actions), np.concatenate(rewards),
-                                   lengths, terminal_last=True, dataset_id="toy/random-walk-1d-v0")

@@ -1,98 +1,126 @@
-"""``diffrl evaluate``: load a checkpoint, roll out N episodes in parallel MJX envs, score, plot, summarise."""
+"""``diffrl evaluate``: load a trained method, roll out N episodes, score, draw, summarise.
+
+An :class:`Evaluator` builds the environment and the policy once and compiles the whole rollout once, so the
+periodic evaluation during training and repeated evaluations reuse one program. Environments with an MJX port
+run as one jitted ``lax.scan``; the others fall back to gymnasium environments on the CPU, with the policy's
+``init``/``act`` jitted, and say so in one line.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import gymnasium as gym
 import jax
-import ml_collections
+import numpy as np
 
-from diffrl.agents import AGENTS, Agent
-from diffrl.config import apply_overrides, config_from_json
-from diffrl.envs.pointmaze import PointMaze
-from diffrl.envs.registry import make_env
-from diffrl.eval.plots import maze_figure, save_figure, write_atomically
-from diffrl.eval.rollout import rollout, score_summary
-from diffrl.train.checkpoint import CheckpointError, Checkpointer
+from diffrl.agents.base import Method
+from diffrl.envs.gym_fallback import evaluate_gym
+from diffrl.envs.registry import NoMJXPortError, make_env
+from diffrl.eval.plots import save_figure, write_atomically
+from diffrl.eval.rollout import make_rollout, score_summary
+from diffrl.train.pipeline import load_trained
 
-
-def make_eval_env(agent: Agent, config: ml_collections.ConfigDict):
-    """The dataset's evaluation env; with ``eval.multi_goal`` (Diffuser's Multi2D) the data map instead, whose
-    every reset draws a new goal, under the evaluation env's time limit."""
-    env = agent.make_eval_env()
-    if config.eval.multi_goal:
-        if not isinstance(env, PointMaze) or agent.info.env_spec is None:
-            raise ValueError("eval.multi_goal needs a PointMaze dataset")
-        spec = gym.envs.registration.EnvSpec.from_json(agent.info.env_spec)
-        env = make_env(spec, reset_target=False, continuing_task=True, max_episode_steps=env.max_episode_steps)
-    return env
+logger = logging.getLogger(__name__)
+GYM_FALLBACK_ENVS = 10  # parallel gymnasium environments of the CPU fallback
 
 
-def evaluate_agent(agent: Agent, params, config: ml_collections.ConfigDict, *, episodes: int | None = None,
-                   seed: int | None = None) -> dict:
-    """Roll out ``eval.episodes`` episodes in one jitted call; returns the summary, the rollout and a figure."""
-    ec = config.eval
-    episodes = episodes or ec.episodes
-    env = make_eval_env(agent, config)
-    started = time.perf_counter()
-    out = jax.device_get(rollout(env, agent.policy(), params, jax.random.PRNGKey(ec.seed if seed is None else seed),
-                                 episodes, env.max_episode_steps))
-    seconds = time.perf_counter() - started
-    has_success = isinstance(env, PointMaze)
-    summary = score_summary(out["returns"], out["success"], agent.info.ref_min_score, agent.info.ref_max_score,
-                            has_success)
-    summary.update(dataset_id=agent.info.dataset_id, env=env.name, max_episode_steps=env.max_episode_steps,
-                   multi_goal=bool(ec.multi_goal), seconds=round(seconds, 3))
-    figure = None
-    if isinstance(env, PointMaze):
-        n = min(ec.plot_episodes, episodes)
+def eval_env_spec(method: Method):
+    """The gymnasium spec to evaluate in: the dataset's evaluation spec (its collection spec when it has none);
+    with ``eval.multi_goal`` (Diffuser's Multi2D) the data map instead, whose every reset draws a new goal, under
+    the evaluation env's time limit."""
+    info = method.info
+    spec_json = info.eval_env_spec or info.env_spec
+    if spec_json is None:
+        raise ValueError(f"dataset {info.dataset_id} records no environment to evaluate in")
+    spec = gym.envs.registration.EnvSpec.from_json(spec_json)
+    if not method.config.eval.multi_goal:
+        return spec, {}
+    if info.env_spec is None or not spec.id.startswith("PointMaze"):
+        raise ValueError("eval.multi_goal needs a PointMaze dataset")
+    data_spec = gym.envs.registration.EnvSpec.from_json(info.env_spec)
+    return data_spec, {"reset_target": False, "continuing_task": True,
+                       "max_episode_steps": spec.max_episode_steps}
+
+
+class Evaluator:
+    """``evaluator(params) -> {"summary", "rollout", "figure"}`` for one method, ``episodes`` and ``seed``."""
+
+    def __init__(self, method: Method, *, episodes: int | None = None, seed: int | None = None):
+        ec = method.config.eval
+        self.method, self.episodes = method, episodes or ec.episodes
+        self.seed = ec.seed if seed is None else seed
+        self.policy = method.policy()
+        spec, kwargs = eval_env_spec(method)
+        self.spec, self.spec_kwargs = spec, kwargs
+        try:
+            self.env = make_env(spec, **kwargs)
+        except NoMJXPortError:
+            self.env = None
+            logger.info("%s has no MJX port: evaluating in %d gymnasium environments on the CPU", spec.id,
+                        min(GYM_FALLBACK_ENVS, self.episodes))
+            self._init, self._act = jax.jit(self.policy.init), jax.jit(self.policy.act)
+        else:
+            self._rollout = make_rollout(self.env, self.policy, self.episodes, self.env.max_episode_steps)
+
+    @property
+    def env_name(self) -> str:
+        return self.env.name if self.env is not None else self.spec.id
+
+    def __call__(self, params, step: int | None = None) -> dict:
+        started = time.perf_counter()
+        rng = jax.random.PRNGKey(self.seed)
+        out = jax.device_get(self._rollout(params, rng)) if self.env is not None else self._gym_rollout(params, rng)
+        seconds = time.perf_counter() - started
+        info = self.method.info
+        has_success = self.env.reports_success if self.env is not None else out["success"] is not None
+        summary = score_summary(out["returns"], out["success"], info.ref_min_score, info.ref_max_score, has_success)
+        summary.update(dataset_id=info.dataset_id, env=self.env_name, multi_goal=bool(self.method.config.eval.multi_goal),
+                       seconds=round(seconds, 3))
+        if self.env is not None:
+            summary["max_episode_steps"] = self.env.max_episode_steps
+        return {"summary": summary, "rollout": out, "figure": self._figure(out)}
+
+    def _gym_rollout(self, params, rng) -> dict:
+        rng_init, rng_act = jax.random.split(rng)
+        result = evaluate_gym(self.spec, lambda obs: self._init(params, rng_init, obs),
+                              lambda state, obs, t: self._act(params, state, obs, t, jax.random.fold_in(rng_act, t)),
+                              episodes=self.episodes, num_envs=min(GYM_FALLBACK_ENVS, self.episodes), seed=self.seed,
+                              **self.spec_kwargs)
+        return {"returns": result["returns"], "success": result["successes"], "lengths": result["lengths"]}
+
+    def _figure(self, out: dict):
+        if self.env is None:
+            return None
+        n = min(self.method.config.eval.plot_episodes, self.episodes)
         titles = [f"return {r:.0f}" + (" (success)" if s else "") for r, s in zip(out["returns"][:n], out["success"][:n])]
-        goal_slice = agent.info.slice("desired_goal") if agent.info.observation_slices else slice(-2, None)
-        plans = out["plans_xy"][:n] if "plans_xy" in out else None
-        figure = maze_figure(env.layout, out["observations"][:n, :, :2], plans=plans,
-                             goals=out["observations"][:n, 0, goal_slice], titles=titles, valid=out["valid"][:n],
-                             max_panels=n)
-    return {"summary": summary, "rollout": out, "figure": figure}
-
-
-def load_for_evaluation(workdir, step: int | None = None, overrides: list[str] = ()):
-    """``(agent, policy params, config, step)`` from the checkpoint of ``workdir`` (latest by default); a
-    multi-stage workdir gives its last stage."""
-    from diffrl.train.pipeline import final_stage_workdir
-
-    checkpointer = Checkpointer(final_stage_workdir(workdir), create=False)
-    step, meta = checkpointer.restore_meta(step)
-    try:
-        config = config_from_json(meta["config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {workdir} step {step} has an unreadable record ({err})") from None
-    apply_overrides(config, list(overrides))
-    try:
-        agent = AGENTS[config.method].from_artifacts(config, meta["artifacts"])
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {workdir} step {step} has an unreadable record ({err})") from None
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(
-        lambda rng: {"agent": agent.init(rng), "rng": rng}, jax.random.PRNGKey(0)))
-    state = checkpointer.restore_state(step, template)
-    checkpointer.close()
-    return agent, agent.policy_params(state["agent"]), config, step
+        planned = out.get("planned_states")
+        return self.env.draw_episodes(out["observations"][:n], out["valid"][:n],
+                                      None if planned is None else planned[:n], titles)
 
 
 def evaluate_checkpoint(workdir, *, step: int | None = None, episodes: int | None = None, seed: int | None = None,
                         overrides: list[str] = (), json_path=None, plot_path=None) -> dict:
-    """Evaluate the checkpoint of ``workdir``; write the JSON summary and the plot when paths are given."""
-    agent, params, config, step = load_for_evaluation(workdir, step, overrides)
-    result = evaluate_agent(agent, params, config, episodes=episodes, seed=seed)
+    """Evaluate the trained method of ``workdir``; write the JSON summary and the plot when paths are given."""
+    method, params, config, step = load_trained(workdir, step, overrides)
+    if episodes is not None and episodes < 1:
+        raise ValueError(f"--episodes must be positive, got {episodes}")
+    result = Evaluator(method, episodes=episodes, seed=seed)(params)
     summary = {**result["summary"], "checkpoint_step": step, "method": config.method, "config": config.name,
                "device": jax.devices()[0].platform}
     if plot_path is not None and result["figure"] is not None:
         summary["plot"] = str(save_figure(result["figure"], plot_path))
     if json_path is not None:
-        write_atomically(json_path, json.dumps(summary, indent=2).encode())
+        write_atomically(json_path, json.dumps(summary, indent=2, default=_json_default).encode())
     return summary
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def format_summary(summary: dict) -> str:

@@ -7,71 +7,75 @@ normalised with the dataset's reference returns, ``100 (R - R_min) / (R_max - R_
 
 from __future__ import annotations
 
-import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from diffrl.agents.base import Policy
+from diffrl.data.minari_io import normalized_score
 from diffrl.envs.base import Env
 
 
-@functools.partial(jax.jit, static_argnames=("env", "policy", "episodes", "max_steps"))
-def rollout(env: Env, policy: Policy, params: Any, rng: jax.Array, episodes: int, max_steps: int) -> dict:
-    """Run ``episodes`` episodes of at most ``max_steps`` steps; every output has the episodes as axis 0.
+def make_rollout(env: Env, policy: Policy, episodes: int, max_steps: int) -> Callable[[Any, jax.Array], dict]:
+    """A jitted ``(params, rng) -> rollout`` of ``episodes`` episodes of at most ``max_steps`` steps, compiled once
+    for the env and policy; every output has the episodes as axis 0.
 
     Returns ``returns [N]``, ``success [N]`` (the goal was reached at least once; False for envs without a
     ``success`` flag), ``lengths [N]``, ``observations [N, T + 1, obs]``, ``valid [N, T + 1]`` (the observation
-    belongs to the episode) and ``plans_xy`` (``[N, H, 2]`` for planners, else absent).
+    belongs to the episode) and ``planned_states`` (``[N, H, S]`` for planners, else absent).
     """
-    rng_reset, rng_init, rng_steps = jax.random.split(rng, 3)
-    env_state = jax.vmap(env.reset)(jax.random.split(rng_reset, episodes))
-    policy_state = policy.init(params, rng_init, env_state.obs)
-    plans_xy = policy.plans_xy(policy_state)
 
-    def step(carry, inputs):
-        env_state, policy_state, done, returns, success, lengths = carry
-        t, step_rng = inputs
-        action, policy_state = policy.act(params, policy_state, env_state.obs, t, step_rng)
-        env_state = jax.vmap(env.step)(env_state, action)
-        alive = ~done
-        returns = returns + jnp.where(alive, env_state.reward, 0.0)
-        reached = env_state.info.get("success", jnp.zeros((episodes,), bool))
-        success = success | (alive & reached)
-        lengths = lengths + alive.astype(jnp.int32)
-        done = done | env_state.done
-        return (env_state, policy_state, done, returns, success, lengths), (env_state.obs, alive)
+    def run(params, rng):
+        rng_reset, rng_init, rng_steps = jax.random.split(rng, 3)
+        env_state = jax.vmap(env.reset)(jax.random.split(rng_reset, episodes))
+        policy_state = policy.init(params, rng_init, env_state.obs)
+        planned = policy.planned_states(policy_state)
 
-    carry = (env_state, policy_state, jnp.zeros((episodes,), bool), jnp.zeros((episodes,), jnp.float32),
-             jnp.zeros((episodes,), bool), jnp.zeros((episodes,), jnp.int32))
-    inputs = (jnp.arange(max_steps, dtype=jnp.int32), jax.random.split(rng_steps, max_steps))
-    (_, _, _, returns, success, lengths), (observations, alive) = jax.lax.scan(step, carry, inputs)
-    out = {
-        "returns": returns,
-        "success": success,
-        "lengths": lengths,
-        "observations": jnp.concatenate([env_state.obs[None], observations]).swapaxes(0, 1),
-        "valid": jnp.concatenate([jnp.ones((1, episodes), bool), alive]).swapaxes(0, 1),
-    }
-    if plans_xy is not None:
-        out["plans_xy"] = plans_xy
-    return out
+        def step(carry, inputs):
+            env_state, policy_state, done, returns, success, lengths = carry
+            t, step_rng = inputs
+            action, policy_state = policy.act(params, policy_state, env_state.obs, t, step_rng)
+            env_state = jax.vmap(env.step)(env_state, action)
+            alive = ~done
+            returns = returns + jnp.where(alive, env_state.reward, 0.0)
+            reached = env_state.info.get("success", jnp.zeros((episodes,), bool))
+            success = success | (alive & reached)
+            lengths = lengths + alive.astype(jnp.int32)
+            done = done | env_state.done
+            return (env_state, policy_state, done, returns, success, lengths), (env_state.obs, alive)
+
+        carry = (env_state, policy_state, jnp.zeros((episodes,), bool), jnp.zeros((episodes,), jnp.float32),
+                 jnp.zeros((episodes,), bool), jnp.zeros((episodes,), jnp.int32))
+        inputs = (jnp.arange(max_steps, dtype=jnp.int32), jax.random.split(rng_steps, max_steps))
+        (_, _, _, returns, success, lengths), (observations, alive) = jax.lax.scan(step, carry, inputs)
+        out = {
+            "returns": returns,
+            "success": success,
+            "lengths": lengths,
+            "observations": jnp.concatenate([env_state.obs[None], observations]).swapaxes(0, 1),
+            "valid": jnp.concatenate([jnp.ones((1, episodes), bool), alive]).swapaxes(0, 1),
+        }
+        if planned is not None:
+            out["planned_states"] = planned
+        return out
+
+    return jax.jit(run)
 
 
 def score_summary(returns, success, ref_min: float | None, ref_max: float | None, has_success: bool) -> dict:
     """Normalised score mean and standard error over episodes (raw returns when the dataset has no references)."""
     returns = np.asarray(returns, np.float64)
     n = len(returns)
-    summary = {"episodes": n, "return_mean": float(returns.mean()),
-               "return_stderr": float(returns.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0}
+
+    def stderr(x):
+        return float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+
+    summary = {"episodes": n, "return_mean": float(returns.mean()), "return_stderr": stderr(returns),
+               "normalized_score": None, "stderr": None}
     if ref_min is not None and ref_max is not None:
-        scores = 100.0 * (returns - ref_min) / (ref_max - ref_min)
-        summary["normalized_score"] = float(scores.mean())
-        summary["stderr"] = float(scores.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    else:
-        summary["normalized_score"] = None
-        summary["stderr"] = None
+        scores = normalized_score(returns, ref_min, ref_max)
+        summary.update(normalized_score=float(scores.mean()), stderr=stderr(scores))
     summary["success_rate"] = float(np.mean(success)) if has_success else None
     return summary

@@ -9,8 +9,6 @@ from diffrl.nets.skills import (
     SkillEncoder,
     SkillVAE,
     StateDecoder,
-    gaussian_kl,
-    gaussian_log_prob,
     skill_vae_loss,
 )
 from diffrl.nets.unet import (
@@ -34,8 +32,6 @@ __all__ = [
     "SkillEncoder",
     "SkillVAE",
     "StateDecoder",
-    "gaussian_kl",
-    "gaussian_log_prob",
     "skill_vae_loss",
     "MLPDenoiser",
     "TimeEmbedding",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,8 @@ class MLPDenoiser(nn.Module):
 
     @nn.compact
     def __call__(self, x, t, cond=None):
+        chex.assert_rank(x, 2)
+        chex.assert_shape(t, (x.shape[0],))
         features = [x, TimeEmbedding(self.time_dim, self.hidden)(t)]
         if cond is not None:
             features.append(cond)
@@ -88,6 +91,8 @@ class LatentResNetDenoiser(nn.Module):
 
     @nn.compact
     def __call__(self, x, t, cond):
+        chex.assert_rank([x, t, cond], [2, 1, 2])
+        chex.assert_equal_shape_prefix([x, cond], 1)
         dims = tuple(self.hidden_dims)
         if len(dims) % 2 == 0 or dims != dims[::-1]:
             raise ValueError(f"hidden_dims must be an odd-length palindrome (U-Net skips join equal widths), got {dims}")

@@ -9,27 +9,22 @@
 * :class:`StateDecoder` -- the temporally abstract world model ``p(s_{t+H} | s_t, z)`` (App. B, used by LDCP and
   DIAR), trained on a stopped gradient of ``z`` (official ``AbstractDynamics``).
 
-Every distribution is a diagonal Gaussian returned as ``(mean, std)``.
+Every distribution is a diagonal Gaussian returned as ``(mean, std)``; :func:`skill_vae_loss` scores them as
+``distrax.MultivariateNormalDiag`` (log-densities and KL summed over the last axis).
 """
 
 from __future__ import annotations
 
-import math
-
+import chex
+import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 
-def gaussian_log_prob(x, mean, std):
-    """Elementwise ``log N(x; mean, std^2)``."""
-    return -0.5 * jnp.square((x - mean) / std) - jnp.log(std) - 0.5 * math.log(2 * math.pi)
-
-
-def gaussian_kl(mean_q, std_q, mean_p, std_p):
-    """Elementwise ``KL(N(mean_q, std_q^2) || N(mean_p, std_p^2))``."""
-    return (jnp.log(std_p / std_q) + (jnp.square(std_q) + jnp.square(mean_q - mean_p)) / (2 * jnp.square(std_p))
-            - 0.5)
+def _diagonal_gaussian(out: dict, name: str) -> distrax.MultivariateNormalDiag:
+    """The Gaussian ``N(out[name_mean], diag(out[name_std]^2))`` over the last axis."""
+    return distrax.MultivariateNormalDiag(out[f"{name}_mean"], out[f"{name}_std"])
 
 
 class GaussianHead(nn.Module):
@@ -64,6 +59,8 @@ class SkillEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, states, actions):
+        chex.assert_rank([states, actions], 3)
+        chex.assert_equal_shape_prefix([states, actions], 2)
         h = jnp.concatenate([MLPTrunk(self.hidden)(states), actions], axis=-1)
         for _ in range(self.gru_layers):
             h = nn.Bidirectional(nn.RNN(nn.GRUCell(self.hidden)), nn.RNN(nn.GRUCell(self.hidden)))(h)
@@ -95,6 +92,8 @@ class AutoregressivePolicy(nn.Module):
 
     def __call__(self, states, latents, actions):
         """``(mean, std)`` of every action dimension given the earlier ones of ``actions`` (shapes ``[..., A]``)."""
+        chex.assert_equal_rank([states, latents, actions])
+        chex.assert_axis_dimension(actions, -1, self.action_dim)
         context = jnp.concatenate([states, jnp.broadcast_to(latents, states.shape[:-1] + latents.shape[-1:])], -1)
         outputs = [component(jnp.concatenate([context, actions[..., :i]], -1))
                    for i, component in enumerate(self.components)]
@@ -180,17 +179,14 @@ def skill_vae_loss(out: dict, actions, final_state, beta: float, state_decoder: 
     [- sum_s log p(s_{t+H} | s_t, z) / H]``. Returns ``(loss, metrics)``.
     """
     horizon = actions.shape[1]
-    action_nll = -jnp.mean(jnp.sum(gaussian_log_prob(actions, out["action_mean"], out["action_std"]), -1))
-    kl = jnp.mean(jnp.sum(gaussian_kl(out["post_mean"], out["post_std"], out["prior_mean"], out["prior_std"]), -1))
-    kl = kl / horizon
+    action_nll = -jnp.mean(_diagonal_gaussian(out, "action").log_prob(actions))
+    kl = jnp.mean(_diagonal_gaussian(out, "post").kl_divergence(_diagonal_gaussian(out, "prior"))) / horizon
     loss = action_nll + beta * kl
     metrics = {"action_nll": action_nll, "kl": kl,
                "action_mse": jnp.mean(jnp.square(out["action_mean"] - actions))}
     if state_decoder:
-        final_nll = -jnp.mean(jnp.sum(gaussian_log_prob(final_state, out["final_mean"], out["final_std"]), -1))
-        final_nll = final_nll / horizon
+        final_nll = -jnp.mean(_diagonal_gaussian(out, "final").log_prob(final_state)) / horizon
         loss = loss + final_nll
         metrics["final_state_nll"] = final_nll
         metrics["final_state_mse"] = jnp.mean(jnp.square(out["final_mean"] - final_state))
     return loss, metrics
-

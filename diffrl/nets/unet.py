@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -168,6 +169,7 @@ class Conv1dBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        chex.assert_rank(x, 3)  # [B, H, C]: GroupNorm takes its statistics per leading index
         pad = self.kernel_size // 2
         x = Conv1d(self.features, self.kernel_size, padding=pad, name="conv")(x)
         x = nn.GroupNorm(num_groups=self.n_groups, epsilon=GROUPNORM_EPS, name="norm")(x)
@@ -186,6 +188,8 @@ class ResidualTemporalBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, t_emb):
+        chex.assert_rank([x, t_emb], [3, 2])
+        chex.assert_equal_shape_prefix([x, t_emb], 1)
         h = Conv1dBlock(self.features, self.kernel_size, name="block_0")(x)
         h = h + nn.Dense(self.features, name="time_proj")(jax.nn.mish(t_emb))[:, None, :]
         h = Conv1dBlock(self.features, self.kernel_size, name="block_1")(h)

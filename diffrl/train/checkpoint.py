@@ -1,6 +1,8 @@
-"""Orbax checkpoints of a training run: the train-state pytree plus a JSON record (config, normalisers, dataset).
+"""Orbax checkpoints of one stage's training run.
 
-Layout: ``<workdir>/checkpoints/<step>/{state,meta}``. Saves are asynchronous (the train loop goes on while
+Layout: ``<workdir>/checkpoints/<step>/{state,exported,facts,meta}``: the train carry (state and rng), the
+parameters the stage hands on (what later stages and the policy read, restored without a template), the
+method's fitted arrays (its normaliser), and a JSON record (format version, config, dataset facts). Saves are asynchronous (the train loop goes on while
 the arrays are written) and keep the last ``keep`` steps; Orbax writes each step to a temporary folder and
 renames it when complete, so an interrupted save never leaves a step that looks finished.
 """
@@ -11,6 +13,9 @@ import pathlib
 
 import jax
 import orbax.checkpoint as ocp
+
+
+FORMAT = 2  # 1: before stages (one agent state per run, normalisers in the JSON record)
 
 
 class CheckpointError(ValueError):
@@ -25,7 +30,7 @@ class Checkpointer:
                                   "train first with diffrl train --workdir DIR")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
                                                enable_async_checkpointing=asynchronous)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "exported", "facts", "meta"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -33,9 +38,10 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def save(self, step: int, state, meta: dict, force: bool = False) -> bool:
-        return self.manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                                   meta=ocp.args.JsonSave(meta)), force=force)
+    def save(self, step: int, state, exported, facts, meta: dict, force: bool = False) -> bool:
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), exported=ocp.args.StandardSave(exported),
+                                  facts=ocp.args.StandardSave(facts), meta=ocp.args.JsonSave({**meta, "format": FORMAT}))
+        return self.manager.save(int(step), args=args, force=force)
 
     def _resolve(self, step: int | None) -> int:
         steps = self.all_steps()
@@ -50,7 +56,16 @@ class Checkpointer:
     def restore_meta(self, step: int | None = None) -> tuple[int, dict]:
         step = self._resolve(step)
         restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        if restored.meta.get("format") != FORMAT:
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} was written by an earlier diffrl (format "
+                                  f"{restored.meta.get('format', 1)}, this one reads {FORMAT}); retrain it with diffrl "
+                                  "train in a new --workdir")
         return step, restored.meta
+
+    def restore_saved(self, step: int, item: str):
+        """The ``exported`` or ``facts`` pytree of ``step`` as saved (no template needed), on the default device."""
+        restored = self.manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore()}))
+        return jax.tree.map(jax.numpy.asarray, restored[item])
 
     def restore_state(self, step: int, target):
         """Restore the state pytree into the structure, shapes, dtypes and shardings of ``target``."""

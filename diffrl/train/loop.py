@@ -1,7 +1,7 @@
-"""The training loop every method shares.
+"""The training loop every stage of every method shares.
 
 ``log_every`` train steps run as one jitted ``lax.scan`` (sample a minibatch on device, shard it over the
-``data`` axis, update); the state is donated, and the host reads metrics only once per chunk. Checkpoints
+``data`` axis, update); the carry is donated, and the host reads metrics only once per chunk. Checkpoints
 (:mod:`diffrl.train.checkpoint`) are saved every ``checkpoint_every`` steps and on SIGTERM; a run restarted
 in the same workdir resumes from the latest one and reproduces the uninterrupted run exactly, because the
 train state and the rng stream are both checkpointed at chunk boundaries.
@@ -15,23 +15,23 @@ import pathlib
 import signal
 import tempfile
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from diffrl.agents import AGENTS, Agent
-from diffrl.config import config_from_json, config_to_json, mismatched_keys
-from diffrl.data import load_dataset, make_store
+from diffrl.agents.base import Stage
+from diffrl.config import config_from_json, mismatched_keys
 from diffrl.train.checkpoint import CheckpointError, Checkpointer
 from diffrl.train.logging import SummaryWriter
-from diffrl.train.sharding import check_batch_size, make_mesh, put_replicated, shard_batch
+from diffrl.train.sharding import check_batch_size, put_replicated, shard_batch
 
 # Config groups that fix the shapes of the saved state: a workdir cannot be resumed under other values.
-SHAPE_KEYS = ("method", "stage", "dataset.id", "model", "value", "diffusion.horizon", "task.horizon")
+SHAPE_KEYS = ("method", "dataset.id", "task", "model", "value")
 
 
 class WorkdirError(ValueError):
@@ -49,26 +49,24 @@ def check_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
     return workdir
 
 
-def make_agent(config: ml_collections.ConfigDict, data) -> Agent:
-    if config.method not in AGENTS:
-        raise ValueError(f"unknown method {config.method!r}; choose one of {', '.join(AGENTS)}")
-    return AGENTS[config.method].from_data(config, data)
-
-
-def make_train_chunk(agent: Agent, mesh, steps: int):
-    """``(carry, train_data) -> (carry, per-step metrics)`` for ``steps`` steps; ``carry = {"agent", "rng"}``."""
+def make_train_chunk(stage: Stage, mesh, steps: int):
+    """``(carry, train_data) -> (carry, per-step metrics)`` for ``steps`` steps; ``carry = {"state", "rng"}``."""
 
     def one_step(train_data, carry, _):
         rng, rng_batch, rng_update = jax.random.split(carry["rng"], 3)
-        batch = shard_batch(agent.sample_batch(train_data, rng_batch, carry["agent"]), mesh)
-        state, metrics = agent.update(carry["agent"], batch, rng_update)
-        return {"agent": state, "rng": rng}, metrics
+        batch = shard_batch(stage.sample_batch(train_data, rng_batch, carry["state"]), mesh)
+        state, metrics = stage.update(carry["state"], batch, rng_update)
+        return {"state": state, "rng": rng}, metrics
 
     @functools.partial(jax.jit, donate_argnums=0)
     def chunk(carry, train_data):
         return jax.lax.scan(functools.partial(one_step, train_data), carry, None, length=steps)
 
     return chunk
+
+
+def init_carry(stage: Stage, seed: int) -> dict:
+    return {"state": jax.jit(stage.init)(jax.random.PRNGKey(seed)), "rng": jax.random.PRNGKey(seed + 1)}
 
 
 def _check_resumable(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict, workdir) -> None:
@@ -98,51 +96,47 @@ def _sigterm_flag():
         signal.signal(signal.SIGTERM, previous)
 
 
-def train(
-    config: ml_collections.ConfigDict,
-    workdir: str | pathlib.Path,
-    *,
-    progress: bool = True,
-    devices=None,
-    data=None,
-    on_log: Callable[[int, dict], None] | None = None,
-) -> dict:
-    """Train ``config`` in ``workdir`` (resuming from its latest checkpoint); returns a summary dict.
+def stop_agreed(local_stop: bool) -> bool:
+    """Whether any process was asked to stop: every host takes part, so all save the same step and none waits
+    for a save the others skip (one small all-gather per chunk in multi-host runs)."""
+    if jax.process_count() == 1:
+        return local_stop
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(local_stop))))
 
-    ``data`` (an :class:`~diffrl.data.OfflineData`) skips loading ``config.dataset.id``; ``on_log(step, metrics)``
-    is called at every log interval on the host.
+
+def train_stage(stage: Stage, train_data: Any, workdir: str | pathlib.Path, *, mesh, facts: Any, meta: dict,
+                progress: bool = True, on_log: Callable[[int, dict], None] | None = None,
+                evaluate: Callable[[Any, int], dict] | None = None) -> dict:
+    """Train ``stage`` in ``workdir`` (resuming from its latest checkpoint); returns a summary dict.
+
+    ``train_data`` is the output of ``stage.prepare``; ``facts`` (the method's normaliser) and ``meta`` (a JSON
+    record with the config) are saved with every checkpoint. ``on_log(step, metrics)`` runs at every log interval
+    on the host; ``evaluate(exported params, step)`` every ``eval.every`` steps, returning ``{"summary", "figure"}``.
     """
-    tc = config.train
+    config, tc = stage.config, stage.train_config
     if tc.steps % tc.log_every or tc.checkpoint_every % tc.log_every:
-        raise ValueError(f"train.steps ({tc.steps}) and train.checkpoint_every ({tc.checkpoint_every}) must be "
-                         f"multiples of train.log_every ({tc.log_every})")
+        raise ValueError(f"train.steps ({tc.steps}) and train.checkpoint_every ({tc.checkpoint_every}) of stage "
+                         f"{stage.name} must be multiples of train.log_every ({tc.log_every})")
     workdir = check_workdir(workdir)
-    if data is None:
-        data = load_dataset(config.dataset.id, root=config.dataset.root)
-    agent = make_agent(config, data)
-    agent.progress = progress and jax.process_index() == 0
-    mesh = make_mesh(devices)
-    check_batch_size(agent.batch_size, mesh)
-    train_data = put_replicated(agent.prepare(make_store(agent.preprocess(data))), mesh)
-
+    check_batch_size(stage.batch_size, mesh)
+    train_data = put_replicated(train_data, mesh)
     checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
-    carry = {"agent": jax.jit(agent.init)(jax.random.PRNGKey(config.seed)), "rng": jax.random.PRNGKey(config.seed + 1)}
+    carry = init_carry(stage, config.seed)
     start_step = 0
     latest = checkpointer.latest_step()
     if latest is not None:
-        _, meta = checkpointer.restore_meta(latest)
-        _check_resumable(config_from_json(meta["config"]), config, workdir)
+        _, saved = checkpointer.restore_meta(latest)
+        _check_resumable(config_from_json(saved["config"]), config, workdir)
         carry = checkpointer.restore_state(latest, carry)
         start_step = latest
     carry = put_replicated(carry, mesh)
-    meta = {"config": config_to_json(config), "artifacts": agent.artifacts()}
 
-    chunk = make_train_chunk(agent, mesh, tc.log_every)
+    chunk = make_train_chunk(stage, mesh, tc.log_every)
     is_chief = jax.process_index() == 0
-    writer = SummaryWriter(workdir / "tensorboard", enabled=is_chief)
+    writer = SummaryWriter(pathlib.Path(workdir) / "tensorboard", enabled=is_chief)
     history: list[tuple[int, dict]] = []
     step, stopped = start_step, False
-    with _sigterm_flag() as sigterm, writer, tqdm(total=tc.steps, initial=start_step, desc=f"train {config.name}",
+    with _sigterm_flag() as sigterm, writer, tqdm(total=tc.steps, initial=start_step, desc=f"train {stage.name}",
                                                   unit="step", disable=not (progress and is_chief)) as bar:
         while step < tc.steps:
             started = time.perf_counter()
@@ -152,31 +146,25 @@ def train(
             step += tc.log_every
             means = {k: float(np.mean(v)) for k, v in metrics.items()}
             history.append((step, {k: np.asarray(v) for k, v in metrics.items()}))
-            throughput = {"steps_per_sec": tc.log_every / seconds,
-                          "examples_per_sec": tc.log_every * agent.batch_size / seconds}
             writer.scalars(means, step, prefix="train")
-            writer.scalars(throughput, step, prefix="train")
+            writer.scalars({"steps_per_sec": tc.log_every / seconds,
+                            "examples_per_sec": tc.log_every * stage.batch_size / seconds}, step, prefix="train")
             bar.update(tc.log_every)
-            bar.set_postfix(loss=f"{means['loss']:.4g}")
+            bar.set_postfix(loss=f"{means[f'{stage.name}/loss']:.4g}")
             if on_log is not None:
                 on_log(step, means)
-            if config.eval.every and step % config.eval.every == 0:
-                _evaluate_during_training(agent, carry["agent"], config, step, writer)
-            stopped = sigterm["stop"]
+            if evaluate is not None and config.eval.every and step % config.eval.every == 0:
+                result = evaluate(stage.export(carry["state"]), step)
+                writer.scalars({k: v for k, v in result["summary"].items() if isinstance(v, float)}, step, prefix="eval")
+                if result.get("figure") is not None:
+                    writer.image("eval/rollouts", result["figure"], step)
+            stopped = stop_agreed(sigterm["stop"])
             if step % tc.checkpoint_every == 0 or step == tc.steps or stopped:
                 # A copy: the next chunk donates ``carry`` while the asynchronous save may still read it.
-                checkpointer.save(step, jax.tree.map(jnp.copy, carry), meta, force=stopped)
+                saved = jax.tree.map(jnp.copy, carry)
+                checkpointer.save(step, saved, stage.export(saved["state"]), facts, meta, force=stopped)
             if stopped:
                 break
     checkpointer.close()
     return {"workdir": str(workdir), "start_step": start_step, "step": step, "stopped_by_sigterm": stopped,
             "history": history, "devices": mesh.size}
-
-
-def _evaluate_during_training(agent: Agent, state, config, step: int, writer: SummaryWriter) -> None:
-    from diffrl.eval.evaluate import evaluate_agent
-
-    result = evaluate_agent(agent, agent.policy_params(state), config)
-    writer.scalars({k: v for k, v in result["summary"].items() if isinstance(v, float)}, step, prefix="eval")
-    if result.get("figure") is not None:
-        writer.image("eval/rollouts", result["figure"], step)

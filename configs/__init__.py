@@ -1,0 +1,1 @@
+"""The bundled experiment configs (the repository's top-level configs/, installed as ``diffrl.configs``)."""
