@@ -6,8 +6,8 @@ No paper defines it here, so its values are the usual ones for D4RL-scale BC (tw
 
 import ml_collections
 
-VARIANTS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "multi2d-umaze", "multi2d-medium",
-            "multi2d-large", "hopper-medium", "halfcheetah-medium", "walker2d-medium")
+VARIANTS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "maze2d-umaze", "maze2d-medium", "maze2d-large",
+            "multi2d-umaze", "multi2d-medium", "multi2d-large", "hopper-medium", "halfcheetah-medium", "walker2d-medium")
 
 
 def get_config(variant: str) -> ml_collections.ConfigDict:
@@ -15,10 +15,14 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = "bc"
     c.seed = 0
-    maze = kind in ("pointmaze", "multi2d")
-    c.dataset = dict(id=f"diffrl/pointmaze/{rest}-v0" if maze else f"mujoco/{kind}/{rest}-v0", root=None)
-    # Gaussian-normalised flat observations; on PointMaze they carry the goal, so BC is goal-conditioned.
-    c.task = dict(kind="goal" if maze else "reward", state_key=None, goal_key=None, normalizer="gaussian")
+    maze = kind in ("pointmaze", "maze2d", "multi2d")
+    dataset_id = {"pointmaze": f"diffrl/pointmaze/{rest}-v0", "multi2d": f"diffrl/pointmaze/{rest}-v0",
+                  "maze2d": f"diffrl/maze2d/{rest}-v1"}.get(kind, f"mujoco/{kind}/{rest}-v0")
+    c.dataset = dict(id=dataset_id, root=None, episodes="stored")
+    # Gaussian-normalised observations. PointMaze's carry the goal, so BC is goal-conditioned there; on maze2d BC
+    # sees D4RL's observation (position and velocity, no goal), as the papers' BC rows did.
+    c.task = dict(kind="goal" if maze else "reward", state_key="observation" if kind == "maze2d" else None,
+                  goal_key=None, normalizer="gaussian")
     c.model = dict(hidden=(256, 256))
     c.train = dict(steps=100_000, batch_size=256, learning_rate=3e-4, log_every=1000, checkpoint_every=10_000,
                    keep_checkpoints=3)

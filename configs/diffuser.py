@@ -20,6 +20,7 @@ LOCOMOTION = ("hopper", "halfcheetah", "walker2d")
 
 VARIANTS = (
     tuple(f"pointmaze-{m}" for m in MAZES)
+    + tuple(f"maze2d-{m}" for m in MAZES)
     + tuple(f"multi2d-{m}" for m in MAZES)
     + tuple(f"{env}-{quality}" for env in LOCOMOTION for quality in ("medium", "medium-replay", "medium-expert"))
 )
@@ -32,7 +33,7 @@ def _base() -> ml_collections.ConfigDict:
     c.dataset = dict(
         id="",
         root=None,  # Minari datasets root; None: $MINARI_DATASETS_PATH or ~/.minari/datasets
-        join_episodes=False,
+        episodes="stored",  # stored | streams | goal_departures (diffrl.data.preprocess.segment_episodes)
     )
     c.task = dict(kind="reward", horizon=32, state_key=None, goal_key=None, normalizer="gaussian")
     c.model = dict(dim=32, dim_mults=(1, 2, 4, 8))  # temporal U-Net (App. C item 1); dim 32: code default
@@ -85,12 +86,17 @@ def _base() -> ml_collections.ConfigDict:
     return c
 
 
-def _maze(c: ml_collections.ConfigDict, maze: str, multi_goal: bool) -> ml_collections.ConfigDict:
+def _maze(c: ml_collections.ConfigDict, maze: str, multi_goal: bool, protocol: str) -> ml_collections.ConfigDict:
     name, horizon, steps = MAZES[maze]
-    c.dataset.id = f"diffrl/pointmaze/{name}-v0"  # generate with: diffrl data generate pointmaze-<maze>
-    # The data is collected as long streams cut at every reached goal (Minari); the official code draws its
-    # windows from D4RL's whole maze2d stream, so the streams are joined back (diffrl.data.preprocess).
-    c.dataset.join_episodes = True
+    if protocol == "maze2d":
+        # D4RL's protocol (diffrl data generate maze2d-<maze>): the official maze2d_set_terminals cuts the streams
+        # where the point leaves the evaluation goal, so no window shows a departure.
+        c.dataset.update(id=f"diffrl/maze2d/{name}-v1", episodes="goal_departures")
+    else:
+        # Minari's protocol (diffrl data generate pointmaze-<maze>): the streams are cut at every reached goal;
+        # they are joined back so that the 128-384 step windows fit (episodes last ~70 steps). Not the official
+        # rule, which cuts at goal departures of the one evaluation goal that these datasets do not have.
+        c.dataset.update(id=f"diffrl/pointmaze/{name}-v0", episodes="streams")
     c.task.update(kind="goal", state_key="observation", goal_key="desired_goal")
     c.model.dim_mults = (1, 4, 8)  # code (maze2d)
     c.task.update(horizon=horizon, normalizer="limits")
@@ -114,6 +120,6 @@ def _locomotion(c: ml_collections.ConfigDict, env: str, quality: str) -> ml_coll
 def get_config(variant: str) -> ml_collections.ConfigDict:
     c = _base()
     kind, _, rest = variant.partition("-")
-    if kind in ("pointmaze", "multi2d"):
-        return _maze(c, rest, multi_goal=kind == "multi2d")
+    if kind in ("pointmaze", "maze2d", "multi2d"):
+        return _maze(c, rest, multi_goal=kind == "multi2d", protocol="maze2d" if kind == "maze2d" else "pointmaze")
     return _locomotion(c, kind, rest)

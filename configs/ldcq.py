@@ -15,10 +15,11 @@ MAZES = ("umaze", "medium", "large")
 LOCOMOTION = ("hopper", "halfcheetah", "walker2d")
 TASKS = (
     tuple(f"pointmaze-{m}" for m in MAZES)
+    + tuple(f"maze2d-{m}" for m in MAZES)
     + ("kitchen-mixed", "kitchen-partial", "kitchen-complete")
     + tuple(f"{env}-{q}" for env in LOCOMOTION for q in ("medium", "medium-replay", "medium-expert"))
 )
-VARIANTS = TASKS + tuple(f"{t}-{m}" for t in TASKS if t.startswith("pointmaze") for m in ("ldgc", "ldcp"))
+VARIANTS = TASKS + tuple(f"{t}-{m}" for t in TASKS if t.startswith(("pointmaze", "maze2d")) for m in ("ldgc", "ldcp"))
 
 
 def get_config(variant: str) -> ml_collections.ConfigDict:
@@ -32,18 +33,29 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = method
     c.seed = 0
+    per_step_discount = True
     if kind == "pointmaze":
         dataset_id, horizon = f"diffrl/pointmaze/{rest}-v0", 30
         # The VAE sees the point's position and velocity; the goal (the observation's desired_goal) enters Q
         # and, for LDGC, the prior's condition (code: append_goals concatenates the goal to the state).
         task = dict(kind="goal", state_key="observation", goal_key="desired_goal", done_on_reward=True)
+    elif kind == "maze2d":
+        # D4RL's protocol (diffrl data generate maze2d-<maze>): one fixed evaluation goal, so LDCQ's Q has no goal
+        # input (code, maze2d Q); LDGC's prior and LDCP's planner take the goal: in the data the collection goal
+        # of the row (code: append_goals stacks infos/goal), at evaluation the fixed target.
+        dataset_id, horizon = f"diffrl/maze2d/{rest}-v1", 30
+        task = dict(kind="goal", state_key="observation", goal_key=None if method == "ldcq" else "desired_goal",
+                    done_on_reward=True)
+        per_step_discount = False  # code maze2d Q (see q.per_step_discount)
     elif kind == "kitchen":
         dataset_id, horizon = f"D4RL/kitchen/{rest}-v2", 20
         task = dict(kind="reward", state_key="observation", goal_key=None, done_on_reward=False)
     else:
         dataset_id, horizon = f"mujoco/{kind}/{rest}-v0", 10
         task = dict(kind="reward", state_key=None, goal_key=None, done_on_reward=False)
-    c.dataset = dict(id=dataset_id, root=None)
+    # Chunks start at every step of a collection stream, across the cuts Minari makes at reached goals (code:
+    # utils.py chunks the whole D4RL stream); streams of locomotion data are its episodes.
+    c.dataset = dict(id=dataset_id, root=None, episodes="streams")
     # done_on_reward: a chunk that collects reward ends the task (code, maze2d: `reward == 0` masks the bootstrap).
     c.task = dict(horizon=horizon, normalizer="gaussian", **task)
     c.model = dict(
@@ -66,6 +78,10 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     )
     c.q = dict(
         discount=0.995,  # Table 7
+        # True: Algorithm 1 / Eq. 8, y = sum_k gamma^k r_{t+k} + gamma^H max Q. False: the official maze2d Q
+        # (models/dqn.py, collect_offline_q_learning_dataset.py), y = sum_k r_{t+k} + gamma max Q, one discount
+        # per chunk and the chunk's rewards undiscounted.
+        per_step_discount=per_step_discount,
         target_rate=0.995,  # Table 7 rho
         num_candidates=500,  # Table 7: diffusion samples for the batch argmax
         candidates="pool",  # code: precomputed prior samples; "fresh": sampled inside the train step

@@ -150,18 +150,19 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _data_generate(args: argparse.Namespace) -> int:
-    from diffrl.data.generate import DEFAULT_STEPS, generate_pointmaze_dataset
+    from diffrl.data.generate import D4RL_MAZE2D_REF_SCORES, DEFAULT_STEPS, generate_maze_dataset
 
-    env, _, maze = args.env.partition("-")
-    if env != "pointmaze" or maze not in DEFAULT_STEPS:
-        choices = ", ".join(f"pointmaze-{m}" for m in DEFAULT_STEPS)
-        print(f"diffrl data generate: unknown environment {args.env!r}; choose one of {choices}", file=sys.stderr)
+    protocol, _, maze = args.env.partition("-")
+    choices = [f"pointmaze-{m}" for m in DEFAULT_STEPS] + [f"maze2d-{m}" for m in D4RL_MAZE2D_REF_SCORES]
+    if args.env not in choices:
+        print(f"diffrl data generate: unknown environment {args.env!r}; choose one of {', '.join(choices)}",
+              file=sys.stderr)
         return 2
     try:
-        summary = generate_pointmaze_dataset(
+        summary = generate_maze_dataset(
             maze, args.steps, reward_type="dense" if args.dense else "sparse", num_envs=args.num_envs,
             seed=args.seed, dataset_id=args.dataset_id, root=args.root, overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress=not args.no_progress, protocol=protocol,
         )
     except (FileExistsError, ValueError) as err:
         print(f"diffrl data generate: {err}", file=sys.stderr)
@@ -181,6 +182,7 @@ def _data_download(args: argparse.Namespace) -> int:
 
 def _data_info(args: argparse.Namespace) -> int:
     from diffrl.data import load_dataset
+    from diffrl.envs.registry import protocol_name
 
     try:
         data = load_dataset(args.dataset_id, root=args.root)
@@ -193,8 +195,10 @@ def _data_info(args: argparse.Namespace) -> int:
     print(f"  observation {data.observation_size} dims"
           + (f" {dict((k, (v.start, v.stop)) for k, v in data.observation_slices.items())}" if data.observation_slices else "")
           + f", action {data.action_size} dims")
-    print(f"  env {data.env_spec.id if data.env_spec else None}; ref_min_score {data.ref_min_score}, "
-          f"ref_max_score {data.ref_max_score}")
+    eval_spec = data.eval_env_spec or data.env_spec
+    protocol = protocol_name(eval_spec) if eval_spec is not None else None
+    print(f"  env {data.env_spec.id if data.env_spec else None}, evaluated in {eval_spec.id if eval_spec else None}"
+          f" (protocol {protocol or 'none'}); ref_min_score {data.ref_min_score}, ref_max_score {data.ref_max_score}")
     return 0
 
 
@@ -260,16 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Offline datasets in Minari format (the local root is $MINARI_DATASETS_PATH "
                                       "or ~/.minari/datasets).")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    gen = data_sub.add_parser("generate", help="generate an expert PointMaze dataset in MJX",
-                              description="Generate a D4RL-style PointMaze dataset with the waypoint expert in "
-                                          "parallel MJX envs, measure its reference scores and write it with Minari.")
-    gen.add_argument("env", help="pointmaze-umaze | pointmaze-open | pointmaze-medium | pointmaze-large")
+    gen = data_sub.add_parser("generate", help="generate an expert maze dataset in MJX",
+                              description="Generate a maze dataset with the waypoint expert in parallel MJX envs and "
+                                          "write it with Minari. pointmaze-*: Minari's pointmaze-v2 recipe (episodes "
+                                          "end at every reached goal, reference scores measured); maze2d-*: D4RL's "
+                                          "maze2d-v1 recipe (one stream per env, rewards against the fixed "
+                                          "evaluation target, D4RL's evaluation env and reference scores).")
+    gen.add_argument("env", help="pointmaze-umaze | pointmaze-open | pointmaze-medium | pointmaze-large | "
+                                 "maze2d-umaze | maze2d-medium | maze2d-large")
     gen.add_argument("--steps", type=int, default=None,
                      help="transitions to generate (default: 1e6 umaze/open, 2e6 medium, 4e6 large, as D4RL)")
     gen.add_argument("--num-envs", type=int, default=64, help="parallel environments (default: 64)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     gen.add_argument("--dense", action="store_true", help="dense reward exp(-distance) instead of sparse")
-    gen.add_argument("--dataset-id", default=None, help="Minari id (default: diffrl/pointmaze/<maze>[-dense]-v0)")
+    gen.add_argument("--dataset-id", default=None,
+                     help="Minari id (default: diffrl/pointmaze/<maze>[-dense]-v0, diffrl/maze2d/<maze>-v1)")
     gen.add_argument("--root", default=None, help="Minari datasets root (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -41,7 +41,7 @@ def demo_config(overrides: list[str] = ()) -> ml_collections.ConfigDict:
 
 def run_demo(workdir: str | pathlib.Path, overrides: list[str] = (), progress: bool = True) -> dict:
     from diffrl.data import DatasetNotFoundError, load_dataset
-    from diffrl.data.generate import generate_pointmaze_dataset
+    from diffrl.data.generate import generate_maze_dataset
     from diffrl.eval.evaluate import evaluate_checkpoint
     from diffrl.train.loop import check_workdir
     from diffrl.train.pipeline import train
@@ -54,7 +54,7 @@ def run_demo(workdir: str | pathlib.Path, overrides: list[str] = (), progress: b
         load_dataset(config.dataset.id, root=root)
     except DatasetNotFoundError:
         logger.info("[1/3] generating %s (%d steps) in %s", config.dataset.id, DEMO_DATASET_STEPS, root)
-        generate_pointmaze_dataset("umaze", DEMO_DATASET_STEPS, num_envs=DEMO_DATASET_ENVS, seed=config.seed,
+        generate_maze_dataset("umaze", DEMO_DATASET_STEPS, num_envs=DEMO_DATASET_ENVS, seed=config.seed,
                                    root=root, progress=progress)
     else:
         logger.info("[1/3] using %s in %s", config.dataset.id, root)

@@ -22,6 +22,7 @@ import optax
 
 from diffrl.data.minari_io import OfflineData
 from diffrl.data.normalizers import Normalizer, fit_normalizer
+from diffrl.data.preprocess import segment_episodes
 from diffrl.data.store import DatasetStore
 
 
@@ -170,8 +171,8 @@ class Method(abc.ABC):
         return data.observations
 
     def preprocess(self, data: OfflineData) -> OfflineData:
-        """Dataset preprocessing before the store is built (default: none)."""
-        return data
+        """The dataset's episodes as ``dataset.episodes`` asks (:func:`diffrl.data.preprocess.segment_episodes`)."""
+        return segment_episodes(data, self.config.dataset.episodes)
 
     def stage_names(self) -> tuple[str, ...]:
         return tuple(stage.name for stage in self.stages)

@@ -1,7 +1,7 @@
 """Behaviour cloning: the reference every reported score is shown next to.
 
-One stage, ``policy``: an MLP maps the normalised (flattened, so goal-conditioned where the dataset's
-observations carry the goal) observation to the action, with ``tanh`` onto the action box, trained by mean
+One stage, ``policy``: an MLP maps the normalised observation (``task.state_key``'s part of it; the whole
+flattened observation, goal included, when it is ``None``) to the action, with ``tanh`` onto the action box, trained by mean
 squared error on the same data and evaluated with the same rollout as the diffusion methods.
 """
 
@@ -33,12 +33,13 @@ class PolicyStage(AdamStage):
     name = "policy"
 
     def init(self, rng):
-        params = self.method.net.init(rng, jnp.zeros((1, self.method.info.observation_size)))
+        m = self.method
+        params = m.net.init(rng, jnp.zeros((1, m.state_slice.stop - m.state_slice.start)))
         return TrainState.create(params, self.optimizer)
 
     def sample_batch(self, store: DatasetStore, rng, state):
         rows = jax.random.randint(rng, (self.batch_size,), 0, store.num_steps)
-        return {"obs": self.method.normalizer.normalize(store.observations[rows]), "action": store.actions[rows]}
+        return {"obs": self.method.inputs(store.observations[rows]), "action": store.actions[rows]}
 
     def update(self, state, batch, rng):
         def loss_fn(params):
@@ -55,8 +56,12 @@ class BC(Method):
     def __init__(self, config, info, normalizer):
         super().__init__(config, info, normalizer)
         self.net = MLPPolicy(hidden=tuple(config.model.hidden), action_dim=info.action_size)
+        self.state_slice = info.slice(config.task.state_key)
         self.action_low = np.asarray(info.action_low, np.float32)
         self.action_high = np.asarray(info.action_high, np.float32)
+
+    def inputs(self, obs):
+        return self.normalizer.normalize(obs)[..., self.state_slice]
 
     def to_action(self, squashed):
         return self.action_low + (squashed + 1.0) * 0.5 * (self.action_high - self.action_low)
@@ -74,4 +79,4 @@ class BCPolicy(Policy):
 
     def act(self, params, policy_state, obs, t, rng):
         m = self.method
-        return m.to_action(m.net.apply(params["policy"], m.normalizer.normalize(obs))), policy_state
+        return m.to_action(m.net.apply(params["policy"], m.inputs(obs))), policy_state

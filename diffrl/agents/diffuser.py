@@ -29,7 +29,6 @@ from diffrl import diffusion
 from diffrl.agents.base import AdamStage, Method, Policy
 from diffrl.agents.train_state import EMA, TrainState, apply_loss
 from diffrl.data.minari_io import OfflineData
-from diffrl.data.preprocess import join_contiguous_episodes
 from diffrl.data.store import DatasetStore, returns_to_go, sample_trajectory_windows
 from diffrl.nets.unet import TemporalUNet, ValueUNet
 
@@ -138,9 +137,6 @@ class Diffuser(Method):
     @classmethod
     def normalized_columns(cls, config, info, data: OfflineData):
         return np.concatenate([data.actions, data.observations[:, info.slice(config.task.state_key)]], axis=-1)
-
-    def preprocess(self, data: OfflineData) -> OfflineData:
-        return join_contiguous_episodes(data) if self.config.dataset.join_episodes else data
 
     # -- trajectories ------------------------------------------------------------------------------------------
     def example_inputs(self):

@@ -65,6 +65,10 @@ class QStage(Stage):
         # Per-network gradient clipping and Adam: the official code keeps one optimizer per Q-network.
         self.optimizer = ensemble(optax.chain(optax.clip_by_global_norm(qc.grad_clip), optax.adam(self.learning_rate)))
         self.target = EMA(qc.target_rate)
+        # q.per_step_discount: Eq. 8's gamma-discounted chunk reward and gamma^H bootstrap, else the official maze
+        # code's undiscounted chunk reward and gamma bootstrap.
+        self.reward_discount = qc.discount if qc.per_step_discount else 1.0
+        self.bootstrap_discount = qc.discount ** method.horizon if qc.per_step_discount else qc.discount
         self.num_chunks = None  # set by prepare: the replay holds one slot per chunk
 
     def init(self, rng):
@@ -85,7 +89,7 @@ class QStage(Stage):
 
         @jax.jit
         def transitions(rows):
-            c = gather_chunks(store, rows, m.horizon, qc.discount)
+            c = gather_chunks(store, rows, m.horizon, self.reward_discount)
             done = c["dones"]
             if self.config.task.done_on_reward:
                 done = jnp.maximum(done, (jnp.sum(c["rewards"], -1) > 0).astype(jnp.float32))
@@ -146,7 +150,7 @@ class QStage(Stage):
         next_state = batch["next_state"]
         next_states = jnp.broadcast_to(next_state[:, None], candidates.shape[:2] + next_state.shape[1:])
         next_q = jnp.max(jnp.min(m.q_values(target_params, next_states, candidates), axis=0), axis=-1)
-        return batch["reward"] + qc.discount ** m.horizon * (1.0 - batch["done"]) * next_q
+        return batch["reward"] + self.bootstrap_discount * (1.0 - batch["done"]) * next_q
 
     def update(self, state, batch, rng):
         m, q_state = self.method, state["q"]

@@ -20,6 +20,23 @@ datasets' metadata names ``QIteration``; diffrl follows the metadata.
 
 Difference: the public data is one stream of ``N`` steps from one env; here ``num_envs`` streams run in parallel
 (``num_envs`` reset points instead of one).
+
+``maze2d-<maze>`` datasets follow D4RL's ``maze2d-*-v1`` recipe instead (``scripts/generation/
+generate_maze2d_datasets.py`` and ``relabel_maze2d_rewards.py`` of rail-berkeley/d4rl), with the same expert, noise
+and collection env as above:
+
+* every stream is kept whole, one Minari episode per collection env (D4RL stores one unsplit stream; its
+  ``timeouts`` mark goal switches, which the methods re-cut as they need);
+* the reward of row ``t`` is relabelled against the one fixed evaluation target from the row's own observation,
+  ``r_t = 1{||xy(o_t) - target|| <= 0.5}`` (D4RL's relabel reads ``observations[t]``, not the next one);
+* ``desired_goal`` keeps the collection goal of the row (D4RL's ``infos/goal``), which LDGC conditions on;
+* the evaluation spec is :class:`diffrl.envs.maze2d_gym.Maze2DEnv` (D4RL's ``maze_model`` protocol:
+  :data:`diffrl.envs.pointmaze.MAZE2D_V1`), the reference scores are D4RL's (``d4rl/infos.py``).
+
+Differences from D4RL: the collection goal switches when the point comes within 0.45 of it (gymnasium-robotics),
+where D4RL's controller switches within 0.1 of the goal's cell point at low speed, and the collection goal's
+noise is ``U(-0.25, 0.25)`` (D4RL ``U(-0.1, 0.1)``); D4RL's quirk of storing the pre-switch observation twice
+after each switch is not reproduced.
 """
 
 from __future__ import annotations
@@ -37,12 +54,13 @@ import numpy as np
 from flax import struct
 from tqdm.auto import tqdm
 
-from diffrl.envs.pointmaze import MAZE_MAPS, MazeLayout, PointMaze
+from diffrl.envs.pointmaze import MAZE2D_V1, MAZE_MAPS, MazeLayout, PointMaze, maze2d_id
 
 # D4RL-sized defaults (steps) and the time limits of the evaluation env.
 DEFAULT_STEPS = {"umaze": 1_000_000, "open": 1_000_000, "medium": 2_000_000, "large": 4_000_000}
-# Reference scores of the original D4RL maze2d-*-v1 data (d4rl/infos.py), for scoring D4RL-format datasets.
+# Reference scores (min, max) of D4RL's sparse maze2d-*-v1 (d4rl/infos.py).
 D4RL_MAZE2D_REF_SCORES = {"umaze": (23.85, 161.86), "medium": (13.13, 277.39), "large": (6.7, 273.99)}
+PROTOCOLS = ("pointmaze", "maze2d")
 
 CELL_MOVES = ((0, 1), (0, -1), (-1, 0), (1, 0))  # (di, dj) in maze_solver.EXPLORATION_ACTIONS order
 
@@ -210,14 +228,7 @@ def collect_pointmaze(maze: str, steps: int, num_envs: int = 64, seed: int = 0, 
     ``success`` has one flag per observation: the first is that of the step that opened it (Minari's collector
     starts the next episode with the last step's observation and info).
     """
-    if steps < num_envs:
-        raise ValueError(f"steps ({steps}) must be at least num_envs ({num_envs})")
-    env = PointMaze(maze, reward_type=reward_type, continuing_task=True, reset_target=True,
-                    max_episode_steps=np.iinfo(np.int32).max)
-    policy = NoisyExpert(WaypointExpert(env.layout))
-    per_env = -(-steps // num_envs)
-    out = _rollout(env, policy, num_envs, per_env, jax.random.PRNGKey(seed), min(chunk, per_env), progress,
-                   f"generate pointmaze-{maze}")
+    out, per_env = _expert_streams(maze, steps, num_envs, seed, reward_type, chunk, progress, "pointmaze")
     episodes = []
     for e in range(num_envs):
         ends = np.flatnonzero(out["success"][:, e]) + 1
@@ -243,20 +254,63 @@ def collect_pointmaze(maze: str, steps: int, num_envs: int = 64, seed: int = 0, 
     return episodes
 
 
-def default_dataset_id(maze: str, reward_type: str = "sparse") -> str:
+def _expert_streams(maze: str, steps: int, num_envs: int, seed: int, reward_type: str, chunk: int, progress: bool,
+                    protocol: str):
+    """``num_envs`` streams of ``ceil(steps / num_envs)`` steps of the noisy expert in the collection env
+    (continuing, a new goal drawn at every arrival): host arrays ``[steps_per_env, envs, ...]``."""
+    if steps < num_envs:
+        raise ValueError(f"steps ({steps}) must be at least num_envs ({num_envs})")
+    env = PointMaze(maze, reward_type=reward_type, continuing_task=True, reset_target=True,
+                    max_episode_steps=np.iinfo(np.int32).max)
+    per_env = -(-steps // num_envs)
+    out = _rollout(env, NoisyExpert(WaypointExpert(env.layout)), num_envs, per_env, jax.random.PRNGKey(seed),
+                   min(chunk, per_env), progress, f"generate {protocol}-{maze}")
+    return out, per_env
+
+
+def collect_maze2d(maze: str, steps: int, num_envs: int = 64, seed: int = 0, chunk: int = 500,
+                   progress: bool = True) -> list[dict]:
+    """D4RL maze2d-v1 data: one whole stream per env (the last one cut so that ``steps`` are kept in all), rewards
+    relabelled against the evaluation target from each row's own observation (sparse, radius 0.5)."""
+    out, per_env = _expert_streams(maze, steps, num_envs, seed, "sparse", chunk, progress, "maze2d")
+    target = np.asarray(PointMaze(maze).evaluation_env(MAZE2D_V1)._goal_xy[0])
+    excess = per_env * num_envs - steps
+    episodes = []
+    for e in range(num_envs):
+        length = per_env - (excess if e == num_envs - 1 else 0)
+        observations = np.concatenate([out["obs"][:length, e], out["next_obs"][length - 1 : length, e]])
+        at_target = np.linalg.norm(observations[:-1, 4:6] - target, axis=-1) <= MAZE2D_V1.goal_radius
+        episodes.append({"observations": observations, "actions": out["action"][:length, e],
+                         "rewards": at_target.astype(np.float32)})
+    return episodes
+
+
+def default_dataset_id(maze: str, reward_type: str = "sparse", protocol: str = "pointmaze") -> str:
+    if protocol == "maze2d":
+        return f"diffrl/maze2d/{maze}-v1"
     return f"diffrl/pointmaze/{maze}{'-dense' if reward_type == 'dense' else ''}-v0"
 
 
-def _env_spec(maze: str, reward_type: str, eval_env: bool):
+def _env_spec(maze: str, reward_type: str, eval_env: bool, protocol: str = "pointmaze"):
     from gymnasium.envs.registration import EnvSpec
 
     base = PointMaze(maze, reward_type=reward_type)
+    if eval_env and protocol == "maze2d":
+        return EnvSpec(id=maze2d_id(maze), entry_point="diffrl.envs.maze2d_gym:Maze2DEnv",
+                       kwargs={"maze": maze, "reward_type": reward_type}, max_episode_steps=base.max_episode_steps)
     kwargs = {"maze_map": MAZE_MAPS[maze], "reward_type": reward_type, "continuing_task": True,
               "reset_target": not eval_env}
     if eval_env:
         kwargs["maze_map"] = base.evaluation_env().layout.maze_map
     return EnvSpec(id=base.name, entry_point="gymnasium_robotics.envs.maze.point_maze:PointMazeEnv", kwargs=kwargs,
                    max_episode_steps=base.max_episode_steps if eval_env else 1_000_000)
+
+
+DESCRIPTIONS = {
+    "pointmaze": "PointMaze {maze} ({reward_type}) expert data generated with diffrl in MJX (Minari pointmaze-v2 recipe)",
+    "maze2d": "maze2d {maze} expert data generated with diffrl in MJX, D4RL maze2d-v1 recipe: one stream per "
+              "collection env, rewards relabelled against the fixed evaluation target",
+}
 
 
 @contextlib.contextmanager
@@ -273,7 +327,7 @@ def _minari_root(root: Path):
 
 
 def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, reward_type: str, ref_min: float,
-                         ref_max: float, root: Path, overwrite: bool = False) -> Path:
+                         ref_max: float, root: Path, overwrite: bool = False, protocol: str = "pointmaze") -> Path:
     """Write episodes through Minari's buffer API into a temporary root, then move the dataset into place.
 
     An interrupted write leaves nothing under ``root``; an existing dataset is replaced only with ``overwrite``.
@@ -302,15 +356,15 @@ def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, rewar
                 rewards=ep["rewards"].astype(np.float64),
                 terminations=np.zeros(n, bool),
                 truncations=np.arange(n) == n - 1,
-                infos={"success": np.asarray(ep["success"], bool)},
+                infos={"success": np.asarray(ep["success"], bool)} if "success" in ep else None,
             ))
         with _minari_root(staging), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*author_email.*")
             minari.create_dataset_from_buffers(
                 dataset_id=dataset_id, buffer=buffers, env=_env_spec(maze, reward_type, eval_env=False),
-                eval_env=_env_spec(maze, reward_type, eval_env=True), ref_min_score=float(ref_min),
+                eval_env=_env_spec(maze, reward_type, True, protocol), ref_min_score=float(ref_min),
                 ref_max_score=float(ref_max), algorithm_name="QIteration waypoint expert + N(0, 0.5^2) noise (diffrl)",
-                author="diffrl", description=f"PointMaze {maze} ({reward_type}) expert data generated with diffrl in MJX",
+                author="diffrl", description=DESCRIPTIONS[protocol].format(maze=maze, reward_type=reward_type),
             )
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
@@ -321,24 +375,35 @@ def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, rewar
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def generate_pointmaze_dataset(maze: str, steps: int | None = None, *, reward_type: str = "sparse",
+def generate_maze_dataset(maze: str, steps: int | None = None, *, reward_type: str = "sparse",
                                num_envs: int = 64, seed: int = 0, dataset_id: str | None = None,
                                root: str | Path | None = None, overwrite: bool = False,
-                               reference_episodes: int = 100, progress: bool = True) -> dict:
-    """Generate a PointMaze dataset, measure its reference scores and write it as a Minari dataset."""
+                               reference_episodes: int = 100, progress: bool = True,
+                               protocol: str = "pointmaze") -> dict:
+    """Generate a maze dataset by ``protocol`` (``"pointmaze"``: Minari's pointmaze-v2 recipe, reference scores
+    measured; ``"maze2d"``: D4RL's maze2d-v1 recipe and reference scores) and write it as a Minari dataset."""
     from diffrl.data.minari_io import datasets_root
 
-    if maze not in DEFAULT_STEPS:
-        raise ValueError(f"unknown maze {maze!r}; choose one of {', '.join(DEFAULT_STEPS)}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    mazes = DEFAULT_STEPS if protocol == "pointmaze" else D4RL_MAZE2D_REF_SCORES
+    if maze not in mazes:
+        raise ValueError(f"unknown {protocol} maze {maze!r}; choose one of {', '.join(mazes)}")
+    if protocol == "maze2d" and reward_type != "sparse":
+        raise ValueError("maze2d datasets are generated with D4RL's sparse reward only")
     steps = DEFAULT_STEPS[maze] if steps is None else int(steps)
-    dataset_id = dataset_id or default_dataset_id(maze, reward_type)
+    dataset_id = dataset_id or default_dataset_id(maze, reward_type, protocol)
     root = datasets_root(root)
     if root.joinpath(*dataset_id.split("/")).exists() and not overwrite:
         raise FileExistsError(f"dataset {dataset_id} already exists under {root}; pass --overwrite to replace it")
-    episodes = collect_pointmaze(maze, steps, num_envs, seed, reward_type, progress=progress)
-    expert_returns, random_returns = reference_scores(PointMaze(maze, reward_type=reward_type).evaluation_env(),
-                                                      reference_episodes)
-    ref_max, ref_min = float(expert_returns.mean()), float(random_returns.mean())
-    path = write_minari_dataset(episodes, dataset_id, maze, reward_type, ref_min, ref_max, root, overwrite)
+    if protocol == "maze2d":
+        episodes = collect_maze2d(maze, steps, num_envs, seed, progress=progress)
+        ref_min, ref_max = D4RL_MAZE2D_REF_SCORES[maze]
+    else:
+        episodes = collect_pointmaze(maze, steps, num_envs, seed, reward_type, progress=progress)
+        expert_returns, random_returns = reference_scores(PointMaze(maze, reward_type=reward_type).evaluation_env(),
+                                                          reference_episodes)
+        ref_max, ref_min = float(expert_returns.mean()), float(random_returns.mean())
+    path = write_minari_dataset(episodes, dataset_id, maze, reward_type, ref_min, ref_max, root, overwrite, protocol)
     return {"dataset_id": dataset_id, "path": str(path), "steps": int(sum(len(e["actions"]) for e in episodes)),
             "episodes": len(episodes), "ref_min_score": ref_min, "ref_max_score": ref_max}

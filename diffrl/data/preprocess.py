@@ -33,3 +33,39 @@ def join_contiguous_episodes(data: OfflineData) -> OfflineData:
     truncations[last_rows[:-1][continues]] = False
     return dataclasses.replace(data, episode_starts=joined_starts, episode_lengths=joined_lengths,
                                truncations=truncations)
+
+
+def split_at_goal_departures(data: OfflineData) -> OfflineData:
+    """Diffuser's maze2d episodes (official ``maze2d_set_terminals``): the collection streams, cut after every
+    step ``t`` at the evaluation goal whose next step is not, so that no window shows the point leaving the goal.
+
+    The official rule reads "at the goal" as ``||xy(o_t) - target|| < 0.5``; a maze2d dataset's sparse reward
+    ``r_t = 1{||xy(o_t) - target|| <= 0.5}`` marks the same steps, so the cut is after every ``t`` with ``r_t > 0``
+    and ``r_{t+1} = 0`` inside a stream. The cut is a truncation (never a termination).
+    """
+    data = join_contiguous_episodes(data)
+    at_goal = data.rewards > 0
+    last_rows = data.episode_starts + data.episode_lengths - 1
+    leaves = np.zeros(data.num_steps, bool)
+    leaves[:-1] = at_goal[:-1] & ~at_goal[1:]
+    leaves[last_rows] = False  # already the end of a stream
+    starts = np.union1d(data.episode_starts, np.flatnonzero(leaves) + 1)
+    lengths = np.diff(np.append(starts, data.num_steps))
+    return dataclasses.replace(data, episode_starts=starts.astype(data.episode_starts.dtype),
+                               episode_lengths=lengths.astype(data.episode_lengths.dtype),
+                               truncations=data.truncations | leaves)
+
+
+EPISODES = {
+    "stored": lambda data: data,
+    "streams": join_contiguous_episodes,
+    "goal_departures": split_at_goal_departures,
+}
+
+
+def segment_episodes(data: OfflineData, episodes: str) -> OfflineData:
+    """The dataset's episodes as a config's ``dataset.episodes`` asks: as stored, joined back into the collection
+    streams, or split at goal departures (Diffuser maze2d)."""
+    if episodes not in EPISODES:
+        raise ValueError(f"dataset.episodes must be one of {', '.join(EPISODES)}, got {episodes!r}")
+    return EPISODES[episodes](data)

@@ -38,13 +38,14 @@ def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num
 
     Each round calls ``init`` on the ``num_envs`` first observations and ``act`` at every step (a finished env
     keeps its last observation and its actions are ignored), so a stateful policy (a plan, a chosen skill) starts
-    afresh with each episode. Returns per-episode ``returns``, ``lengths`` and ``successes`` (``info["success"]``
-    seen at some step, or ``None`` when the env reports none).
+    afresh with each episode. Returns per-episode ``returns``, ``lengths``, ``successes`` (``info["success"]``
+    seen at some step, or ``None`` when the env reports none) and ``first_hits`` (the 0-based step at which it
+    was first seen, -1 if never; ``None`` with ``successes``).
     """
     if episodes < 1 or num_envs < 1:
         raise ValueError("episodes and num_envs must be positive")
     envs = [make_gym_env(env, **make_kwargs) for _ in range(num_envs)]
-    returns, lengths, successes = [], [], []
+    returns, lengths, successes, first_hits = [], [], [], []
     reports_success = False
     try:
         for first in range(0, episodes, num_envs):
@@ -53,6 +54,7 @@ def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num
             state = init(obs)
             alive = np.ones(num_envs, bool)
             total, length, success = np.zeros(num_envs), np.zeros(num_envs, np.int64), np.zeros(num_envs, bool)
+            first_hit = np.full(num_envs, -1, np.int64)
             t = 0
             while alive.any():
                 actions, state = act(state, obs, t)
@@ -64,15 +66,18 @@ def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num
                     length[i] += 1
                     if "success" in info:
                         reports_success = True
-                        success[i] |= bool(info["success"])
+                        if info["success"] and not success[i]:
+                            success[i], first_hit[i] = True, t
                     alive[i] = not (terminated or truncated)
                 t += 1
             count = min(num_envs, episodes - first)
             returns.extend(total[:count])
             lengths.extend(length[:count])
             successes.extend(success[:count])
+            first_hits.extend(first_hit[:count])
     finally:
         for e in envs:
             e.close()
     return {"returns": np.asarray(returns), "lengths": np.asarray(lengths),
-            "successes": np.asarray(successes) if reports_success else None}
+            "successes": np.asarray(successes) if reports_success else None,
+            "first_hits": np.asarray(first_hits) if reports_success else None}

@@ -15,11 +15,21 @@ Reproduced from gymnasium-robotics 1.4 (``envs/maze/point_maze.py``, ``maze_v4.p
 * reset: goal cell uniform over goal cells plus ``U(-0.25, 0.25)`` per coordinate; reset cell uniform over reset
   cells whose centre is more than 0.5 from the goal, plus the same noise; zero velocity.
 
+A :class:`MazeProtocol` holds what the two published protocols set differently: :data:`POINTMAZE_V3` above, and
+:data:`MAZE2D_V1`, the evaluation env of D4RL's ``maze2d-*-v1`` (``d4rl/pointmaze/maze_model.py``): goal radius
+0.5, the fixed target exactly at the goal cell, resets uniform over every free cell (the goal's included) plus
+``U(-0.1, 0.1)``, initial velocity ``N(0, 0.1^2)``. D4RL's cell ``(i, j)`` spans qpos ``[i - 0.7, i + 0.3]``
+(its particle body sits at ``(1.2, 1.2)``, its walls at ``(i + 1, j + 1)``), so its integer target and reset
+points lie 0.2 from the cell centre along both axes; here that is the offset ``(+0.2, -0.2)`` in ``(x, y)``
+(D4RL's qpos is ``(row, column)``, gymnasium's ``x`` runs along columns and ``y`` against rows). The physics
+(sphere, gear, damping, timestep, clipping) is the same in both.
+
 Flat observation layout (:data:`diffrl.spaces.DICT_OBSERVATION_KEYS`): ``[x, y, vx, vy, ax, ay, gx, gy]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Sequence
 
@@ -86,6 +96,23 @@ GOAL_RADIUS = 0.45
 MAZE_HEIGHT = 0.4
 POSITION_NOISE = 0.25
 VELOCITY_LIMIT = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MazeProtocol:
+    """What a maze benchmark's env sets: when the goal is reached and how episodes start."""
+
+    name: str
+    goal_radius: float  # success and sparse reward: ``||xy - goal|| <= goal_radius``
+    position_noise: float  # resets: ``U(-n, n)`` per coordinate around the reset point
+    goal_noise: float  # goals: ``U(-n, n)`` per coordinate around the goal cell's point
+    velocity_noise: float  # resets: initial velocity ``N(0, n^2)``
+    resets_in_every_free_cell: bool  # else the reset cells whose centre is more than 0.5 from the goal
+    cell_offset: tuple[float, float]  # goal and reset points relative to the cell centre, (x, y)
+
+
+POINTMAZE_V3 = MazeProtocol("pointmaze-v3", GOAL_RADIUS, POSITION_NOISE, POSITION_NOISE, 0.0, False, (0.0, 0.0))
+MAZE2D_V1 = MazeProtocol("maze2d-v1", 0.5, 0.1, 0.0, 0.1, True, (0.2, -0.2))
 
 _POINT_MJCF = """<mujoco>
   <compiler inertiafromgeom="true" angle="radian" coordinate="local"/>
@@ -174,6 +201,7 @@ class PointMaze(Env):
         continuing_task: bool = True,
         reset_target: bool = False,
         max_episode_steps: int | None = None,
+        protocol: MazeProtocol = POINTMAZE_V3,
     ):
         if isinstance(maze, str):
             if maze not in MAZE_MAPS:
@@ -188,6 +216,7 @@ class PointMaze(Env):
         if len(self.layout.goal_cells) == 0 or len(self.layout.reset_cells) == 0:
             raise ValueError("the maze map has no free cell for goals or resets")
         self.reward_type = reward_type
+        self.protocol = protocol
         self.continuing_task = continuing_task
         self.reset_target = reset_target
         self.max_episode_steps = int(max_episode_steps or MAX_EPISODE_STEPS.get(maze_name, 300))
@@ -196,29 +225,39 @@ class PointMaze(Env):
         self.mj_model = mujoco.MjModel.from_xml_string(self.layout.mjcf())
         use_exact_sphere_box_contacts()  # before MJX sizes (make_data) or traces (step) this model's contacts
         self.model = mjx.put_model(self.mj_model)
-        self._goal_xy = jnp.asarray(self.layout.cell_to_xy(self.layout.goal_cells), jnp.float32)
-        self._reset_xy = jnp.asarray(self.layout.cell_to_xy(self.layout.reset_cells), jnp.float32)
+        reset_cells = np.argwhere(self.layout.free) if protocol.resets_in_every_free_cell else self.layout.reset_cells
+        offset = np.asarray(protocol.cell_offset) * self.layout.scaling
+        self._goal_xy = jnp.asarray(self.layout.cell_to_xy(self.layout.goal_cells) + offset, jnp.float32)
+        self._reset_xy = jnp.asarray(self.layout.cell_to_xy(reset_cells) + offset, jnp.float32)
 
     # -- goals and resets ----------------------------------------------------------------------------------------
-    def _noise(self, rng) -> jnp.ndarray:
-        return jax.random.uniform(rng, (2,), minval=-POSITION_NOISE, maxval=POSITION_NOISE) * self.layout.scaling
+    def _noise(self, rng, scale: float) -> jnp.ndarray:
+        return jax.random.uniform(rng, (2,), minval=-scale, maxval=scale) * self.layout.scaling
 
     def _draw_goal(self, rng) -> jnp.ndarray:
         rng_cell, rng_noise = jax.random.split(rng)
-        return self._goal_xy[jax.random.randint(rng_cell, (), 0, self._goal_xy.shape[0])] + self._noise(rng_noise)
+        cell = self._goal_xy[jax.random.randint(rng_cell, (), 0, self._goal_xy.shape[0])]
+        return cell + self._noise(rng_noise, self.protocol.goal_noise)
 
     def _draw_reset(self, rng, goal) -> jnp.ndarray:
-        """Uniform over reset cells whose centre is further than 0.5 from the goal (rejection sampling's law)."""
+        """Uniform over the reset cells (pointmaze-v3: those whose centre is further than 0.5 from the goal, the law
+        of its rejection sampling), plus the protocol's position noise."""
         rng_cell, rng_noise = jax.random.split(rng)
-        far = jnp.linalg.norm(self._reset_xy - goal, axis=-1) > 0.5 * self.layout.scaling
-        index = jax.random.choice(rng_cell, self._reset_xy.shape[0], p=far / jnp.sum(far))
-        return self._reset_xy[index] + self._noise(rng_noise)
+        allowed = jnp.ones(self._reset_xy.shape[0], bool)
+        if not self.protocol.resets_in_every_free_cell:
+            allowed = jnp.linalg.norm(self._reset_xy - goal, axis=-1) > 0.5 * self.layout.scaling
+        index = jax.random.choice(rng_cell, self._reset_xy.shape[0], p=allowed / jnp.sum(allowed))
+        return self._reset_xy[index] + self._noise(rng_noise, self.protocol.position_noise)
 
     # -- API -----------------------------------------------------------------------------------------------------
     def reset(self, rng: jax.Array) -> EnvState:
         rng, rng_goal, rng_reset = jax.random.split(rng, 3)
         goal = self._draw_goal(rng_goal)
-        return self.reset_to(self._draw_reset(rng_reset, goal), jnp.zeros(2), goal, rng)
+        velocity = jnp.zeros(2)
+        if self.protocol.velocity_noise:
+            rng, rng_velocity = jax.random.split(rng)
+            velocity = self.protocol.velocity_noise * jax.random.normal(rng_velocity, (2,))
+        return self.reset_to(self._draw_reset(rng_reset, goal), velocity, goal, rng)
 
     def reset_to(self, qpos, qvel, goal, rng: jax.Array) -> EnvState:
         """A state at given position, velocity and goal (for evaluation from fixed starts and parity checks)."""
@@ -227,7 +266,7 @@ class PointMaze(Env):
         data = mjx.forward(self.model, data)
         goal = jnp.asarray(goal, data.qpos.dtype)
         obs = self._observation(data, goal)
-        success = jnp.linalg.norm(data.qpos[:2] - goal) <= GOAL_RADIUS
+        success = jnp.linalg.norm(data.qpos[:2] - goal) <= self.protocol.goal_radius
         return EnvState(
             data=data, obs=obs, reward=jnp.zeros((), data.qpos.dtype), terminated=jnp.zeros((), bool),
             truncated=jnp.zeros((), bool), step=jnp.zeros((), jnp.int32), rng=rng,
@@ -244,7 +283,7 @@ class PointMaze(Env):
         goal = state.info["goal"]
         obs = self._observation(data, goal)
         distance = jnp.linalg.norm(data.qpos[:2] - goal)
-        success = distance <= GOAL_RADIUS
+        success = distance <= self.protocol.goal_radius
         reward = success.astype(jnp.float32) if self.reward_type == "sparse" else jnp.exp(-distance)
         terminated = success if not self.continuing_task else jnp.zeros((), bool)
         rng, rng_goal = jax.random.split(state.rng)
@@ -261,7 +300,7 @@ class PointMaze(Env):
         """``maze_v4.update_goal``: draw goals until one is further than the goal radius from the point."""
 
         def far_enough(carry):
-            return jnp.linalg.norm(achieved - carry[1]) <= GOAL_RADIUS
+            return jnp.linalg.norm(achieved - carry[1]) <= self.protocol.goal_radius
 
         def draw(carry):
             key, _ = carry
@@ -281,17 +320,29 @@ class PointMaze(Env):
         return maze_figure(self.layout, observations[:, :, :2], plans=plans, goals=observations[:, 0, -2:],
                            titles=titles, valid=valid, max_panels=len(observations))
 
-    def evaluation_env(self) -> "PointMaze":
-        """The single-goal map the public datasets' reference scores use (continuing, goal never re-drawn)."""
-        if self.maze_name not in EVAL_GOAL_CELLS:
-            raise ValueError(f"no reference evaluation map for maze {self.maze_name!r}")
-        maze_map = [list(row) for row in MAZE_MAPS[self.maze_name]]
-        i, j = EVAL_GOAL_CELLS[self.maze_name]
-        maze_map[i][j] = GOAL
-        env = PointMaze(maze_map, self.reward_type, continuing_task=True, reset_target=False,
-                        max_episode_steps=MAX_EPISODE_STEPS[self.maze_name])
-        env.maze_name, env.name = self.maze_name, self.name
+    def evaluation_env(self, protocol: MazeProtocol = POINTMAZE_V3) -> "PointMaze":
+        """The single-goal evaluation env of ``protocol`` on this maze (continuing, goal never re-drawn): the map of
+        the public pointmaze datasets' reference scores, or D4RL's maze2d-v1 env (same goal cells)."""
+        env = PointMaze(evaluation_map(self.maze_name), self.reward_type, continuing_task=True, reset_target=False,
+                        max_episode_steps=MAX_EPISODE_STEPS[self.maze_name], protocol=protocol)
+        env.maze_name = self.maze_name
+        env.name = self.name if protocol == POINTMAZE_V3 else maze2d_id(self.maze_name)
         return env
+
+
+def evaluation_map(maze: str) -> list[list]:
+    """The maze's map with its single evaluation goal cell marked."""
+    if maze not in EVAL_GOAL_CELLS:
+        raise ValueError(f"no reference evaluation map for maze {maze!r}; choose one of {', '.join(EVAL_GOAL_CELLS)}")
+    maze_map = [list(row) for row in MAZE_MAPS[maze]]
+    i, j = EVAL_GOAL_CELLS[maze]
+    maze_map[i][j] = GOAL
+    return maze_map
+
+
+def maze2d_id(maze: str) -> str:
+    """The gymnasium id of the maze2d-v1 evaluation env (:class:`diffrl.envs.maze2d_gym.Maze2DEnv`)."""
+    return f"diffrl/Maze2D_{GYM_IDS[maze].removeprefix('PointMaze_')}-v1"
 
 
 @functools.lru_cache(maxsize=None)

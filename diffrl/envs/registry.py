@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 from diffrl.envs.base import Env
-from diffrl.envs.pointmaze import GYM_IDS, MAX_EPISODE_STEPS, PointMaze
+from diffrl.envs.pointmaze import GYM_IDS, MAX_EPISODE_STEPS, MAZE2D_V1, POINTMAZE_V3, PointMaze, evaluation_map
 
 _POINTMAZE_ID = re.compile(r"^PointMaze_(UMaze|Open|Medium|Large)(Dense)?-v3$")
+_MAZE2D_ID = re.compile(r"^diffrl/Maze2D_(UMaze|Medium|Large)-v1$")
 _MAZE_BY_GYM_NAME = {name.removeprefix("PointMaze_"): maze for maze, name in GYM_IDS.items()}
 LOCOMOTION_IDS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
 
@@ -17,7 +18,8 @@ class NoMJXPortError(ValueError):
 
 
 def make_env(env, **overrides) -> Env:
-    """The MJX env for a gymnasium id (``"PointMaze_UMaze-v3"``, ``"Hopper-v5"``) or an ``EnvSpec``.
+    """The MJX env for a gymnasium id (``"PointMaze_UMaze-v3"``, ``"diffrl/Maze2D_UMaze-v1"``, ``"Hopper-v5"``) or
+    an ``EnvSpec``.
 
     A spec's kwargs (maze map, reward type, ``continuing_task``, ``reset_target``) and ``max_episode_steps``
     are honoured, so a Minari dataset's ``eval_env_spec`` gives its evaluation env; ``overrides`` win over both.
@@ -25,15 +27,17 @@ def make_env(env, **overrides) -> Env:
     env_id = getattr(env, "id", env)
     kwargs = dict(getattr(env, "kwargs", None) or {})
     max_steps = getattr(env, "max_episode_steps", None)
-    match = _POINTMAZE_ID.match(env_id)
-    if match:
-        maze = _MAZE_BY_GYM_NAME[match.group(1)]
+    pointmaze, maze2d = _POINTMAZE_ID.match(env_id), _MAZE2D_ID.match(env_id)
+    if pointmaze or maze2d:
+        maze = _MAZE_BY_GYM_NAME[(pointmaze or maze2d).group(1)]
+        dense = bool(pointmaze and pointmaze.group(2))
         options = {
-            "maze": kwargs.get("maze_map", maze),
-            "reward_type": kwargs.get("reward_type", "dense" if match.group(2) else "sparse"),
+            "maze": kwargs.get("maze_map", maze) if pointmaze else evaluation_map(maze),
+            "reward_type": kwargs.get("reward_type", "dense" if dense else "sparse"),
             "continuing_task": kwargs.get("continuing_task", True),
             "reset_target": kwargs.get("reset_target", False),
             "max_episode_steps": max_steps or MAX_EPISODE_STEPS[maze],
+            "protocol": POINTMAZE_V3 if pointmaze else MAZE2D_V1,
         }
         options.update(overrides)
         made = PointMaze(**options)
@@ -44,6 +48,17 @@ def make_env(env, **overrides) -> Env:
 
         return make_locomotion_env(env_id, **overrides)
     raise NoMJXPortError(
-        f"environment {env_id!r} has no MJX port (ported: PointMaze_*-v3, {', '.join(LOCOMOTION_IDS)}); "
+        f"environment {env_id!r} has no MJX port (ported: PointMaze_*-v3, diffrl/Maze2D_*-v1, "
+        f"{', '.join(LOCOMOTION_IDS)}); "
         "evaluate it on the CPU with diffrl.envs.gym_fallback.evaluate_gym"
     )
+
+
+def protocol_name(env) -> str | None:
+    """The maze benchmark protocol an env id or spec follows (``"pointmaze-v3"``, ``"maze2d-v1"``), else ``None``."""
+    env_id = getattr(env, "id", env)
+    if _MAZE2D_ID.match(env_id):
+        return MAZE2D_V1.name
+    if _POINTMAZE_ID.match(env_id):
+        return POINTMAZE_V3.name
+    return None

@@ -75,12 +75,12 @@ class Evaluator:
         out = jax.device_get(self._rollout(params, rng)) if self.env is not None else self._gym_rollout(params, rng)
         seconds = time.perf_counter() - started
         info = self.method.info
-        has_success = self.env.reports_success if self.env is not None else out["success"] is not None
-        summary = score_summary(out["returns"], out["success"], info.ref_min_score, info.ref_max_score, has_success)
+        has_success = self.env.reports_success if self.env is not None else out["first_hit"] is not None
+        max_steps = self.env.max_episode_steps if self.env is not None else self.spec.max_episode_steps
+        summary = score_summary(out["returns"], out["first_hit"] if has_success else None, info.ref_min_score,
+                                info.ref_max_score, max_steps)
         summary.update(dataset_id=info.dataset_id, env=self.env_name, multi_goal=bool(self.method.config.eval.multi_goal),
-                       seconds=round(seconds, 3))
-        if self.env is not None:
-            summary["max_episode_steps"] = self.env.max_episode_steps
+                       seconds=round(seconds, 3), max_episode_steps=max_steps)
         return {"summary": summary, "rollout": out, "figure": self._figure(out)}
 
     def _gym_rollout(self, params, rng) -> dict:
@@ -89,7 +89,8 @@ class Evaluator:
                               lambda state, obs, t: self._act(params, state, obs, t, jax.random.fold_in(rng_act, t)),
                               episodes=self.episodes, num_envs=min(GYM_FALLBACK_ENVS, self.episodes), seed=self.seed,
                               **self.spec_kwargs)
-        return {"returns": result["returns"], "success": result["successes"], "lengths": result["lengths"]}
+        return {"returns": result["returns"], "success": result["successes"], "first_hit": result["first_hits"],
+                "lengths": result["lengths"]}
 
     def _figure(self, out: dict):
         if self.env is None:
@@ -130,5 +131,7 @@ def format_summary(summary: dict) -> str:
     line += (f"normalized score {score:.1f} +/- {summary['stderr']:.1f}" if score is not None
              else f"return {summary['return_mean']:.1f} +/- {summary['return_stderr']:.1f}")
     if summary["success_rate"] is not None:
-        line += f", success rate {summary['success_rate']:.2f}"
+        hit = summary["first_hit_score"]
+        line += (f", first-hit score {hit:.1f} +/- {summary['first_hit_stderr']:.1f}, "
+                 f"success rate {summary['success_rate']:.2f}")
     return line

@@ -3,6 +3,11 @@
 The policy's first plan, every policy step and every environment step run inside one ``lax.scan`` over the
 episode's time limit; finished episodes stop accumulating reward (environments are not reset). Scores are
 normalised with the dataset's reference returns, ``100 (R - R_min) / (R_max - R_min)`` (D4RL / Minari).
+
+Two scores of a goal-reaching episode of ``T`` steps: the D4RL return (the reward summed over all ``T`` steps)
+and LDCQ's first-hit score (official ``eval/plan_skills_diffusion_maze2d.py``: the episode stops at the first
+step ``t`` (0-based) whose reward is nonzero and scores ``T - t``, 0 if the goal is never reached), both
+normalised with the same references.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ def make_rollout(env: Env, policy: Policy, episodes: int, max_steps: int) -> Cal
     for the env and policy; every output has the episodes as axis 0.
 
     Returns ``returns [N]``, ``success [N]`` (the goal was reached at least once; False for envs without a
-    ``success`` flag), ``lengths [N]``, ``observations [N, T + 1, obs]``, ``valid [N, T + 1]`` (the observation
+    ``success`` flag), ``first_hit [N]`` (the 0-based step at which it was first reached, -1 if never), ``lengths [N]``, ``observations [N, T + 1, obs]``, ``valid [N, T + 1]`` (the observation
     belongs to the episode) and ``planned_states`` (``[N, H, S]`` for planners, else absent).
     """
 
@@ -34,25 +39,26 @@ def make_rollout(env: Env, policy: Policy, episodes: int, max_steps: int) -> Cal
         planned = policy.planned_states(policy_state)
 
         def step(carry, inputs):
-            env_state, policy_state, done, returns, success, lengths = carry
+            env_state, policy_state, done, returns, first_hit, lengths = carry
             t, step_rng = inputs
             action, policy_state = policy.act(params, policy_state, env_state.obs, t, step_rng)
             env_state = jax.vmap(env.step)(env_state, action)
             alive = ~done
             returns = returns + jnp.where(alive, env_state.reward, 0.0)
             reached = env_state.info.get("success", jnp.zeros((episodes,), bool))
-            success = success | (alive & reached)
+            first_hit = jnp.where(alive & reached & (first_hit < 0), t, first_hit)
             lengths = lengths + alive.astype(jnp.int32)
             done = done | env_state.done
-            return (env_state, policy_state, done, returns, success, lengths), (env_state.obs, alive)
+            return (env_state, policy_state, done, returns, first_hit, lengths), (env_state.obs, alive)
 
         carry = (env_state, policy_state, jnp.zeros((episodes,), bool), jnp.zeros((episodes,), jnp.float32),
-                 jnp.zeros((episodes,), bool), jnp.zeros((episodes,), jnp.int32))
+                 jnp.full((episodes,), -1, jnp.int32), jnp.zeros((episodes,), jnp.int32))
         inputs = (jnp.arange(max_steps, dtype=jnp.int32), jax.random.split(rng_steps, max_steps))
-        (_, _, _, returns, success, lengths), (observations, alive) = jax.lax.scan(step, carry, inputs)
+        (_, _, _, returns, first_hit, lengths), (observations, alive) = jax.lax.scan(step, carry, inputs)
         out = {
             "returns": returns,
-            "success": success,
+            "success": first_hit >= 0,
+            "first_hit": first_hit,
             "lengths": lengths,
             "observations": jnp.concatenate([env_state.obs[None], observations]).swapaxes(0, 1),
             "valid": jnp.concatenate([jnp.ones((1, episodes), bool), alive]).swapaxes(0, 1),
@@ -64,18 +70,33 @@ def make_rollout(env: Env, policy: Policy, episodes: int, max_steps: int) -> Cal
     return jax.jit(run)
 
 
-def score_summary(returns, success, ref_min: float | None, ref_max: float | None, has_success: bool) -> dict:
-    """Normalised score mean and standard error over episodes (raw returns when the dataset has no references)."""
+def first_hit_returns(first_hit, max_steps: int) -> np.ndarray:
+    """LDCQ's per-episode maze score ``T - t`` for a first arrival at step ``t`` (0-based), 0 for none (-1)."""
+    first_hit = np.asarray(first_hit)
+    return np.where(first_hit >= 0, max_steps - first_hit, 0).astype(np.float64)
+
+
+def score_summary(returns, first_hit, ref_min: float | None, ref_max: float | None, max_steps: int | None) -> dict:
+    """Normalised scores, mean and standard error over episodes (raw when the dataset has no references): the
+    return, and for goal-reaching envs (``first_hit`` not ``None``) the success rate and the first-hit score."""
     returns = np.asarray(returns, np.float64)
     n = len(returns)
+    has_references = ref_min is not None and ref_max is not None
 
     def stderr(x):
         return float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
 
+    def normalized(raw):
+        return normalized_score(raw, ref_min, ref_max) if has_references else raw
+
     summary = {"episodes": n, "return_mean": float(returns.mean()), "return_stderr": stderr(returns),
-               "normalized_score": None, "stderr": None}
-    if ref_min is not None and ref_max is not None:
-        scores = normalized_score(returns, ref_min, ref_max)
+               "normalized_score": None, "stderr": None, "success_rate": None, "first_hit_score": None,
+               "first_hit_stderr": None}
+    if has_references:
+        scores = normalized(returns)
         summary.update(normalized_score=float(scores.mean()), stderr=stderr(scores))
-    summary["success_rate"] = float(np.mean(success)) if has_success else None
+    if first_hit is not None:
+        hits = normalized(first_hit_returns(first_hit, max_steps))
+        summary.update(success_rate=float(np.mean(np.asarray(first_hit) >= 0)), first_hit_score=float(hits.mean()),
+                       first_hit_stderr=stderr(hits))
     return summary
