@@ -1,0 +1,118 @@
+"""Maze scores over seeds: train each method on a generated maze dataset, evaluate it on 100 parallel MJX
+episodes, and write both maze scores to ``results/<device>.md``.
+
+    python benchmarks/maze_scores.py --root /data/minari --variant maze2d-umaze --seeds 0 1 2 \\
+        --methods bc diffuser ldcq --set diffuser model.dim=16 train.steps=3000 --set bc train.steps=20000
+
+``--variant`` names the protocol and the maze: ``maze2d-<maze>`` (D4RL's maze2d-v1: ``diffrl data generate
+maze2d-<maze>``, the protocol of the papers' numbers), ``pointmaze-<maze>`` or ``multi2d-<maze>`` (Minari's
+pointmaze-v2 data). ``--set METHOD KEY=VALUE ...`` overrides that method's config (repeatable). Methods:
+bc, diffuser (``configs/<method>.py:<variant>``), ldcq, ldgc, ldcp (``configs/ldcq.py:<variant>[-ldgc|-ldcp]``).
+Each row pools all seeds x episodes (mean and standard error) and lists the per-seed means; the "paper" column
+is the paper's D4RL maze2d-v1 score for the method, the budget column what each seed was trained for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shlex
+import sys
+import time
+
+import numpy as np
+
+from diffrl.benchmarks.common import versions, write_section
+from diffrl.config import apply_overrides, load_config
+from diffrl.data.minari_io import normalized_score
+from diffrl.eval.evaluate import Evaluator
+from diffrl.eval.rollout import first_hit_returns
+from diffrl.train.pipeline import load_trained, train
+
+METHODS = {"bc": "bc.py:{}", "diffuser": "diffuser.py:{}", "ldcq": "ldcq.py:{}", "ldgc": "ldcq.py:{}-ldgc",
+           "ldcp": "ldcq.py:{}-ldcp"}
+# D4RL maze2d-v1 scores the papers report: Diffuser (Janner et al., Table 1), BC and LDCQ on U-Maze and Medium
+# (DIAR, Park et al., Table 1), LDCQ, LDGC and LDCP on Large (Venkatraman et al., Tables 1 and 8).
+PAPER = {"diffuser": {"umaze": 113.9, "medium": 121.5, "large": 123.0},
+         "bc": {"umaze": 3.8, "medium": 30.3, "large": 5.0},
+         "ldcq": {"umaze": 134.2, "medium": 125.3, "large": 150.1}, "ldgc": {"large": 206.8}, "ldcp": {"large": 184.3}}
+
+
+def run(method: str, variant: str, overrides: list[str], seed: int, root: str, workdir: pathlib.Path, episodes: int):
+    config = apply_overrides(load_config(f"configs/{METHODS[method].format(variant)}"),
+                             [*overrides, f"dataset.root={root}", f"seed={seed}", f"eval.episodes={episodes}"])
+    started = time.perf_counter()
+    train(config, workdir, progress=False)  # every stage of the method, in order
+    train_seconds = time.perf_counter() - started
+    trained, params, config, step = load_trained(workdir)
+    result = Evaluator(trained, episodes=episodes, seed=1000 + seed)(params)
+    info, rollout = trained.info, result["rollout"]
+    first_hit = first_hit_returns(rollout["first_hit"], result["summary"]["max_episode_steps"])
+    budget = {name: trained.train_config(name).steps for name in trained.stage_names()}
+    return {"method": method, "seed": seed, "budget": budget, "train_seconds": train_seconds,
+            "scores": normalized_score(np.asarray(rollout["returns"], np.float64), info.ref_min_score,
+                                       info.ref_max_score).tolist(),
+            "first_hit_scores": normalized_score(first_hit, info.ref_min_score, info.ref_max_score).tolist(),
+            "success": np.asarray(rollout["success"]).tolist(), "summary": result["summary"]}
+
+
+def _pooled(values) -> str:
+    values = np.asarray(values, np.float64)
+    return f"{values.mean():.1f} +/- {values.std(ddof=1) / np.sqrt(len(values)):.1f}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="Minari root holding the variant's dataset")
+    parser.add_argument("--variant", default="maze2d-umaze", help="maze2d-<maze> | pointmaze-<maze> | multi2d-<maze>")
+    parser.add_argument("--methods", nargs="+", default=["bc", "diffuser"], choices=sorted(METHODS))
+    parser.add_argument("--set", nargs="+", action="append", default=[], metavar=("METHOD", "KEY=VALUE"),
+                        help="config overrides of one method")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--workdir", default="runs/maze_scores")
+    parser.add_argument("--json", default=None, help="also write every run's scores here")
+    args = parser.parse_args(argv)
+    overrides = {method: [] for method in args.methods}
+    for method, *values in args.set:
+        if method not in overrides:
+            parser.error(f"--set {method}: not one of --methods {' '.join(args.methods)}")
+        overrides[method] += values
+    runs = []
+    for method in args.methods:
+        for seed in args.seeds:
+            workdir = pathlib.Path(args.workdir) / f"{args.variant}-{method}-seed{seed}"
+            runs.append(run(method, args.variant, overrides[method], seed, args.root, workdir, args.episodes))
+            print(json.dumps({k: v for k, v in runs[-1].items() if k not in ("scores", "first_hit_scores", "success")}),
+                  flush=True)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(runs, indent=2))
+
+    maze = args.variant.partition("-")[2]
+    paper = PAPER if args.variant.startswith("maze2d") else {}
+    rows = ["| method | train steps per stage | overrides | train min/seed | per-seed score | score +/- stderr | "
+            "first-hit score +/- stderr | success rate | paper |", "|---|---|---|---:|---|---:|---:|---:|---:|"]
+    for method in args.methods:
+        mine = [r for r in runs if r["method"] == method]
+        per_seed = ", ".join(f"{np.mean(r['scores']):.1f}" for r in mine)
+        budget = ", ".join(f"{stage} {steps}" for stage, steps in mine[0]["budget"].items())
+        rows.append(f"| {method} | {budget} | `{' '.join(overrides[method]) or 'none'}` | "
+                    f"{np.mean([r['train_seconds'] for r in mine]) / 60:.1f} | {per_seed} | "
+                    f"{_pooled(np.concatenate([r['scores'] for r in mine]))} | "
+                    f"{_pooled(np.concatenate([r['first_hit_scores'] for r in mine]))} | "
+                    f"{np.mean(np.concatenate([r['success'] for r in mine])):.2f} | "
+                    f"{paper.get(method, {}).get(maze, '-')} |")
+    summary = runs[0]["summary"]
+    body = (f"{versions('flax', 'mujoco-mjx')}; dataset `{summary['dataset_id']}` (`diffrl data generate`), "
+            f"evaluated in `{summary['env']}` ({summary['max_episode_steps']} steps), {len(args.seeds)} seeds x "
+            f"{args.episodes} episodes in parallel MJX envs. Score: 100 (R - R_min) / (R_max - R_min) of the "
+            "return R with the dataset's references; first-hit score: the same of T - t for a first arrival at "
+            "step t (0 if none), LDCQ's maze metric.\n\n" + "\n".join(rows))
+    command = "python benchmarks/maze_scores.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    print(write_section(f"Maze scores {args.variant}: {', '.join(args.methods)}", body, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
