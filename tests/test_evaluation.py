@@ -13,6 +13,7 @@ from diffrl.config import apply_overrides, load_config
 from diffrl.eval.evaluate import Evaluator
 from diffrl.train.pipeline import load_trained, train
 from synthetic import write_pendulum_dataset, write_pointmaze_dataset
+from tensorboard_reader import read_scalars
 
 TINY_BC = ["model.hidden=(8,)", "train.steps=10", "train.log_every=10", "train.checkpoint_every=10",
            "train.batch_size=8"]
@@ -21,8 +22,9 @@ TINY_BC = ["model.hidden=(8,)", "train.steps=10", "train.log_every=10", "train.c
 def test_an_evaluator_compiles_its_rollout_once(tmp_path):
     root = tmp_path / "data"
     write_pointmaze_dataset(root)
-    config = apply_overrides(load_config("bc.py:pointmaze-umaze"), [*TINY_BC, f"dataset.root={root}"])
-    train(config, tmp_path / "run", progress=False)
+    config = apply_overrides(load_config("bc.py:pointmaze-umaze"),
+                             [*TINY_BC, f"dataset.root={root}", "eval.every=10", "eval.episodes=2"])
+    train(config, tmp_path / "run", progress=False, make_evaluator=Evaluator)  # evaluates at step 10, the last
     method, params, _, _ = load_trained(tmp_path / "run")
     evaluator = Evaluator(method, episodes=2)
     compiles = []
@@ -37,6 +39,10 @@ def test_an_evaluator_compiles_its_rollout_once(tmp_path):
     assert compiles == [] and evaluator._rollout._cache_size() == 1
     assert not np.allclose(first["rollout"]["observations"], later["rollout"]["observations"])
     assert first["figure"] is not None and first["summary"]["success_rate"] is not None
+    # the periodic evaluation during training logged both maze scores of the same parameters to TensorBoard
+    logged = read_scalars(tmp_path / "run" / "policy" / "tensorboard")
+    for key in ("normalized_score", "first_hit_score", "first_hit_stderr", "success_rate"):
+        assert logged[f"eval/{key}"] == [(10, pytest.approx(first["summary"][key], rel=1e-5, abs=1e-5))]
 
 
 def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(tmp_path, capsys, caplog):
