@@ -7,6 +7,7 @@ Stages: the skill VAE, the latent diffusion prior (:mod:`diffrl.agents.latent_sk
 
     y = r_{t:t+H} + gamma^H (1 - done) max_{z_i ~ p(z | s_{t+H}), i <= n} min_j Q_target_j(s_{t+H}, z_i),
 
+(with ``q.per_step_discount = False`` the official maze code's ``y = sum_k r_{t+k} + gamma (1 - done) max ...``),
 their targets updated ``theta_target <- rho theta_target + (1 - rho) theta`` every step, minibatches drawn by
 proportional prioritized replay (importance-weighted loss, priorities ``|delta|`` averaged over the two nets).
 
