@@ -113,7 +113,8 @@ def test_train_benchmark_run_specs_and_staged_methods():
     assert shapes(stage.upstream["prior"]) == shapes(method.init_prior(jax.random.PRNGKey(1)))
     assert stage.num_chunks is None  # the Q stage's replay has a slot per chunk, counted by prepare
     stage.prepare(make_store(method.preprocess(data)))
-    assert stage.num_chunks == 2 * (40 - 30 + 1)
+    # from_arrays chains its episodes (each starts at the last one's next observation): one stream of 80 steps
+    assert stage.num_chunks == 2 * 40 - 30 + 1
     with pytest.raises(ValueError, match="vae, prior, q"):
         common.synthetic_stage("pointmaze-umaze", small, method="ldcq", data=data, stage="critic")
 
