@@ -73,12 +73,13 @@ def test_q_target_is_max_over_candidates_of_min_target_q():
     batch = {"next_state": jnp.asarray(rng.normal(size=(4, 1)), jnp.float32),
              "candidates": jnp.asarray(rng.normal(size=(4, 6, 16)), jnp.float32),
              "reward": jnp.asarray([1.0, -1.0, 0.5, 2.0]), "done": jnp.asarray([0.0, 1.0, 0.0, 0.0])}
-    y = stage.target_values(target_params, batch, jax.random.PRNGKey(1))
+    y = jax.jit(stage.target_values)(target_params, batch, jax.random.PRNGKey(1))
     # each target net on the flat list of (state, candidate) pairs, row b * 6 + i
     pairs_state = np.repeat(np.asarray(batch["next_state"]), 6, axis=0)
     pairs_latent = np.asarray(batch["candidates"]).reshape(24, 16)
-    q = np.stack([np.asarray(agent.q_net.apply(jax.tree.map(lambda p: p[j], target_params), pairs_state,
-                                               pairs_latent)).reshape(4, 6) for j in range(2)])
+    q_net = jax.jit(agent.q_net.apply)
+    q = np.stack([np.asarray(q_net(jax.tree.map(lambda p: p[j], target_params), pairs_state,
+                                   pairs_latent)).reshape(4, 6) for j in range(2)])
     expected = np.asarray(batch["reward"]) + 0.9**2 * (1 - np.asarray(batch["done"])) * q.min(0).max(1)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
@@ -120,7 +121,7 @@ RANDOM_WALK = [
 ]
 
 
-def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_path):
+def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_path, optimized_compilation):
     """App. D with H = 1: the behaviour steps 0.8..1 left or right. Decoded diffusion-prior samples keep out of
     the middle where the VAE's Gaussian prior puts its mass, and the Q-learned policy walks straight to an end
     (~11 steps) where the behaviour policy needs ~120. The middle band is (-0.4, 0.4), not the paper's (-0.8, 0.8):
@@ -155,13 +156,22 @@ def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_pat
 
     agent, params, _, step = load_trained(run)
     assert step == 1000 and set(params) == {"vae", "prior", "q"}
-    n = 2000
-    states = jnp.zeros((n, 1))
-    z = agent.sample_latents(params["prior"], jax.random.PRNGKey(0), states[:1], n)[0]
-    diffusion_actions = np.asarray(agent.decode_action(params["vae"], states, z, jax.random.PRNGKey(1)))[:, 0]
-    mean, std = agent.vae.apply(params["vae"], agent.skill_state(states), method=SkillVAE.prior_distribution)
-    z_gauss = mean + std * jax.random.normal(jax.random.PRNGKey(2), mean.shape)
-    gaussian_actions = np.asarray(agent.decode_action(params["vae"], states, z_gauss, jax.random.PRNGKey(1)))[:, 0]
+    ends = jnp.asarray([[-9.0], [9.0]])
+
+    @jax.jit
+    def probe(params):
+        """Decoded actions of 2,000 diffusion-prior and 2,000 Gaussian-prior latents at s = 0, and of the
+        argmax-Q skills at ``ends``: one compiled program."""
+        states = jnp.zeros((2000, 1))
+        z = agent.sample_latents(params["prior"], jax.random.PRNGKey(0), states[:1], 2000)[0]
+        diffusion = agent.decode_action(params["vae"], states, z, jax.random.PRNGKey(1))[:, 0]
+        mean, std = agent.vae.apply(params["vae"], agent.skill_state(states), method=SkillVAE.prior_distribution)
+        z_gauss = mean + std * jax.random.normal(jax.random.PRNGKey(2), mean.shape)
+        gaussian = agent.decode_action(params["vae"], states, z_gauss, jax.random.PRNGKey(1))[:, 0]
+        chosen = agent.choose_by_q(params, jax.random.PRNGKey(4), ends)
+        return diffusion, gaussian, agent.decode_action(params["vae"], ends, chosen, jax.random.PRNGKey(5))
+
+    diffusion_actions, gaussian_actions, end_actions = jax.device_get(probe(params))
     middle = lambda a: np.mean(np.abs(a) < 0.4)  # noqa: E731
     assert middle(diffusion_actions) < 0.05 < 0.2 < middle(gaussian_actions)
     assert 0.3 < np.mean(diffusion_actions > 0) < 0.7  # both modes kept
@@ -169,8 +179,5 @@ def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_pat
     # the behaviour policy reaches an end within 60 steps in 27% of episodes (Monte Carlo, 10^5 walks)
     out = jax.device_get(make_rollout(RandomWalk1D(), agent.policy(), 10, 60)(params, jax.random.PRNGKey(3)))
     assert out["success"].all()
-    ends = jnp.asarray([[-9.0], [9.0]])  # near either end, the argmax-Q skill steps outwards
-    chosen = agent.choose_by_q(params, jax.random.PRNGKey(4), ends)
-    np.testing.assert_array_equal(np.sign(agent.decode_action(params["vae"], ends, chosen, jax.random.PRNGKey(5))),
-                                  [[-1.0], [1.0]])
+    np.testing.assert_array_equal(np.sign(end_actions), [[-1.0], [1.0]])  # near either end, the skill steps outwards
     assert out["lengths"].mean() < 20 and out["returns"].mean() > -10

@@ -31,8 +31,8 @@ def compare(maze, gym_id, reward_type, continuing, steps):
     obs, _ = reference.reset(seed=3)
     inner = reference.unwrapped
     env = pointmaze.PointMaze(maze, reward_type=reward_type, continuing_task=continuing)
-    state = env.reset_to(inner.point_env.data.qpos.copy(), inner.point_env.data.qvel.copy(), inner.goal.copy(),
-                         jax.random.PRNGKey(0))
+    state = jax.jit(env.reset_to)(inner.point_env.data.qpos.copy(), inner.point_env.data.qvel.copy(),
+                                  inner.goal.copy(), jax.random.PRNGKey(0))
     step = jax.jit(env.step)
     # piecewise-constant actions beyond the [-1, 1] limits: the point hits walls and the velocity limit
     actions = np.repeat(np.random.default_rng(0).uniform(-1.5, 1.5, (steps // 10, 2)), 10, axis=0)
