@@ -62,16 +62,19 @@ def test_a_small_model_overfits_four_trajectories_and_replays_them_from_their_st
     data = OfflineData.from_arrays(obs, act, rew, lengths)
     agent = Diffuser.from_data(reward_config(), data)
     assert agent.stage_names() == ("denoiser",)
-    denoiser, metrics = fit(agent, data, steps=1500)
+    denoiser, metrics = fit(agent, data, steps=1000)  # rms.max() 0.02 at 1,000 steps (and 0.75 at 500)
     loss = metrics["denoiser/loss"]
     assert loss[-100:].mean() < 0.15 * loss[:20].mean()
     starts = obs[np.arange(4) * 17]
     truth = np.stack([obs[k * 17 : k * 17 + 16] for k in range(4)])
-    planned = jax.jit(agent.plan)({"denoiser": denoiser}, jax.random.PRNGKey(0), jnp.asarray(starts))[0][:, 0]
-    _, states = agent.unnormalize(planned)
+    planner = jax.jit(agent.plan)
+
+    def plan(denoiser):  # host copies: the trained and the untrained parameters share one compiled planner
+        return planner({"denoiser": jax.device_get(denoiser)}, jax.random.PRNGKey(0), jnp.asarray(starts))[0][:, 0]
+
+    _, states = agent.unnormalize(plan(denoiser))
     rms = np.sqrt(np.mean((np.asarray(states) - truth) ** 2, axis=(1, 2)))
-    random_plans = jax.jit(agent.plan)({"denoiser": untrained(agent, seed=5)}, jax.random.PRNGKey(0),
-                                       jnp.asarray(starts))[0][:, 0]
+    random_plans = plan(untrained(agent, seed=5))
     rms_untrained = np.sqrt(np.mean((np.asarray(agent.unnormalize(random_plans)[1]) - truth) ** 2, axis=(1, 2)))
     assert rms.max() < 0.1 and rms_untrained.min() > 0.3, (rms, rms_untrained)
 
@@ -85,9 +88,14 @@ def maze_agent(tmp_path_factory):
     return Diffuser.from_data(config, load_dataset(config.dataset.id, root=root))
 
 
-def test_inpainted_plans_start_at_the_state_and_end_at_the_goal_in_one_program(maze_agent):
-    agent = maze_agent
-    params = {"denoiser": untrained(agent)}
+@pytest.fixture(scope="module")
+def maze_params(maze_agent):
+    """Untrained parameters of ``maze_agent``'s denoiser (and of any agent with its model settings)."""
+    return {"denoiser": untrained(maze_agent)}
+
+
+def test_inpainted_plans_start_at_the_state_and_end_at_the_goal_in_one_program(maze_agent, maze_params):
+    agent, params = maze_agent, maze_params
     traces = []
 
     def plan(params, rng, states, goals):
@@ -127,14 +135,13 @@ def test_maze_controller_is_the_official_one(maze_agent):
         assert int(new_state["age"]) == age + 1
 
 
-def test_warm_started_replanning_keeps_start_and_goal_exact(maze_agent):
+def test_warm_started_replanning_keeps_start_and_goal_exact(maze_agent, maze_params):
     """Sec. 5.4: every ``replan_every`` steps the previous plan, shifted by the steps taken, is re-noised to
     ``warm_start_steps`` and denoised from there, inpainted with the current state and the goal."""
     config = apply_overrides(maze_agent.config.copy_and_resolve_references(),
                              ["plan.replan_every=2", "plan.warm_start_steps=3"])
-    agent = Diffuser(config, maze_agent.info, maze_agent.normalizer)
+    agent, params = Diffuser(config, maze_agent.info, maze_agent.normalizer), maze_params
     policy = agent.policy()
-    params = {"denoiser": untrained(agent)}
     obs = np.array([[-0.5, -1.0, 0.1, 0.0, -0.5, -1.0, 0.6, -1.0]] * 3, np.float32)
     act = jax.jit(policy.act)
     policy_state = jax.jit(policy.init)(params, jax.random.PRNGKey(1), obs)
@@ -164,21 +171,25 @@ def test_value_gradient_points_to_higher_return_and_guides_plans_there():
     agent = Diffuser.from_data(config, data)
     assert agent.stage_names() == ("denoiser", "value")
     denoiser, _ = fit(agent, data, steps=200)
-    value, metrics = fit(agent, data, steps=200, stage="value")  # J is a stage of its own (train_values.py)
+    # J is a stage of its own (train_values.py). At 200 steps sum |dJ/dy| came within 4% of sum dJ/dx, and which
+    # was larger depended on float rounding (XLA flags); at 400 steps dJ/dx is 1.6 times larger.
+    value, metrics = fit(agent, data, steps=400, stage="value")
     loss = metrics["value/loss"]
     assert loss[-50:].mean() < 0.25 * loss[:20].mean()
     params = {"denoiser": denoiser, "value": value}
+    value_of = jax.jit(lambda trajectories: agent.value(params, trajectories, jnp.zeros(len(trajectories), jnp.int32)))
     x = agent.to_trajectory(jnp.asarray(obs[:16][None]), jnp.asarray(act[:16][None]))
-    grad = jax.grad(lambda y: agent.value(params, y, jnp.zeros(1, jnp.int32)).sum())(x)[0]
+    grad = jax.jit(jax.grad(lambda y: value_of(y).sum()))(x)[0]
     dx = grad[:, agent.action_dim]  # d J / d (normalised x_t)
-    assert float(dx.sum()) > 0 and float(jnp.abs(grad[:, agent.action_dim + 1]).sum()) < float(dx.sum())
+    assert float(dx.sum()) > 0 and float(jnp.abs(grad[:, agent.action_dim + 1]).sum()) < float(dx.sum()), grad
     # The receding-horizon policy (official GuidedPolicy): 4 guided plans per state, the first action of the best.
     starts = np.arange(8) * 17
     policy, current = agent.policy(), jnp.asarray(obs[starts])
-    actions, plans = jax.jit(policy.act)(params, policy.init(params, None, current), current, jnp.asarray(0),
-                                         jax.random.PRNGKey(3))
-    values = agent.value(params, plans.reshape((32,) + plans.shape[2:]), jnp.zeros(32, jnp.int32)).reshape(8, 4)
-    best = plans[np.arange(8), np.asarray(jnp.argmax(values, axis=1))]
+    actions, plans = jax.jit(policy.act)(params, jax.jit(policy.init)(params, None, current), current,
+                                         jnp.asarray(0), jax.random.PRNGKey(3))
+    plans, actions = np.asarray(plans), np.asarray(actions)
+    values = np.asarray(value_of(plans.reshape((32,) + plans.shape[2:]))).reshape(8, 4)
+    best = plans[np.arange(8), values.argmax(axis=1)]
     np.testing.assert_allclose(actions, agent.unnormalize(best)[0][:, 0], atol=1e-5)
     guided_x = float(agent.unnormalize(plans)[1][..., 0].mean())
     data_x = float(np.mean([obs[s : s + 16, 0] for s in starts]))  # what the unguided model replays

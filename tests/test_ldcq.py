@@ -23,9 +23,9 @@ from diffrl.train.pipeline import load_stage, load_trained, train
 def test_autoregressive_policy_is_autoregressive_and_samples_its_own_density():
     policy = AutoregressivePolicy(action_dim=3, hidden=16)
     s, z, a = jnp.ones((4, 5)), jnp.ones((4, 2)), jnp.linspace(-1, 1, 12).reshape(4, 3)
-    params = policy.init(jax.random.PRNGKey(0), s, z, a)
+    params = jax.jit(policy.init)(jax.random.PRNGKey(0), s, z, a)
     # dimension i depends on a_{<i} only
-    jac = jax.jacobian(lambda acts: policy.apply(params, s[:1], z[:1], acts)[0][0])(a[:1])[:, 0]  # [3, 3]
+    jac = jax.jit(jax.jacobian(lambda acts: policy.apply(params, s[:1], z[:1], acts)[0][0]))(a[:1])[:, 0]  # [3, 3]
     assert np.all(np.triu(np.abs(np.asarray(jac))) == 0) and np.all(np.abs(np.asarray(jac)[np.tril_indices(3, -1)]) > 0)
     # a sampled action is mean + std * noise under the teacher-forced densities of that same action
     rng = jax.random.PRNGKey(3)
@@ -68,7 +68,7 @@ def test_q_target_is_max_over_candidates_of_min_target_q():
     config = _tiny_config(extra=["task.horizon=2", "task.state_key=None", "q.discount=0.9"])
     agent = LDCQ(config, DatasetInfo.from_data(data), GaussianNormalizer.fit(data.observations))
     stage = agent.stage("q", {"vae": None, "prior": None})
-    target_params = agent.init_q(jax.random.PRNGKey(0))
+    target_params = jax.jit(agent.init_q)(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     batch = {"next_state": jnp.asarray(rng.normal(size=(4, 1)), jnp.float32),
              "candidates": jnp.asarray(rng.normal(size=(4, 6, 16)), jnp.float32),
