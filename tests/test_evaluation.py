@@ -2,6 +2,7 @@
 ``diffrl evaluate`` for an environment with no MJX port, checked against a plain gymnasium rollout."""
 
 import json
+import logging
 
 import gymnasium as gym
 import jax
@@ -13,13 +14,14 @@ from diffrl.config import apply_overrides, load_config
 from diffrl.eval.evaluate import Evaluator
 from diffrl.train.pipeline import load_trained, train
 from synthetic import write_pendulum_dataset, write_pointmaze_dataset
-from tensorboard_reader import read_scalars
+from tensorboard_reader import read_image_tags, read_scalars
 
 TINY_BC = ["model.hidden=(8,)", "train.steps=10", "train.log_every=10", "train.checkpoint_every=10",
            "train.batch_size=8"]
 
 
-def test_an_evaluator_compiles_its_rollout_once(tmp_path):
+def test_an_evaluator_compiles_its_rollout_once(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="diffrl")
     root = tmp_path / "data"
     write_pointmaze_dataset(root)
     config = apply_overrides(load_config("bc.py:pointmaze-umaze"),
@@ -30,8 +32,12 @@ def test_an_evaluator_compiles_its_rollout_once(tmp_path):
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
         lambda name, secs, **kw: compiles.append(name) if name.endswith("backend_compile_duration") else None)
-    first = evaluator(params)
+    caplog.clear()
+    first = evaluator(params, 10)
     assert compiles  # the first evaluation compiles the rollout
+    assert ("evaluating 2 episodes of 300 steps in parallel MJX envs (compiling the rollout on first use) ..."
+            in caplog.text)
+    assert "evaluated 2 episodes in " in caplog.text
     others = [jax.tree.map(lambda p: p + 0.01 * k, params) for k in (1, 2)]
     compiles.clear()
     for other in others:  # as periodic evaluation does: new parameters, the same program
@@ -39,10 +45,14 @@ def test_an_evaluator_compiles_its_rollout_once(tmp_path):
     assert compiles == [] and evaluator._rollout._cache_size() == 1
     assert not np.allclose(first["rollout"]["observations"], later["rollout"]["observations"])
     assert first["figure"] is not None and first["summary"]["success_rate"] is not None
+    assert len(first["figure"].legends) == 1
+    assert "step 10, 2 episodes" in first["figure"].get_suptitle()
+    assert "success rate" in first["figure"].get_suptitle()
     # the periodic evaluation during training logged both maze scores of the same parameters to TensorBoard
     logged = read_scalars(tmp_path / "run" / "policy" / "tensorboard")
     for key in ("normalized_score", "first_hit_score", "first_hit_stderr", "success_rate"):
         assert logged[f"eval/{key}"] == [(10, pytest.approx(first["summary"][key], rel=1e-5, abs=1e-5))]
+    assert read_image_tags(tmp_path / "run" / "policy" / "tensorboard") == ["eval/rollouts"]
 
 
 def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(tmp_path, capsys, caplog):
@@ -52,10 +62,13 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(tmp
                                                                    f"dataset.id={dataset_id}"])
     train(config, tmp_path / "run", progress=False)
     capsys.readouterr()
+    json_path = tmp_path / "not" / "yet" / "eval.json"  # its folders are created
     assert main(["evaluate", "--workdir", str(tmp_path / "run"), "--episodes", "3", "--seed", "7",
-                 "--json", str(tmp_path / "eval.json")]) == 0
+                 "--json", str(json_path)]) == 0
     assert "Pendulum-v1 has no MJX port: evaluating in 3 gymnasium environments on the CPU" in caplog.text
-    summary = json.loads((tmp_path / "eval.json").read_text())
+    assert "evaluating 3 episodes of 200 steps in 3 gymnasium environments on the CPU ..." in caplog.text
+    assert "evaluated 3 episodes in " in caplog.text
+    summary = json.loads(json_path.read_text())
 
     # The same policy stepped by hand in gymnasium, episode k reset with seed 7 + k.
     method, params, _, _ = load_trained(tmp_path / "run")

@@ -3,13 +3,15 @@
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import matplotlib.image
 import numpy as np
 import pytest
 
-from diffrl.envs.maze_plot import WALL_GID, maze_figure
+from diffrl.envs.maze_plot import GOAL_LABEL, PLAN_LABEL, START_LABEL, TRAJECTORY_LABEL, WALL_GID, maze_figure
+from diffrl.envs.pointmaze import PointMaze
 from diffrl.eval.plots import curve_figure, figure_to_png, save_figure
 from diffrl.train.logging import SummaryWriter
 from tensorboard_reader import read_image_tags, read_scalars, read_text
@@ -141,6 +143,72 @@ def test_maze_figure_caps_panels():
     assert sum(ax.axison for ax in fig.axes) == 8
     fig = maze_figure(layout, trajectories[0])  # a single [T, 2] episode
     assert sum(ax.axison for ax in fig.axes) == 1
+
+
+class _DrawingOnlyPointMaze:
+    """A PointMaze's drawing (its real ``draw_episodes``) without the MJX model."""
+
+    draw_episodes = PointMaze.draw_episodes
+
+    def __init__(self, layout):
+        self.layout = layout
+
+
+def test_rollout_figure_has_one_legend_and_a_title_with_the_step_and_the_score():
+    from diffrl.eval.evaluate import rollout_figure
+
+    layout, trajectories, plans, goals, valid = _umaze_episodes()
+    n, steps = trajectories.shape[:2]
+    observations = np.concatenate([trajectories, np.zeros((n, steps, 4)), np.repeat(goals[:, None], steps, 1)], -1)
+    rollout = {"returns": np.array([120.0, 0.0]), "success": np.array([True, False]), "observations": observations,
+               "valid": valid, "planned_states": np.concatenate([plans, np.zeros((n, plans.shape[1], 6))], -1)}
+    summary = {"dataset_id": "diffrl/pointmaze/umaze-v0", "env": "PointMaze_UMaze-v3", "episodes": 2,
+               "normalized_score": 61.25, "stderr": 3.21, "return_mean": 60.0, "return_stderr": 60.0,
+               "success_rate": 0.5, "first_hit_score": 40.0, "first_hit_stderr": 40.0}
+    fig = rollout_figure(_DrawingOnlyPointMaze(layout), rollout, summary, step=12000, episodes=8)
+
+    assert [ax.get_title() for ax in fig.axes if ax.axison] == ["return 120 (success)", "return 0"]
+    assert all(ax.get_legend() is None for ax in fig.axes)  # one legend for the figure, none per panel
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [TRAJECTORY_LABEL, PLAN_LABEL, START_LABEL, GOAL_LABEL]
+    title = fig.get_suptitle().replace("\n", " ")
+    assert "step 12000" in title and "normalized score 61.2 +/- 3.2" in title and "success rate 0.50" in title
+    assert figure_to_png(fig).startswith(PNG_SIGNATURE)
+
+    # Without plans (a policy that does not plan) the legend has no plan entry; without references the title
+    # gives the return.
+    del rollout["planned_states"]
+    summary.update(normalized_score=None, stderr=None, success_rate=None)
+    fig = rollout_figure(_DrawingOnlyPointMaze(layout), rollout, summary, step=7, episodes=1)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [TRAJECTORY_LABEL, START_LABEL, GOAL_LABEL]
+    assert "step 7" in fig.get_suptitle() and "return 60.0 +/- 60.0" in fig.get_suptitle()
+
+
+def test_gymnasium_maze_envs_leave_no_model_file_in_the_temp_folder(tmp_path, monkeypatch):
+    import gymnasium as gym
+    import gymnasium_robotics
+
+    from diffrl.envs.gym_fallback import make_gym_env
+    from diffrl.envs.maze2d_gym import Maze2DEnv
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a temp folder no other test writes to
+    gym.register_envs(gymnasium_robotics)
+    gym.make("PointMaze_UMaze-v3")
+    (leftover,) = tmp_path.glob("ant_maze*.xml")  # gymnasium-robotics alone leaves its maze model behind
+    leftover.unlink()
+
+    for env in (make_gym_env("PointMaze_UMaze-v3"), Maze2DEnv("umaze")):
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+    assert os.listdir(tmp_path) == []
+    assert tempfile.gettempdir() == str(tmp_path)
+
+
+def test_importing_the_envs_prints_no_missing_warp_message():
+    proc = subprocess.run([sys.executable, "-c", "import diffrl.envs"], capture_output=True, text=True, timeout=120,
+                          cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Failed to import" not in proc.stdout + proc.stderr
 
 
 def test_curve_figure(tmp_path):

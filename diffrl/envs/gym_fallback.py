@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from diffrl.envs.third_party import import_gymnasium_robotics_quietly, removing_maze_xml_files
 from diffrl.spaces import flatten_observation
 
 PolicyInit = Callable[[np.ndarray], Any]  # flat observations [n, d] -> policy state
@@ -19,16 +20,16 @@ PolicyAct = Callable[[Any, np.ndarray, int], tuple[np.ndarray, Any]]  # (state, 
 
 
 def make_gym_env(env, **kwargs):
-    """``gymnasium.make`` for an id or ``EnvSpec``, with the robotics suites registered."""
+    """``gymnasium.make`` for an id or ``EnvSpec``, with the robotics suites registered; a maze env's model file in
+    the temp folder is deleted once the env is built."""
     import gymnasium as gym
 
     try:
-        import gymnasium_robotics
-
-        gym.register_envs(gymnasium_robotics)
+        gym.register_envs(import_gymnasium_robotics_quietly())
     except ImportError:
         pass
-    return gym.make(env, **kwargs)
+    with removing_maze_xml_files():
+        return gym.make(env, **kwargs)
 
 
 def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num_envs: int = 10, seed: int = 0,

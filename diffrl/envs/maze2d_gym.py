@@ -9,17 +9,21 @@ MJX twin is ``PointMaze(..., protocol=MAZE2D_V1)`` (:meth:`diffrl.envs.pointmaze
 from __future__ import annotations
 
 import numpy as np
-from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv
 
 from diffrl.envs.pointmaze import MAZE2D_V1, EVAL_GOAL_CELLS, MazeLayout, evaluation_map
+from diffrl.envs.third_party import import_gymnasium_robotics_quietly, removing_maze_xml_files
+
+import_gymnasium_robotics_quietly()  # before gymnasium_robotics' own modules: its import notice is not for us
+from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv  # noqa: E402
 
 
 class Maze2DEnv(PointMazeEnv):
     """``Maze2DEnv("umaze" | "medium" | "large", reward_type="sparse")``; continuing, the goal never re-drawn."""
 
     def __init__(self, maze: str = "umaze", reward_type: str = "sparse", render_mode: str | None = None, **kwargs):
-        super().__init__(maze_map=evaluation_map(maze), render_mode=render_mode, reward_type=reward_type,
-                         continuing_task=True, reset_target=False, **kwargs)
+        with removing_maze_xml_files():
+            super().__init__(maze_map=evaluation_map(maze), render_mode=render_mode, reward_type=reward_type,
+                             continuing_task=True, reset_target=False, **kwargs)
         layout = MazeLayout(evaluation_map(maze))
         offset = np.asarray(MAZE2D_V1.cell_offset)
         self._target = layout.cell_to_xy(EVAL_GOAL_CELLS[maze]) + offset

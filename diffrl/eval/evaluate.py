@@ -3,7 +3,8 @@
 An :class:`Evaluator` builds the environment and the policy once and compiles the whole rollout once, so the
 periodic evaluation during training and repeated evaluations reuse one program. Environments with an MJX port
 run as one jitted ``lax.scan``; the others fall back to gymnasium environments on the CPU, with the policy's
-``init``/``act`` jitted, and say so in one line.
+``init``/``act`` jitted, and say so in one line. An evaluation logs one line when it starts and one with its
+duration when it ends; its figure is titled with the checkpoint step and the score.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import jax
 import numpy as np
 
 from diffrl.agents.base import Method
+from diffrl.envs.base import Env
 from diffrl.envs.gym_fallback import evaluate_gym
 from diffrl.envs.registry import NoMJXPortError, make_env
-from diffrl.eval.plots import save_figure, write_atomically
+from diffrl.eval.plots import save_figure, set_figure_title, write_atomically
 from diffrl.eval.rollout import make_rollout, score_summary
 from diffrl.train.pipeline import load_trained
 
@@ -70,18 +72,26 @@ class Evaluator:
         return self.env.name if self.env is not None else self.spec.id
 
     def __call__(self, params, step: int | None = None) -> dict:
+        """Evaluate ``params``; ``step`` (the checkpoint's training step) goes into the figure's title."""
+        max_steps = self.env.max_episode_steps if self.env is not None else self.spec.max_episode_steps
+        where = ("parallel MJX envs (compiling the rollout on first use)" if self.env is not None
+                 else f"{min(GYM_FALLBACK_ENVS, self.episodes)} gymnasium environments on the CPU")
+        logger.info("evaluating %d episodes of %s steps in %s ...", self.episodes, max_steps, where)
         started = time.perf_counter()
         rng = jax.random.PRNGKey(self.seed)
         out = jax.device_get(self._rollout(params, rng)) if self.env is not None else self._gym_rollout(params, rng)
         seconds = time.perf_counter() - started
+        logger.info("evaluated %d episodes in %.1f s", self.episodes, seconds)
         info = self.method.info
         has_success = self.env.reports_success if self.env is not None else out["first_hit"] is not None
-        max_steps = self.env.max_episode_steps if self.env is not None else self.spec.max_episode_steps
         summary = score_summary(out["returns"], out["first_hit"] if has_success else None, info.ref_min_score,
                                 info.ref_max_score, max_steps)
         summary.update(dataset_id=info.dataset_id, env=self.env_name, multi_goal=bool(self.method.config.eval.multi_goal),
                        seconds=round(seconds, 3), max_episode_steps=max_steps)
-        return {"summary": summary, "rollout": out, "figure": self._figure(out)}
+        figure = None
+        if self.env is not None:
+            figure = rollout_figure(self.env, out, summary, step, self.method.config.eval.plot_episodes)
+        return {"summary": summary, "rollout": out, "figure": figure}
 
     def _gym_rollout(self, params, rng) -> dict:
         rng_init, rng_act = jax.random.split(rng)
@@ -92,14 +102,19 @@ class Evaluator:
         return {"returns": result["returns"], "success": result["successes"], "first_hit": result["first_hits"],
                 "lengths": result["lengths"]}
 
-    def _figure(self, out: dict):
-        if self.env is None:
-            return None
-        n = min(self.method.config.eval.plot_episodes, self.episodes)
-        titles = [f"return {r:.0f}" + (" (success)" if s else "") for r, s in zip(out["returns"][:n], out["success"][:n])]
-        planned = out.get("planned_states")
-        return self.env.draw_episodes(out["observations"][:n], out["valid"][:n],
-                                      None if planned is None else planned[:n], titles)
+
+def rollout_figure(env: Env, out: dict, summary: dict, step: int | None, episodes: int):
+    """The env's picture of the first ``episodes`` episodes of a rollout (a panel each, titled with its return),
+    titled with the run (:func:`describe_run`) and its scores (:func:`describe_scores`); ``None`` for an env with
+    no picture."""
+    n = min(episodes, len(out["returns"]))
+    titles = [f"return {r:.0f}" + (" (success)" if s else "") for r, s in zip(out["returns"][:n], out["success"][:n])]
+    planned = out.get("planned_states")
+    figure = env.draw_episodes(out["observations"][:n], out["valid"][:n], None if planned is None else planned[:n],
+                               titles)
+    if figure is not None:
+        set_figure_title(figure, f"{describe_run(summary, step)}\n{describe_scores(summary)}")
+    return figure
 
 
 def evaluate_checkpoint(workdir, *, step: int | None = None, episodes: int | None = None, seed: int | None = None,
@@ -108,7 +123,7 @@ def evaluate_checkpoint(workdir, *, step: int | None = None, episodes: int | Non
     method, params, config, step = load_trained(workdir, step, overrides)
     if episodes is not None and episodes < 1:
         raise ValueError(f"--episodes must be positive, got {episodes}")
-    result = Evaluator(method, episodes=episodes, seed=seed)(params)
+    result = Evaluator(method, episodes=episodes, seed=seed)(params, step)
     summary = {**result["summary"], "checkpoint_step": step, "method": config.method, "config": config.name,
                "device": jax.devices()[0].platform}
     if plot_path is not None and result["figure"] is not None:
@@ -125,11 +140,25 @@ def _json_default(value):
 
 
 def format_summary(summary: dict) -> str:
+    """One line: what was evaluated and its scores."""
+    return f"{describe_run(summary, summary['checkpoint_step'])}: {describe_scores(summary)}"
+
+
+def describe_run(summary: dict, step: int | None) -> str:
+    """``dataset (env), step S, N episodes`` (no step when ``step`` is ``None``)."""
+    parts = [f"{summary['dataset_id']} ({summary['env']})"]
+    if step is not None:
+        parts.append(f"step {step}")
+    parts.append(f"{summary['episodes']} episodes")
+    return ", ".join(parts)
+
+
+def describe_scores(summary: dict) -> str:
+    """The normalized score (the return without references) with its standard error, and for goal-reaching envs
+    the first-hit score and the success rate."""
     score = summary["normalized_score"]
-    line = (f"{summary['dataset_id']} ({summary['env']}), step {summary['checkpoint_step']}, "
-            f"{summary['episodes']} episodes: ")
-    line += (f"normalized score {score:.1f} +/- {summary['stderr']:.1f}" if score is not None
-             else f"return {summary['return_mean']:.1f} +/- {summary['return_stderr']:.1f}")
+    line = (f"normalized score {score:.1f} +/- {summary['stderr']:.1f}" if score is not None
+            else f"return {summary['return_mean']:.1f} +/- {summary['return_stderr']:.1f}")
     if summary["success_rate"] is not None:
         hit = summary["first_hit_score"]
         line += (f", first-hit score {hit:.1f} +/- {summary['first_hit_stderr']:.1f}, "

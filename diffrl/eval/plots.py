@@ -1,5 +1,5 @@
-"""Matplotlib figures for evaluation (training curves) and saving figures; environments draw their own episodes
-(:meth:`diffrl.envs.base.Env.draw_episodes`).
+"""Matplotlib figures for evaluation (training curves), figure titles and saving figures; environments draw their
+own episodes (:meth:`diffrl.envs.base.Env.draw_episodes`).
 
 Figures are built with ``matplotlib.figure.Figure`` on an Agg canvas (:func:`new_figure`), never through pyplot,
 so the user's global backend is untouched and nothing needs a display.
@@ -10,13 +10,16 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import textwrap
 from typing import Any, Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["curve_figure", "figure_to_png", "new_figure", "save_figure", "write_atomically"]
+__all__ = ["curve_figure", "figure_to_png", "new_figure", "save_figure", "set_figure_title", "write_atomically"]
+TITLE_FONTSIZE = 10
+POINTS_PER_INCH = 72
 
 
 def new_figure(figsize) -> Figure:
@@ -43,6 +46,16 @@ def curve_figure(series: Mapping[str, tuple[Any, Any]], xlabel: str = "step", yl
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def set_figure_title(fig: Figure, title: str) -> None:
+    """Title a figure of constrained layout above all its panels, each line of ``title`` wrapped to the figure's
+    width; the figure grows by the title's height, so the panels keep their size."""
+    chars_per_line = max(20, int(fig.get_figwidth() * POINTS_PER_INCH / (0.55 * TITLE_FONTSIZE)))  # ~0.55 em a char
+    lines = [wrapped for line in title.splitlines()
+             for wrapped in textwrap.wrap(line, chars_per_line, break_on_hyphens=False)]
+    fig.suptitle("\n".join(lines), fontsize=TITLE_FONTSIZE)
+    fig.set_figheight(fig.get_figheight() + len(lines) * 1.3 * TITLE_FONTSIZE / POINTS_PER_INCH)
 
 
 def figure_to_png(fig: Figure, dpi: float | None = None) -> bytes:

@@ -1,0 +1,62 @@
+"""Tidying up after third-party packages: the lines MJX prints when the optional ``warp`` package is absent, the
+notice gymnasium-robotics prints on import (about its Adroit envs, which diffrl does not use), and the maze XML
+files gymnasium-robotics leaves in the temp folder."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import tempfile
+
+MISSING_WARP_LINES = ("Failed to import warp:", "Failed to import mujoco_warp:")  # mujoco/mjx/warp/__init__.py
+
+
+def import_mjx_quietly() -> None:
+    """Import ``mujoco.mjx`` without the two lines it prints when ``warp`` is not installed; anything else the
+    import prints still reaches stdout."""
+    if "mujoco.mjx" in sys.modules:
+        return
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            import mujoco.mjx  # noqa: F401
+    finally:
+        lines = captured.getvalue().splitlines(keepends=True)
+        sys.stdout.write("".join(line for line in lines if not line.startswith(MISSING_WARP_LINES)))
+
+
+def import_gymnasium_robotics_quietly():
+    """``import gymnasium_robotics`` without the version notice it prints to stderr (``farama_notifications``);
+    anything else the import prints still reaches stderr. Returns the module."""
+    if "gymnasium_robotics" in sys.modules:
+        return sys.modules["gymnasium_robotics"]
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            import gymnasium_robotics
+    finally:
+        try:
+            from farama_notifications import notifications
+            notices = set(notifications.get("gymnasium_robotics", {}).values())
+        except ImportError:
+            notices = set()
+        lines = captured.getvalue().splitlines(keepends=True)
+        sys.stderr.write("".join(line for line in lines if line.strip() not in notices))
+    return gymnasium_robotics
+
+
+@contextlib.contextmanager
+def removing_maze_xml_files():
+    """Run the block with the temp folder pointed at a private folder, deleted afterwards with everything in it:
+    such as the ``ant_maze*.xml`` model file each gymnasium-robotics maze env writes when built and never deletes.
+
+    Other processes' files are never touched; ``tempfile.tempdir`` is set for the block, so other threads should
+    not make temp files meanwhile."""
+    previous = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="diffrl-env-") as private:
+        tempfile.tempdir = private
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
