@@ -184,12 +184,19 @@ def percent(value: float, limit: float) -> str:
     return f"{100 * value / limit:.0f}%"
 
 
+def write_json(path: str, value) -> Path:
+    """Write ``value`` as JSON to ``path``, creating its folder; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2))
+    return path
+
+
 def report(section: str, script: str, argv, header: str, table: list[str], figures, *, json_path: str | None,
            write: bool) -> None:
     """Write the figures to ``json_path`` and, when ``write``, the table as section ``section`` of the results file."""
     if json_path:
-        Path(json_path).write_text(json.dumps(figures, indent=2))
-        print(f"wrote {json_path}")
+        print(f"wrote {write_json(json_path, figures)}")
     if write:
         command = " ".join(["diffrl benchmark", script, *argv])
         body = "\n\n".join([header, "\n".join(table)])

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from diffrl.benchmarks.common import versions, write_section
+from diffrl.benchmarks.common import versions, write_json, write_section
 from diffrl.config import apply_overrides, load_config
 from diffrl.data.minari_io import normalized_score
 from diffrl.eval.evaluate import Evaluator
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
             print(json.dumps({k: v for k, v in runs[-1].items() if k not in ("scores", "first_hit_scores", "success")}),
                   flush=True)
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(runs, indent=2))
+        print(f"wrote {write_json(args.json, runs)}")
 
     maze = args.variant.partition("-")[2]
     paper = PAPER if args.variant.startswith("maze2d") else {}

@@ -6,6 +6,7 @@ import argparse
 import logging
 import pathlib
 import sys
+import traceback
 
 from diffrl.config import ConfigError, split_overrides
 
@@ -59,24 +60,66 @@ def _fail(command: str, err: Exception) -> int:
     return 2
 
 
+def _raised_by_diffrl(err: BaseException) -> bool:
+    """Whether ``err`` was raised in diffrl's own code (a message written for the user) rather than deeper down."""
+    package = pathlib.Path(__file__).resolve().parent
+    frames = traceback.extract_tb(err.__traceback__)
+    return bool(frames) and pathlib.Path(frames[-1].filename).resolve().is_relative_to(package)
+
+
+def _latest_checkpoints(workdir: pathlib.Path) -> str:
+    """``stage STAGE step N`` of the newest checkpoint under ``workdir`` (any stage), or a sentence saying none."""
+    found = [(int(step.name), step.parent.parent.name) for step in workdir.glob("**/checkpoints/*")
+             if step.name.isdigit()]
+    if not found:
+        return f"no checkpoint was written in {workdir}"
+    step, stage = max(found)
+    return f"the checkpoints in {workdir} are kept (the latest: stage {stage}, step {step}); run the same command " \
+           "to resume"
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves behind, in one sentence."""
+    if args.command in ("train", "demo"):
+        return _latest_checkpoints(pathlib.Path(args.workdir))
+    if args.command == "data" and args.data_command in ("generate", "download"):
+        return "no dataset was written"
+    return "nothing was written" if args.command == "evaluate" else "stopped"
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The one error boundary of the CLI: diffrl's own errors and file-system errors become one line on stderr
+    (exit 2), Ctrl-C one line saying what was kept (exit 130); anything else keeps its traceback, followed by a
+    line asking for a bug report (exit 1)."""
+    command = args.command + (f" {args.data_command}" if args.command == "data" else "")
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"\ndiffrl {command}: interrupted; {_interrupted(args)}", file=sys.stderr)
+        return 130
+    except OSError as err:
+        return _fail(command, err)
+    except Exception as err:
+        if isinstance(err, ValueError) and _raised_by_diffrl(err):
+            return _fail(command, err)
+        traceback.print_exc()
+        print(f"diffrl {command}: unexpected {type(err).__name__}; this is a bug in diffrl or in how it met your "
+              "setup: please report it with the traceback above", file=sys.stderr)
+        return 1
+
+
 def _train(args: argparse.Namespace) -> int:
     if args.distributed:
         from diffrl.train.sharding import initialize_distributed
 
         initialize_distributed()
     from diffrl.config import apply_overrides, load_config
-    from diffrl.data import DatasetNotFoundError
     from diffrl.eval.evaluate import Evaluator
-    from diffrl.train.checkpoint import CheckpointError
-    from diffrl.train.loop import WorkdirError
     from diffrl.train.pipeline import train
 
-    try:
-        config = apply_overrides(load_config(args.config), args.overrides)
-        summaries = train(config, args.workdir, stages=args.stage, progress=not args.no_progress,
-                          make_evaluator=Evaluator if config.eval.every else None)
-    except (ConfigError, CheckpointError, WorkdirError, DatasetNotFoundError, ValueError) as err:
-        return _fail("train", err)
+    config = apply_overrides(load_config(args.config), args.overrides)
+    summaries = train(config, args.workdir, stages=args.stage, progress=not args.no_progress,
+                      make_evaluator=Evaluator if config.eval.every else None)
     for stage, summary in summaries.items():
         if summary.get("skipped"):
             status = "already finished"
@@ -89,16 +132,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from diffrl.eval.evaluate import evaluate_checkpoint, format_summary
-    from diffrl.train.checkpoint import CheckpointError
 
     plot = args.plot
     if plot is None and not args.no_plot:
         plot = pathlib.Path(args.workdir) / "evaluation" / "rollouts.png"
-    try:
-        summary = evaluate_checkpoint(args.workdir, step=args.step, episodes=args.episodes, seed=args.seed,
-                                      overrides=args.overrides, json_path=args.json, plot_path=plot)
-    except (ConfigError, CheckpointError, ValueError, OSError) as err:
-        return _fail("evaluate", err)
+    summary = evaluate_checkpoint(args.workdir, step=args.step, episodes=args.episodes, seed=args.seed,
+                                  overrides=args.overrides, json_path=args.json, plot_path=plot)
     print(format_summary(summary))
     if "plot" in summary:
         print(f"plot: {summary['plot']}")
@@ -108,18 +147,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from diffrl.data import DatasetNotFoundError
     from diffrl.demo import run_demo
     from diffrl.eval.evaluate import format_summary
-    from diffrl.train.checkpoint import CheckpointError
-    from diffrl.train.loop import WorkdirError
 
     print("diffrl demo: generate a small PointMaze U-Maze dataset in MJX, train Diffuser briefly, evaluate it in\n"
           "parallel MJX environments, print the normalized score and write the plot.")
-    try:
-        summary = run_demo(args.workdir, overrides=args.overrides, progress=not args.no_progress)
-    except (ConfigError, CheckpointError, WorkdirError, DatasetNotFoundError, ValueError) as err:
-        return _fail("demo", err)
+    summary = run_demo(args.workdir, overrides=args.overrides, progress=not args.no_progress)
     print(format_summary(summary))
     print(f"plot: {summary['plot']}\nsummary: {pathlib.Path(args.workdir) / 'summary.json'}")
     return 0
@@ -155,18 +188,12 @@ def _data_generate(args: argparse.Namespace) -> int:
     protocol, _, maze = args.env.partition("-")
     choices = [f"pointmaze-{m}" for m in DEFAULT_STEPS] + [f"maze2d-{m}" for m in D4RL_MAZE2D_REF_SCORES]
     if args.env not in choices:
-        print(f"diffrl data generate: unknown environment {args.env!r}; choose one of {', '.join(choices)}",
-              file=sys.stderr)
-        return 2
-    try:
-        summary = generate_maze_dataset(
-            maze, args.steps, reward_type="dense" if args.dense else "sparse", num_envs=args.num_envs,
-            seed=args.seed, dataset_id=args.dataset_id, root=args.root, overwrite=args.overwrite,
-            progress=not args.no_progress, protocol=protocol,
-        )
-    except (FileExistsError, ValueError) as err:
-        print(f"diffrl data generate: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"unknown environment {args.env!r}; choose one of {', '.join(choices)}")
+    summary = generate_maze_dataset(
+        maze, args.steps, reward_type="dense" if args.dense else "sparse", num_envs=args.num_envs,
+        seed=args.seed, dataset_id=args.dataset_id, root=args.root, overwrite=args.overwrite,
+        progress=not args.no_progress, protocol=protocol,
+    )
     print(f"wrote {summary['dataset_id']}: {summary['steps']} steps in {summary['episodes']} episodes, "
           f"ref_min_score {summary['ref_min_score']:.2f}, ref_max_score {summary['ref_max_score']:.2f}\n"
           f"  at {summary['path']}")
@@ -176,7 +203,8 @@ def _data_generate(args: argparse.Namespace) -> int:
 def _data_download(args: argparse.Namespace) -> int:
     from diffrl.data import download_dataset
 
-    download_dataset(args.dataset_id)
+    path = download_dataset(args.dataset_id)
+    print(f"downloaded {args.dataset_id} to {path}")
     return 0
 
 
@@ -184,11 +212,7 @@ def _data_info(args: argparse.Namespace) -> int:
     from diffrl.data import load_dataset
     from diffrl.envs.registry import protocol_name
 
-    try:
-        data = load_dataset(args.dataset_id, root=args.root)
-    except ValueError as err:
-        print(f"diffrl data info: {err}", file=sys.stderr)
-        return 2
+    data = load_dataset(args.dataset_id, root=args.root)
     lengths = data.episode_lengths
     print(f"{data.dataset_id}: {data.num_steps} steps, {data.num_episodes} episodes "
           f"(length {lengths.min()}..{lengths.max()}, mean {lengths.mean():.1f})")
@@ -200,6 +224,20 @@ def _data_info(args: argparse.Namespace) -> int:
     print(f"  env {data.env_spec.id if data.env_spec else None}, evaluated in {eval_spec.id if eval_spec else None}"
           f" (protocol {protocol or 'none'}); ref_min_score {data.ref_min_score}, ref_max_score {data.ref_max_score}")
     return 0
+
+
+def _count(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,9 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                               epilog=OVERRIDES_HELP + " Useful ones: --config.eval.multi_goal=true (Multi2D), "
                                      "--config.plan.warm_start_steps=N, --config.plan.replan_every=N.")
     evaluate.add_argument("--workdir", required=True, help="the training run's folder")
-    evaluate.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    evaluate.add_argument("--episodes", type=int, default=None, help="episodes, all in parallel (default: config, 100)")
-    evaluate.add_argument("--seed", type=int, default=None, help="evaluation seed (default: config.eval.seed)")
+    evaluate.add_argument("--step", type=_count(0), default=None, help="checkpoint step (default: the latest)")
+    evaluate.add_argument("--episodes", type=_count(1), default=None, help="episodes, all in parallel (default: config, 100)")
+    evaluate.add_argument("--seed", type=_count(0), default=None, help="evaluation seed (default: config.eval.seed)")
     evaluate.add_argument("--json", default=None, metavar="PATH", help="write the summary as JSON to PATH")
     evaluate.add_argument("--plot", default=None, metavar="PATH",
                           help="PNG of plans and trajectories (default: WORKDIR/evaluation/rollouts.png)")
@@ -272,10 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "evaluation target, D4RL's evaluation env and reference scores).")
     gen.add_argument("env", help="pointmaze-umaze | pointmaze-open | pointmaze-medium | pointmaze-large | "
                                  "maze2d-umaze | maze2d-medium | maze2d-large")
-    gen.add_argument("--steps", type=int, default=None,
+    gen.add_argument("--steps", type=_count(1), default=None,
                      help="transitions to generate (default: 1e6 umaze/open, 2e6 medium, 4e6 large, as D4RL)")
-    gen.add_argument("--num-envs", type=int, default=64, help="parallel environments (default: 64)")
-    gen.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    gen.add_argument("--num-envs", type=_count(1), default=64, help="parallel environments (default: 64)")
+    gen.add_argument("--seed", type=_count(0), default=0, help="random seed (default: 0)")
     gen.add_argument("--dense", action="store_true", help="dense reward exp(-distance) instead of sparse")
     gen.add_argument("--dataset-id", default=None,
                      help="Minari id (default: diffrl/pointmaze/<maze>[-dense]-v0, diffrl/maze2d/<maze>-v1)")
@@ -304,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, ConfigError("--config.KEY=VALUE overrides apply to train, evaluate and demo only"))
     args.overrides = overrides
     _configure_logging()
-    return args.handler(args)
+    return _run(args)
 
 
 if __name__ == "__main__":

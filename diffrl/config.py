@@ -107,8 +107,70 @@ def _all_keys(config, prefix="") -> list[str]:
     return keys
 
 
+# What every count, size, rate and probability in any method's config must be, by the key's last part or last
+# parts (the schema is shared: ``train.steps`` and ``train.q.steps`` both end in "steps"). Other keys are free.
+POSITIVE_INTS = frozenset({
+    "steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "ema_every", "gradient_accumulation",
+    "horizon", "num_steps", "eval.episodes", "sampler_steps", "num_candidates", "plan.candidates", "pool_size", "pool_batch",
+    "pool_steps", "latent_dim", "dim", "embed_dim", "gru_layers", "q_hidden", "time_dim", "depth", "per_beta_every",
+    "hidden", "dim_mults", "prior_hidden_dims",
+})
+NON_NEGATIVE_INTS = frozenset({"eval.every", "ema_start", "extra_steps", "pool_extra_steps", "warm_start_steps",
+                               "replan_every", "t_stopgrad", "n_guide_steps", "plot_episodes", "seed"})
+POSITIVE_FLOATS = frozenset({"learning_rate", "min_snr_gamma", "grad_clip"})
+UNIT_INTERVAL = frozenset({"discount", "ema_decay", "target_rate", "per_beta_start", "per_beta_end"})  # (0, 1]
+PROBABILITIES = frozenset({"drop_prob"})  # [0, 1)
+
+
+def _invalid(value, key: str) -> str | None:
+    """What is wrong with ``value`` for the dotted ``key`` (None when it is acceptable)."""
+    def rule(names):
+        return any(key == name or key.endswith("." + name) for name in names)
+
+    def is_int(x):
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    def is_number(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if rule(POSITIVE_INTS):
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if (isinstance(value, (tuple, list)) and not value) or not all(is_int(x) and x > 0 for x in items):
+            return "must be a positive integer" + (" (or a non-empty tuple of them)" if isinstance(value, (
+                tuple, list)) else "")
+    elif rule(NON_NEGATIVE_INTS):
+        if not (is_int(value) and value >= 0):
+            return "must be an integer >= 0"
+    elif rule(POSITIVE_FLOATS):
+        if value is not None and not (is_number(value) and value > 0):
+            return "must be a number > 0"
+    elif rule(UNIT_INTERVAL):
+        if not (is_number(value) and 0 < value <= 1):
+            return "must be in (0, 1]"
+    elif rule(PROBABILITIES):
+        if not (is_number(value) and 0 <= value < 1):
+            return "must be in [0, 1)"
+    return None
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check every count, size, rate and probability of ``config`` (:data:`POSITIVE_INTS` and friends); the
+    first bad value raises a ConfigError naming its key. Returns ``config``."""
+    for key in _all_keys(config):
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if isinstance(value, ml_collections.ConfigDict):
+            continue
+        problem = _invalid(value, key)
+        if problem:
+            raise ConfigError(f"config key {key}={value!r} {problem}")
+    return config
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
-    """Apply ``["train.batch_size=64", ...]`` in place; unknown keys and mistyped values raise ConfigError."""
+    """Apply ``["train.batch_size=64", ...]`` in place and :func:`validate` the result; unknown keys, mistyped and
+    out-of-range values raise ConfigError."""
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -128,7 +190,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
             raise ConfigError(f"config key {key!r} is a group; override one of its fields ({key}.FIELD=VALUE)")
         with node.unlocked():
             node[leaf] = _parse_value(key, text, node[leaf])
-    return config
+    return validate(config)
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:

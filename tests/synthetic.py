@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from diffrl.config import apply_overrides, load_config
 from diffrl.data.generate import write_minari_dataset
+
+# A Diffuser small enough to compile and train in seconds: the runner tests share its compiled programs.
+TINY = [
+    "task.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)",
+    "train.batch_size=4", "train.gradient_accumulation=2", "train.steps=40", "train.log_every=10",
+    "train.checkpoint_every=10", "train.ema_start=0", "eval.episodes=4",
+]
+
+
+def tiny_config(root, *extra):
+    """``diffuser.py:pointmaze-umaze`` made :data:`TINY`, on the dataset written under ``root``."""
+    return apply_overrides(load_config("diffuser.py:pointmaze-umaze"), [*TINY, f"dataset.root={root}", *extra])
 
 
 def pointmaze_streams(num_streams: int = 4, stream_length: int = 120, cut_every: int = 40, seed: int = 0) -> list[dict]:

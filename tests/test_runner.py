@@ -21,26 +21,14 @@ from diffrl.train.checkpoint import CheckpointError
 from diffrl.train.loop import init_carry, make_train_chunk
 from diffrl.train.pipeline import train
 from diffrl.train.sharding import batch_sharded, make_mesh, put_replicated
-from synthetic import write_pointmaze_dataset
+from synthetic import TINY, tiny_config, write_pointmaze_dataset
 from tensorboard_reader import read_scalars
-
-TINY = [
-    "task.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)",
-    "train.batch_size=4", "train.gradient_accumulation=2", "train.steps=40", "train.log_every=10",
-    "train.checkpoint_every=10", "train.ema_start=0", "eval.episodes=4",
-]
-
 
 @pytest.fixture(scope="module")
 def maze_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("minari")
     write_pointmaze_dataset(root)
     return root
-
-
-def tiny_config(root, *extra):
-    config = load_config("configs/diffuser.py:pointmaze-umaze")
-    return apply_overrides(config, [*TINY, f"dataset.root={root}", *extra])
 
 
 def test_configs_variants_and_overrides():
@@ -64,23 +52,6 @@ def test_configs_variants_and_overrides():
         apply_overrides(config, ["eval.multi_goal=maybe"])
     assert split_overrides(["train", "--config.seed", "3", "--config.train.steps=5"]) == (
         ["train"], ["seed=3", "train.steps=5"])
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--config=configs/diffuser.py:nope", "--workdir", "{tmp}/a"], "unknown variant 'nope'"),
-    (["train", "--config=configs/diffuser.py:pointmaze-umaze", "--workdir", "{tmp}/a", "--config.train.stepz=1"],
-     "unknown config key 'train.stepz'"),
-    (["train", "--config=configs/diffuser.py:pointmaze-umaze", "--workdir", "{tmp}/file/run"], "cannot write to workdir"),
-    (["evaluate", "--workdir", "{tmp}/missing"], "no trained method in"),
-    (["evaluate", "--workdir", "{tmp}/old"], "holds a run of an earlier diffrl"),
-])
-def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, argv, message):
-    (tmp_path / "file").write_text("not a folder")
-    (tmp_path / "old" / "checkpoints" / "10").mkdir(parents=True)  # the layout before stages
-    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and message in err and len(err.splitlines()) == 1, err
-    assert not (tmp_path / "missing").exists() and not (tmp_path / "a").exists()
 
 
 def test_sharded_step_matches_single_device_and_splits_the_batch(maze_root):

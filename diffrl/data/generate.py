@@ -55,6 +55,8 @@ from flax import struct
 from tqdm.auto import tqdm
 
 from diffrl.envs.pointmaze import MAZE2D_V1, MAZE_MAPS, MazeLayout, PointMaze, maze2d_id
+from diffrl.envs.third_party import import_gymnasium_robotics_quietly, removing_maze_xml_files
+from diffrl.locking import exclusive_lock
 
 # D4RL-sized defaults (steps) and the time limits of the evaluation env.
 DEFAULT_STEPS = {"umaze": 1_000_000, "open": 1_000_000, "medium": 2_000_000, "large": 4_000_000}
@@ -149,8 +151,10 @@ def _rollout(env: PointMaze, policy, num_envs: int, steps: int, rng: jax.Array, 
     ``policy.initial_state(env_index)`` gives one env's controller state.
     """
     rng, reset_rng = jax.random.split(rng)
-    env_state = jax.vmap(env.reset)(jax.random.split(reset_rng, num_envs))
-    ctrl_state = jax.vmap(policy.initial_state)(jnp.arange(num_envs))
+
+    @jax.jit
+    def reset(rng):  # one compiled program (run eagerly, vmap dispatches and compiles every op of the reset)
+        return jax.vmap(env.reset)(jax.random.split(rng, num_envs)), jax.vmap(policy.initial_state)(jnp.arange(num_envs))
 
     def one_step(carry, step_rng):
         env_state, ctrl_state = carry
@@ -166,13 +170,13 @@ def _rollout(env: PointMaze, policy, num_envs: int, steps: int, rng: jax.Array, 
     def run_chunk(carry, rng):
         return jax.lax.scan(one_step, carry, jax.random.split(rng, chunk))
 
-    records, carry = [], (env_state, ctrl_state)
+    records, carry = [], reset(reset_rng)
     with tqdm(total=steps * num_envs, desc=desc, unit="step", unit_scale=True, disable=not progress) as bar:
-        for _ in range(-(-steps // chunk)):
+        for done in range(0, steps, chunk):
             rng, chunk_rng = jax.random.split(rng)
             carry, record = run_chunk(carry, chunk_rng)
             records.append(jax.device_get(record))
-            bar.update(chunk * num_envs)
+            bar.update(min(chunk, steps - done) * num_envs)  # the last chunk's overshoot is cut below
     return {k: np.concatenate([r[k] for r in records])[:steps] for k in records[0]}
 
 
@@ -333,11 +337,10 @@ def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, rewar
     An interrupted write leaves nothing under ``root``; an existing dataset is replaced only with ``overwrite``.
     """
     import gymnasium as gym
-    import gymnasium_robotics
     import minari
     from minari.data_collector import EpisodeBuffer
 
-    gym.register_envs(gymnasium_robotics)
+    gym.register_envs(import_gymnasium_robotics_quietly())
     root = Path(root).resolve()  # Minari re-joins a relative root onto itself when it sizes the written files
     final = root.joinpath(*dataset_id.split("/"))
     if final.exists() and not overwrite:
@@ -358,8 +361,9 @@ def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, rewar
                 truncations=np.arange(n) == n - 1,
                 infos={"success": np.asarray(ep["success"], bool)} if "success" in ep else None,
             ))
-        with _minari_root(staging), warnings.catch_warnings():
+        with removing_maze_xml_files(), _minari_root(staging), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*author_email.*")
+            warnings.filterwarnings("ignore", message=".*code_permalink.*")  # no code URL to give
             minari.create_dataset_from_buffers(
                 dataset_id=dataset_id, buffer=buffers, env=_env_spec(maze, reward_type, eval_env=False),
                 eval_env=_env_spec(maze, reward_type, True, protocol), ref_min_score=float(ref_min),
@@ -382,6 +386,8 @@ def generate_maze_dataset(maze: str, steps: int | None = None, *, reward_type: s
                                protocol: str = "pointmaze") -> dict:
     """Generate a maze dataset by ``protocol`` (``"pointmaze"``: Minari's pointmaze-v2 recipe, reference scores
     measured; ``"maze2d"``: D4RL's maze2d-v1 recipe and reference scores) and write it as a Minari dataset."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+
     from diffrl.data.minari_io import datasets_root
 
     if protocol not in PROTOCOLS:
@@ -391,19 +397,31 @@ def generate_maze_dataset(maze: str, steps: int | None = None, *, reward_type: s
         raise ValueError(f"unknown {protocol} maze {maze!r}; choose one of {', '.join(mazes)}")
     if protocol == "maze2d" and reward_type != "sparse":
         raise ValueError("maze2d datasets are generated with D4RL's sparse reward only")
-    steps = DEFAULT_STEPS[maze] if steps is None else int(steps)
+    steps = DEFAULT_STEPS[maze] if steps is None else steps
+    for name, value in (("steps", steps), ("num_envs", num_envs), ("reference_episodes", reference_episodes)):
+        if not (isinstance(value, int) and value > 0):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     dataset_id = dataset_id or default_dataset_id(maze, reward_type, protocol)
+    try:
+        parse_dataset_id(dataset_id)  # a malformed id fails here, before the rollout
+    except ValueError as err:
+        raise ValueError(f"dataset id: {err}") from None
     root = datasets_root(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"the datasets root {root} is a file, not a folder (--root / $MINARI_DATASETS_PATH)")
     if root.joinpath(*dataset_id.split("/")).exists() and not overwrite:
         raise FileExistsError(f"dataset {dataset_id} already exists under {root}; pass --overwrite to replace it")
-    if protocol == "maze2d":
-        episodes = collect_maze2d(maze, steps, num_envs, seed, progress=progress)
-        ref_min, ref_max = D4RL_MAZE2D_REF_SCORES[maze]
-    else:
-        episodes = collect_pointmaze(maze, steps, num_envs, seed, reward_type, progress=progress)
-        expert_returns, random_returns = reference_scores(PointMaze(maze, reward_type=reward_type).evaluation_env(),
-                                                          reference_episodes)
-        ref_max, ref_min = float(expert_returns.mean()), float(random_returns.mean())
-    path = write_minari_dataset(episodes, dataset_id, maze, reward_type, ref_min, ref_max, root, overwrite, protocol)
+    # one generator per dataset id and root at a time (they would race for the same folder)
+    with exclusive_lock(root, f"dataset {dataset_id} under {root}", name=f".{dataset_id.replace('/', '_')}.lock"):
+        if protocol == "maze2d":
+            episodes = collect_maze2d(maze, steps, num_envs, seed, progress=progress)
+            ref_min, ref_max = D4RL_MAZE2D_REF_SCORES[maze]
+        else:
+            episodes = collect_pointmaze(maze, steps, num_envs, seed, reward_type, progress=progress)
+            expert_returns, random_returns = reference_scores(
+                PointMaze(maze, reward_type=reward_type).evaluation_env(), reference_episodes, progress=progress)
+            ref_max, ref_min = float(expert_returns.mean()), float(random_returns.mean())
+        path = write_minari_dataset(episodes, dataset_id, maze, reward_type, ref_min, ref_max, root, overwrite,
+                                    protocol)
     return {"dataset_id": dataset_id, "path": str(path), "steps": int(sum(len(e["actions"]) for e in episodes)),
             "episodes": len(episodes), "ref_min_score": ref_min, "ref_max_score": ref_max}

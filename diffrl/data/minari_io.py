@@ -187,11 +187,36 @@ def load_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> Offl
     )
 
 
-def download_dataset(dataset_id: str) -> None:
-    """Download ``dataset_id`` from the Minari remote into the local root (the ``diffrl data download`` command)."""
-    import minari
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
-    minari.download_dataset(dataset_id)
+
+def _is_network_error(err: BaseException) -> bool:
+    """Whether ``err`` or an error it came from is a failed connection (socket errors are OSErrors; the HTTP
+    clients under Minari name theirs ``ConnectError``, ``ConnectTimeout``, ...)."""
+    while err is not None:
+        if isinstance(err, OSError) or any(word in type(err).__name__ for word in ("Connect", "Timeout", "Network")):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def download_dataset(dataset_id: str) -> pathlib.Path:
+    """Download ``dataset_id`` from the Minari remote into the local root (the ``diffrl data download`` command);
+    returns its local folder. Without network, or for an id the remote does not have, one ValueError says so."""
+    try:
+        import minari
+        import huggingface_hub  # noqa: F401  (Minari's remote needs it: the dependency minari[hf])
+    except ImportError as err:
+        raise ValueError(f"downloading needs {err.name}: pip install 'minari[hf]'") from None
+    try:
+        minari.download_dataset(dataset_id)
+    except Exception as err:
+        if _is_network_error(err):
+            raise ValueError(f"cannot reach the Minari remote to download {dataset_id} ({_first_line(err)}); without "
+                             "network, `diffrl data generate` makes the pointmaze-* and maze2d-* datasets locally") from None
+        raise ValueError(f"cannot download {dataset_id}: {_first_line(err)}") from None
+    return datasets_root(None).joinpath(*dataset_id.split("/"))
 
 
 def check_spaces(data: OfflineData, observation_size: int, action_size: int) -> None:

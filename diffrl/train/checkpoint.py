@@ -22,6 +22,10 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing or does not fit the model being restored."""
 
 
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 class Checkpointer:
     def __init__(self, workdir: str | pathlib.Path, keep: int = 3, asynchronous: bool = True, create: bool = True):
         self.directory = pathlib.Path(workdir).resolve() / "checkpoints"
@@ -55,7 +59,16 @@ class Checkpointer:
 
     def restore_meta(self, step: int | None = None) -> tuple[int, dict]:
         step = self._resolve(step)
-        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        where = self.directory / str(step)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except KeyError:
+            raise CheckpointError(f"checkpoint {where} has no diffrl record (the item 'meta'): it was not written by "
+                                  "diffrl train, or its writing was cut short") from None
+        except Exception as err:  # orbax raises many kinds for unreadable files
+            raise CheckpointError(f"checkpoint {where} is unreadable ({_first_line(err)})") from None
+        if not isinstance(restored.meta, dict):
+            raise CheckpointError(f"checkpoint {where} has an unreadable diffrl record (the item 'meta')")
         if restored.meta.get("format") != FORMAT:
             raise CheckpointError(f"checkpoint {self.directory / str(step)} was written by an earlier diffrl (format "
                                   f"{restored.meta.get('format', 1)}, this one reads {FORMAT}); retrain it with diffrl "
@@ -64,7 +77,11 @@ class Checkpointer:
 
     def restore_saved(self, step: int, item: str):
         """The ``exported`` or ``facts`` pytree of ``step`` as saved (no template needed), on the default device."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore()}))
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore()}))
+        except Exception as err:  # orbax raises many kinds for unreadable files
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} is unreadable: its item {item!r} "
+                                  f"cannot be restored ({_first_line(err)})") from None
         return jax.tree.map(jax.numpy.asarray, restored[item])
 
     def restore_state(self, step: int, target):
@@ -72,9 +89,10 @@ class Checkpointer:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"checkpoint {self.directory / str(step)} does not fit this model "
-                                  f"(was it trained with another config?): {str(err).splitlines()[0]}") from None
+        except Exception as err:  # orbax raises many kinds for unreadable or mismatched files
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} cannot be restored into this model: "
+                                  f"{_first_line(err)} (are its files complete, and was it trained with this "
+                                  "config?)") from None
         restored_shapes = jax.tree.map(lambda x: (x.shape, x.dtype), restored.state)
         wanted = jax.tree.map(lambda x: (x.shape, x.dtype), target)
         if restored_shapes != wanted:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import pathlib
 import signal
 import tempfile
@@ -32,6 +33,7 @@ from diffrl.train.sharding import check_batch_size, put_replicated, shard_batch
 
 # Config groups that fix the shapes of the saved state: a workdir cannot be resumed under other values.
 SHAPE_KEYS = ("method", "dataset.id", "task", "model", "value")
+logger = logging.getLogger(__name__)
 
 
 class WorkdirError(ValueError):
@@ -65,6 +67,16 @@ def make_train_chunk(stage: Stage, mesh, steps: int):
     return chunk
 
 
+def _snapshot(carry: dict) -> dict:
+    """A copy of ``carry`` for the asynchronous save (the next chunk donates ``carry`` while the save may still
+    read it): host arrays in a single-process run, which Orbax writes as they are (saving replicated device arrays
+    costs it a transfer per array and device, ~2 s per save of a Diffuser on four CPU devices); device copies in a
+    multi-host run, whose arrays no one process holds whole."""
+    if jax.process_count() == 1:
+        return jax.device_get(carry)
+    return jax.tree.map(jnp.copy, carry)
+
+
 def init_carry(stage: Stage, seed: int) -> dict:
     return {"state": jax.jit(stage.init)(jax.random.PRNGKey(seed)), "rng": jax.random.PRNGKey(seed + 1)}
 
@@ -75,6 +87,36 @@ def _check_resumable(saved: ml_collections.ConfigDict, config: ml_collections.Co
         key, old, new = mismatches[0]
         raise CheckpointError(f"workdir {workdir} holds a run with another {key} ({old} vs {new}); "
                               "use a new --workdir or the same config")
+
+
+def _resume(checkpointer: Checkpointer, carry: dict, config: ml_collections.ConfigDict, workdir) -> tuple[dict, int]:
+    """``(carry, step)`` of the newest checkpoint that restores, ``(carry, 0)`` when there is none.
+
+    A checkpoint that cannot be read while an older one can (a save cut short by a full disk, a file truncated by
+    a copy) is corrupt: it is moved to ``checkpoints/corrupt-<step>`` with a warning and the run resumes from the
+    older one. When no checkpoint restores, the newest one's error is raised and nothing is moved."""
+    failures = []
+    for step in sorted(checkpointer.all_steps(), reverse=True):
+        try:
+            _, saved = checkpointer.restore_meta(step)
+        except CheckpointError as err:
+            failures.append((step, err))
+            continue
+        _check_resumable(config_from_json(saved["config"]), config, workdir)  # another config is not corruption
+        try:
+            restored = checkpointer.restore_state(step, carry)
+        except CheckpointError as err:
+            failures.append((step, err))
+            continue
+        for bad, err in failures:
+            aside = checkpointer.directory / f"corrupt-{bad}"
+            (checkpointer.directory / str(bad)).rename(aside)
+            logger.warning("checkpoint %s cannot be restored (%s); moved to %s, resuming from step %d", bad, err,
+                           aside, step)
+        return restored, step
+    if failures:
+        raise failures[0][1]
+    return carry, 0
 
 
 @contextlib.contextmanager
@@ -121,14 +163,10 @@ def train_stage(stage: Stage, train_data: Any, workdir: str | pathlib.Path, *, m
     check_batch_size(stage.batch_size, mesh)
     train_data = put_replicated(train_data, mesh)
     checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
-    carry = init_carry(stage, config.seed)
-    start_step = 0
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        _, saved = checkpointer.restore_meta(latest)
-        _check_resumable(config_from_json(saved["config"]), config, workdir)
-        carry = checkpointer.restore_state(latest, carry)
-        start_step = latest
+    carry, start_step = _resume(checkpointer, init_carry(stage, config.seed), config, workdir)
+    if start_step and start_step != checkpointer.latest_step():  # unreadable newer checkpoints were moved aside
+        checkpointer.close()
+        checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
     carry = put_replicated(carry, mesh)
 
     chunk = make_train_chunk(stage, mesh, tc.log_every)
@@ -136,8 +174,10 @@ def train_stage(stage: Stage, train_data: Any, workdir: str | pathlib.Path, *, m
     writer = SummaryWriter(pathlib.Path(workdir) / "tensorboard", enabled=is_chief)
     history: list[tuple[int, dict]] = []
     step, stopped = start_step, False
-    with _sigterm_flag() as sigterm, writer, tqdm(total=tc.steps, initial=start_step, desc=f"train {stage.name}",
-                                                  unit="step", disable=not (progress and is_chief)) as bar:
+    # closing the checkpointer waits for the save under way, also when Ctrl-C ends the loop
+    with _sigterm_flag() as sigterm, contextlib.closing(checkpointer), writer, \
+            tqdm(total=tc.steps, initial=start_step, desc=f"train {stage.name}", unit="step",
+                 disable=not (progress and is_chief)) as bar:
         while step < tc.steps:
             started = time.perf_counter()
             carry, metrics = chunk(carry, train_data)
@@ -154,17 +194,17 @@ def train_stage(stage: Stage, train_data: Any, workdir: str | pathlib.Path, *, m
             if on_log is not None:
                 on_log(step, means)
             if evaluate is not None and config.eval.every and step % config.eval.every == 0:
+                bar.set_description(f"train {stage.name} (evaluating)")  # the bar stands still meanwhile
                 result = evaluate(stage.export(carry["state"]), step)
+                bar.set_description(f"train {stage.name}")
                 writer.scalars({k: v for k, v in result["summary"].items() if isinstance(v, float)}, step, prefix="eval")
                 if result.get("figure") is not None:
                     writer.image("eval/rollouts", result["figure"], step)
             stopped = stop_agreed(sigterm["stop"])
             if step % tc.checkpoint_every == 0 or step == tc.steps or stopped:
-                # A copy: the next chunk donates ``carry`` while the asynchronous save may still read it.
-                saved = jax.tree.map(jnp.copy, carry)
+                saved = _snapshot(carry)
                 checkpointer.save(step, saved, stage.export(saved["state"]), facts, meta, force=stopped)
             if stopped:
                 break
-    checkpointer.close()
     return {"workdir": str(workdir), "start_step": start_step, "step": step, "stopped_by_sigterm": stopped,
             "history": history, "devices": mesh.size}

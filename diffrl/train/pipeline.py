@@ -9,6 +9,7 @@ interrupted one from its latest checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 from typing import Any, Callable, Sequence
@@ -17,9 +18,10 @@ import jax
 import ml_collections
 
 from diffrl.agents import DatasetInfo, Method, method_class
-from diffrl.config import apply_overrides, config_from_json, config_to_json, mismatched_keys
+from diffrl.config import apply_overrides, config_from_json, config_to_json, mismatched_keys, validate
 from diffrl.data import load_dataset, make_store
 from diffrl.data.normalizers import normalizer_from_dict
+from diffrl.locking import exclusive_lock
 from diffrl.train.checkpoint import CheckpointError, Checkpointer
 from diffrl.train.loop import check_workdir, train_stage
 from diffrl.train.sharding import make_mesh
@@ -66,7 +68,14 @@ def train(config: ml_collections.ConfigDict, workdir, *, stages: Sequence[str] |
     every stage's loop; ``make_evaluator(method)`` builds, once, the evaluation run every ``eval.every`` steps of
     the last stage (``evaluator(params of every stage, step)``).
     """
+    validate(config)
     workdir = check_workdir(workdir)
+    # one process writes a workdir at a time (on a multi-host run, the chief holds the lock for all hosts)
+    with exclusive_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+        return _train_stages(config, workdir, stages, progress, data, devices, on_log, make_evaluator)
+
+
+def _train_stages(config, workdir: pathlib.Path, stages, progress, data, devices, on_log, make_evaluator) -> dict:
     if data is None:
         data = load_dataset(config.dataset.id, root=config.dataset.root)
     method = method_class(config.method).from_data(config, data)
