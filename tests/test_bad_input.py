@@ -98,6 +98,7 @@ def test_download_without_network_says_so_and_names_generate(capsys, monkeypatch
             raise RuntimeError("ConnectError") from err
 
     monkeypatch.setattr(minari, "download_dataset", refused)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")  # skips the host lookup before the download
     assert main(["data", "download", "D4RL/pointmaze/umaze-v2"]) == 2
     err = one_line(capsys)
     assert "cannot reach the Minari remote" in err and "diffrl data generate" in err

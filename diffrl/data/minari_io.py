@@ -20,8 +20,10 @@ Datasets live under ``$MINARI_DATASETS_PATH`` or, when that variable is unset, `
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
+import socket
 from typing import Any
 
 import gymnasium as gym
@@ -191,6 +193,17 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
+def _remote_host() -> str | None:
+    """The host name of Minari's remote when it is Hugging Face (``MINARI_REMOTE``, default ``hf://farama-minari``)
+    and reached without a proxy; else None (nothing to check before the download)."""
+    from urllib.parse import urlparse
+
+    proxied = any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    if proxied or not os.environ.get("MINARI_REMOTE", "hf://farama-minari").startswith("hf://"):
+        return None
+    return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+
+
 def _is_network_error(err: BaseException) -> bool:
     """Whether ``err`` or an error it came from is a failed connection (socket errors are OSErrors; the HTTP
     clients under Minari name theirs ``ConnectError``, ``ConnectTimeout``, ...)."""
@@ -209,13 +222,27 @@ def download_dataset(dataset_id: str) -> pathlib.Path:
         import huggingface_hub  # noqa: F401  (Minari's remote needs it: the dependency minari[hf])
     except ImportError as err:
         raise ValueError(f"downloading needs {err.name}: pip install 'minari[hf]'") from None
+    def offline(reason: str) -> ValueError:
+        return ValueError(f"cannot reach the Minari remote to download {dataset_id} ({reason}); without network, "
+                          "`diffrl data generate` makes the pointmaze-* and maze2d-* datasets locally")
+
+    host = _remote_host()
+    if host is not None:
+        try:
+            socket.getaddrinfo(host, 443)  # fail at once, not after the HTTP client's retries
+        except OSError as err:
+            raise offline(f"{host}: {err.strerror or err}") from None
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)  # its retry warnings; the outcome is reported below
     try:
         minari.download_dataset(dataset_id)
     except Exception as err:
         if _is_network_error(err):
-            raise ValueError(f"cannot reach the Minari remote to download {dataset_id} ({_first_line(err)}); without "
-                             "network, `diffrl data generate` makes the pointmaze-* and maze2d-* datasets locally") from None
+            raise offline(_first_line(err)) from None
         raise ValueError(f"cannot download {dataset_id}: {_first_line(err)}") from None
+    finally:
+        hub_logger.setLevel(level)
     return datasets_root(None).joinpath(*dataset_id.split("/"))
 
 
