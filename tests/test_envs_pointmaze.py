@@ -91,6 +91,25 @@ def umaze():
     return env, jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step))
 
 
+def test_wall_boxes_stand_on_every_wall_the_ball_can_reach():
+    """The model's three movable wall boxes cover, for any ball position in a free cell, every wall cell whose box
+    lies within 0.4 of the ball's centre (0.3 beyond its surface, 150 times the contact margin): checked against
+    all wall cells of the large maze for 4,000 positions."""
+    env = PointMaze("large")
+    layout = env.layout
+    rng = np.random.default_rng(0)
+    free = np.argwhere(layout.free)
+    xy = layout.cell_to_xy(free[rng.integers(len(free), size=4000)]) + rng.uniform(-0.5, 0.5, (4000, 2))
+    boxes = np.asarray(jax.jit(jax.vmap(env.wall_boxes))(jnp.asarray(xy)))  # [N, 3, xyz]
+    walls = layout.cell_to_xy(np.argwhere(~layout.free))  # [W, 2]
+    gap = np.linalg.norm(np.maximum(np.abs(xy[:, None] - walls[None]) - 0.5, 0), axis=-1)  # centre to box
+    for n, w in zip(*np.nonzero(gap < 0.4)):
+        placed = boxes[n][boxes[n, :, 2] > 0, :2]
+        assert np.any(np.all(np.isclose(placed, walls[w]), axis=-1)), (xy[n], walls[w], boxes[n])
+    assert (gap < 0.4).sum() > 1000  # many positions are near walls
+    assert np.all((boxes[..., 2] > 0).sum(-1) <= 3)
+
+
 def test_reset_distribution(umaze):
     env, reset, _ = umaze
     states = reset(jax.random.split(jax.random.PRNGKey(0), 2000))

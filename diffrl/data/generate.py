@@ -170,8 +170,10 @@ def _rollout(env: PointMaze, policy, num_envs: int, steps: int, rng: jax.Array, 
     def run_chunk(carry, rng):
         return jax.lax.scan(one_step, carry, jax.random.split(rng, chunk))
 
-    records, carry = [], reset(reset_rng)
+    records = []
+    # the bar shows from the start: the first update comes after the reset and the chunk have compiled
     with tqdm(total=steps * num_envs, desc=desc, unit="step", unit_scale=True, disable=not progress) as bar:
+        carry = reset(reset_rng)
         for done in range(0, steps, chunk):
             rng, chunk_rng = jax.random.split(rng)
             carry, record = run_chunk(carry, chunk_rng)

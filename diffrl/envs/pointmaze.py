@@ -15,6 +15,12 @@ Reproduced from gymnasium-robotics 1.4 (``envs/maze/point_maze.py``, ``maze_v4.p
 * reset: goal cell uniform over goal cells plus ``U(-0.25, 0.25)`` per coordinate; reset cell uniform over reset
   cells whose centre is more than 0.5 from the goal, plus the same noise; zero velocity.
 
+Contacts: the model holds three wall boxes, not one per wall cell. Before every physics step they are moved (as
+mocap bodies) onto the wall cells among the three neighbours of the ball's cell on the side of the ball's
+quadrant (the cell beside it in x, the one beside it in y, the diagonal one); the rest of the walls lie at least
+``0.5 - 0.1`` from the ball's surface, 200 times the contact margin, so the contacts, and the physics, are those
+of the full maze, at a cost that no longer grows with its size (see :meth:`PointMaze.wall_boxes`).
+
 A :class:`MazeProtocol` holds what the two published protocols set differently: :data:`POINTMAZE_V3` above, and
 :data:`MAZE2D_V1`, the evaluation env of D4RL's ``maze2d-*-v1`` (``d4rl/pointmaze/maze_model.py``): goal radius
 0.5, the fixed target exactly at the goal cell, resets uniform over every free cell (the goal's included) plus
@@ -94,6 +100,8 @@ GYM_IDS = {"open": "PointMaze_Open", "umaze": "PointMaze_UMaze", "medium": "Poin
 
 GOAL_RADIUS = 0.45
 MAZE_HEIGHT = 0.4
+WALL_BOXES = 3  # the walls that can touch the ball: beside it in x, in y, and diagonally
+PARKED_Z = -10.0  # height of a wall box with no wall to stand for (far below the ball)
 POSITION_NOISE = 0.25
 VELOCITY_LIMIT = 5.0
 
@@ -123,6 +131,7 @@ _POINT_MJCF = """<mujoco>
   </default>
   <worldbody>
     <geom name="ground" size="40 40 0.25" pos="0 0 -0.1" type="plane" contype="1" conaffinity="0"/>
+    <!-- wall boxes moved next to the ball at every step; conaffinity 2: they touch the ball only -->
     <body name="particle" pos="0 0 0">
       <geom name="particle_geom" type="sphere" size="0.1" contype="1"/>
       <joint name="ball_x" type="slide" pos="0 0 0" axis="1 0 0"/>
@@ -161,11 +170,12 @@ class MazeLayout:
         self.reset_cells = np.array(resets + combined, np.int32).reshape(-1, 2)
         self.free = np.array([[kind != 1 for kind in row] for row in self.maze_map])
 
-    def cell_to_xy(self, cells) -> np.ndarray:
-        cells = np.asarray(cells)
+    def cell_to_xy(self, cells, xp=np):
+        """Centres of ``cells`` (``[..., (i, j)]``); works on numpy or jax arrays."""
+        cells = xp.asarray(cells)
         x = (cells[..., 1] + 0.5) * self.scaling - self.x_center
         y = self.y_center - (cells[..., 0] + 0.5) * self.scaling
-        return np.stack([x, y], axis=-1)
+        return xp.stack([x, y], axis=-1)
 
     def xy_to_cell(self, xy, xp=np):
         """``floor`` of the inverse map, as ``Maze.cell_xy_to_rowcol``; works on numpy or jax arrays."""
@@ -174,16 +184,11 @@ class MazeLayout:
         return xp.stack([i, j], axis=-1).astype(xp.int32)
 
     def mjcf(self) -> str:
-        walls = []
-        for i, row in enumerate(self.maze_map):
-            for j, kind in enumerate(row):
-                if kind == 1:
-                    x, y = self.cell_to_xy((i, j))
-                    h, s = MAZE_HEIGHT / 2 * self.scaling, 0.5 * self.scaling
-                    walls.append(
-                        f'    <geom name="block_{i}_{j}" pos="{x} {y} {h}" size="{s} {s} {h}" type="box" '
-                        'contype="1" conaffinity="1"/>'
-                    )
+        """The point model with :data:`WALL_BOXES` movable wall boxes (parked until the first step places them)."""
+        h, s = MAZE_HEIGHT / 2 * self.scaling, 0.5 * self.scaling
+        walls = [f'    <body name="wall_{k}" mocap="true" pos="0 0 {PARKED_Z}">\n'
+                 f'      <geom name="wall_{k}" size="{s} {s} {h}" type="box" contype="1" conaffinity="2"/>\n'
+                 '    </body>' for k in range(WALL_BOXES)]
         return _POINT_MJCF.replace("{walls}", "\n".join(walls))
 
 
@@ -223,6 +228,7 @@ class PointMaze(Env):
         suffix = "Dense" if reward_type == "dense" else ""
         self.name = f"{GYM_IDS.get(maze_name, 'PointMaze_Custom')}{suffix}-v3"
         self.mj_model = mujoco.MjModel.from_xml_string(self.layout.mjcf())
+        self._walls = jnp.asarray(np.pad(~self.layout.free, 1, constant_values=True))  # cell (i, j) at [i + 1, j + 1]
         use_exact_sphere_box_contacts()  # before MJX sizes (make_data) or traces (step) this model's contacts
         self.model = mjx.put_model(self.mj_model)
         reset_cells = np.argwhere(self.layout.free) if protocol.resets_in_every_free_cell else self.layout.reset_cells
@@ -262,7 +268,8 @@ class PointMaze(Env):
     def reset_to(self, qpos, qvel, goal, rng: jax.Array) -> EnvState:
         """A state at given position, velocity and goal (for evaluation from fixed starts and parity checks)."""
         data = mjx.make_data(self.model)
-        data = data.replace(qpos=jnp.asarray(qpos, data.qpos.dtype), qvel=jnp.asarray(qvel, data.qvel.dtype))
+        qpos = jnp.asarray(qpos, data.qpos.dtype)
+        data = data.replace(qpos=qpos, qvel=jnp.asarray(qvel, data.qvel.dtype), mocap_pos=self.wall_boxes(qpos))
         data = mjx.forward(self.model, data)
         goal = jnp.asarray(goal, data.qpos.dtype)
         obs = self._observation(data, goal)
@@ -278,6 +285,7 @@ class PointMaze(Env):
         data = data.replace(
             qvel=jnp.clip(data.qvel, -VELOCITY_LIMIT, VELOCITY_LIMIT),
             ctrl=jnp.clip(jnp.asarray(action, data.ctrl.dtype), -1.0, 1.0),
+            mocap_pos=self.wall_boxes(data.qpos),
         )
         data = mjx.step(self.model, data)
         goal = state.info["goal"]
@@ -295,6 +303,22 @@ class PointMaze(Env):
             truncated=steps >= self.max_episode_steps, step=steps, rng=rng,
             info={"success": success, "goal": goal},
         )
+
+    def wall_boxes(self, qpos) -> jnp.ndarray:
+        """``[WALL_BOXES, 3]`` positions of the wall boxes for a ball at ``qpos[:2]``: on the wall cells among its
+        cell's neighbours beside it in x, in y and diagonally, on the side of the quadrant it is in (the only walls
+        it can reach); a neighbour that is free gets a box parked at ``PARKED_Z``."""
+        xy = qpos[:2]
+        cell = self.layout.xy_to_cell(xy, xp=jnp)
+        centre = self.layout.cell_to_xy(cell, xp=jnp)
+        column = jnp.where(xy[0] >= centre[0], 1, -1)  # x grows with the column
+        row = jnp.where(xy[1] >= centre[1], -1, 1)  # y falls as the row grows
+        neighbours = cell + jnp.stack([jnp.stack([0, column]), jnp.stack([row, 0]), jnp.stack([row, column])])
+        is_wall = self._walls[neighbours[:, 0] + 1, neighbours[:, 1] + 1]  # outside the map reads as wall
+        height = MAZE_HEIGHT / 2 * self.layout.scaling
+        placed = jnp.concatenate([self.layout.cell_to_xy(neighbours, xp=jnp), jnp.full((WALL_BOXES, 1), height)], -1)
+        parked = jnp.asarray([0.0, 0.0, PARKED_Z])
+        return jnp.where(is_wall[:, None], placed, parked).astype(qpos.dtype)
 
     def _redraw_goal(self, rng, achieved) -> jnp.ndarray:
         """``maze_v4.update_goal``: draw goals until one is further than the goal radius from the point."""
