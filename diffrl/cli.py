@@ -68,7 +68,8 @@ def _raised_by_diffrl(err: BaseException) -> bool:
 
 
 def _latest_checkpoints(workdir: pathlib.Path) -> str:
-    """``stage STAGE step N`` of the newest checkpoint under ``workdir`` (any stage), or a sentence saying none."""
+    """A sentence saying that the checkpoints under ``workdir`` are kept, naming the newest one's stage and step
+    (or that none was written)."""
     found = [(int(step.name), step.parent.parent.name) for step in workdir.glob("**/checkpoints/*")
              if step.name.isdigit()]
     if not found:
