@@ -7,7 +7,9 @@ episodes, and write both maze scores to ``results/<device>.md``.
 ``--variant`` names the protocol and the maze: ``maze2d-<maze>`` (D4RL's maze2d-v1: ``diffrl data generate
 maze2d-<maze>``, the protocol of the papers' numbers), ``pointmaze-<maze>`` or ``multi2d-<maze>`` (Minari's
 pointmaze-v2 data). ``--set METHOD KEY=VALUE ...`` overrides that method's config (repeatable). Methods:
-bc, diffuser (``configs/<method>.py:<variant>``), ldcq, ldgc, ldcp (``configs/ldcq.py:<variant>[-ldgc|-ldcp]``).
+bc, diffuser, diar (``configs/<method>.py:<variant>``), ldcq, ldgc, ldcp (``configs/ldcq.py:<variant>[-ldgc|-ldcp]``)
+and diar-noar: diar's trained workdir evaluated without Adaptive Revaluation (list it after diar; it trains
+nothing of its own and takes diar's overrides).
 Each row pools all seeds x episodes (mean and standard error) and lists the per-seed means; the "paper" column
 is the paper's D4RL maze2d-v1 score for the method, the budget column what each seed was trained for.
 """
@@ -31,21 +33,27 @@ from diffrl.eval.rollout import first_hit_returns
 from diffrl.train.pipeline import load_trained, train
 
 METHODS = {"bc": "bc.py:{}", "diffuser": "diffuser.py:{}", "ldcq": "ldcq.py:{}", "ldgc": "ldcq.py:{}-ldgc",
-           "ldcp": "ldcq.py:{}-ldcp"}
+           "ldcp": "ldcq.py:{}-ldcp", "diar": "diar.py:{}", "diar-noar": "diar.py:{}"}
+# Methods that evaluate another method's training under other settings: (trained method, evaluation overrides).
+EVALUATED_AS = {"diar-noar": ("diar", ["plan.adaptive_revaluation=False"])}
 # D4RL maze2d-v1 scores the papers report: Diffuser (Janner et al., Table 1), BC and LDCQ on U-Maze and Medium
-# (DIAR, Park et al., Table 1), LDCQ, LDGC and LDCP on Large (Venkatraman et al., Tables 1 and 8).
+# (DIAR, Park et al., Table 1), LDCQ, LDGC and LDCP on Large (Venkatraman et al., Tables 1 and 8), DIAR with and
+# without Adaptive Revaluation (Park et al., Table 2).
 PAPER = {"diffuser": {"umaze": 113.9, "medium": 121.5, "large": 123.0},
          "bc": {"umaze": 3.8, "medium": 30.3, "large": 5.0},
-         "ldcq": {"umaze": 134.2, "medium": 125.3, "large": 150.1}, "ldgc": {"large": 206.8}, "ldcp": {"large": 184.3}}
+         "ldcq": {"umaze": 134.2, "medium": 125.3, "large": 150.1}, "ldgc": {"large": 206.8}, "ldcp": {"large": 184.3},
+         "diar": {"umaze": 141.8, "medium": 139.2, "large": 200.3},
+         "diar-noar": {"umaze": 135.6, "medium": 138.2, "large": 193.5}}
 
 
-def run(method: str, variant: str, overrides: list[str], seed: int, root: str, workdir: pathlib.Path, episodes: int):
+def run(method: str, variant: str, overrides: list[str], seed: int, root: str, workdir: pathlib.Path, episodes: int,
+        eval_overrides: list[str] = ()):
     config = apply_overrides(load_config(f"configs/{METHODS[method].format(variant)}"),
                              [*overrides, f"dataset.root={root}", f"seed={seed}", f"eval.episodes={episodes}"])
     started = time.perf_counter()
     train(config, workdir, progress=False)  # every stage of the method, in order
     train_seconds = time.perf_counter() - started
-    trained, params, config, step = load_trained(workdir)
+    trained, params, config, step = load_trained(workdir, overrides=eval_overrides)
     result = Evaluator(trained, episodes=episodes, seed=1000 + seed)(params)
     info, rollout = trained.info, result["rollout"]
     first_hit = first_hit_returns(rollout["first_hit"], result["summary"]["max_episode_steps"])
@@ -79,11 +87,18 @@ def main(argv=None) -> int:
         if method not in overrides:
             parser.error(f"--set {method}: not one of --methods {' '.join(args.methods)}")
         overrides[method] += values
+    for method, (trained_as, _) in EVALUATED_AS.items():
+        if method in overrides:
+            if trained_as not in overrides or args.methods.index(trained_as) > args.methods.index(method):
+                parser.error(f"{method} evaluates {trained_as}'s training: list {trained_as} before it in --methods")
+            overrides[method] = overrides[trained_as]
     runs = []
     for method in args.methods:
         for seed in args.seeds:
-            workdir = pathlib.Path(args.workdir) / f"{args.variant}-{method}-seed{seed}"
-            runs.append(run(method, args.variant, overrides[method], seed, args.root, workdir, args.episodes))
+            trained_as, eval_overrides = EVALUATED_AS.get(method, (method, []))
+            workdir = pathlib.Path(args.workdir) / f"{args.variant}-{trained_as}-seed{seed}"
+            runs.append(run(method, args.variant, overrides[method], seed, args.root, workdir, args.episodes,
+                            eval_overrides))
             print(json.dumps({k: v for k, v in runs[-1].items() if k not in ("scores", "first_hit_scores", "success")}),
                   flush=True)
     if args.json:

@@ -1,4 +1,5 @@
-"""LDCQ family: skill VAE parts, latent denoiser, chunk tables, the Q target, and the 1-D random walk (App. D)."""
+"""LDCQ family: skill VAE parts, latent denoiser, chunk tables, the Q target, and the 1-D random walk (App. D),
+which DIAR's Q and V learn too on LDCQ's trained skill VAE and prior."""
 
 import os
 import shutil
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffrl.agents import LDCP, LDCQ, DatasetInfo
+from diffrl.agents import DIAR, LDCP, LDCQ, DatasetInfo
 from diffrl.config import apply_overrides, load_config
 from diffrl.data import GaussianNormalizer, OfflineData, chunk_starts, count_chunks, gather_chunks, make_store
 from diffrl.data.random_walk import random_walk_dataset
@@ -121,7 +122,23 @@ RANDOM_WALK = [
 ]
 
 
-def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_path, optimized_compilation):
+@pytest.fixture(scope="module")
+def random_walk(tmp_path_factory):
+    """``(data, config, workdir)`` of LDCQ trained on the App. D random walk (all three stages), shared by the
+    LDCQ and DIAR tests; compiled at optimisation level 1 like ``optimized_compilation``."""
+    data = random_walk_dataset(40, seed=0)
+    config = apply_overrides(load_config("ldcq.py:hopper-medium"), RANDOM_WALK)
+    run = tmp_path_factory.mktemp("random_walk") / "run"
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        train(config, run, progress=False, data=data)
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
+    return data, config, run
+
+
+def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(random_walk, tmp_path,
+                                                                          optimized_compilation):
     """App. D with H = 1: the behaviour steps 0.8..1 left or right. Decoded diffusion-prior samples keep out of
     the middle where the VAE's Gaussian prior puts its mass, and the Q-learned policy walks straight to an end
     (~11 steps) where the behaviour policy needs ~120. The middle band is (-0.4, 0.4), not the paper's (-0.8, 0.8):
@@ -129,10 +146,7 @@ def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_pat
     0.4 and 0.8 in size (the Gaussian prior puts 26% below 0.4 and 57% below 0.8). Q learns at lr 3e-3 with
     target rate 0.9 for 1,000 steps: at Table 7's 5e-4 / 0.995 and 400 steps its Q was still far from converged
     (about -6 everywhere) and whether the walk reached an end depended on float rounding."""
-    data = random_walk_dataset(40, seed=0)
-    config = apply_overrides(load_config("ldcq.py:hopper-medium"), RANDOM_WALK)
-    run = tmp_path / "run"
-    train(config, run, progress=False, data=data)
+    data, config, run = random_walk
     # all stages finished: a second call resumes nothing and trains nothing
     again = train(config, run, progress=False, data=data)
     assert set(again) == {"vae", "prior", "q"} and all(summary.get("skipped") for summary in again.values())
@@ -181,3 +195,26 @@ def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(tmp_pat
     assert out["success"].all()
     np.testing.assert_array_equal(np.sign(end_actions), [[-1.0], [1.0]])  # near either end, the skill steps outwards
     assert out["lengths"].mean() < 20 and out["returns"].mean() > -10
+
+
+def test_random_walk_diar_q_and_v_walk_to_an_end(random_walk, tmp_path, optimized_compilation):
+    """DIAR's ``qv`` stage (expectile V over prior latents, Q towards r + gamma V(s')) on the random walk's trained
+    VAE and prior: near either end the argmax-Q skill steps outwards, and the walk reaches an end as fast as
+    LDCQ's (V itself is far from converged at this budget: about -13 at x = -9 and -10 at 0)."""
+    data, _, run = random_walk
+    config = load_config("diar.py:kitchen-mixed")
+    config.task.state_key = None
+    config = apply_overrides(config, [item.replace("train.q.", "train.qv.") for item in RANDOM_WALK] + [
+        "dataset.id=mujoco/hopper/medium-v0", "model.state_decoder=False", "plan.adaptive_revaluation=False"])
+    for stage in ("vae", "prior"):  # the same stages as LDCQ's (the checkpoints' dataset, task and model agree)
+        shutil.copytree(run / stage, tmp_path / stage)
+    summaries = train(config, tmp_path, progress=False, data=data)
+    assert summaries["vae"].get("skipped") and summaries["prior"].get("skipped") and summaries["qv"]["step"] == 1000
+    agent, params, _, _ = load_trained(tmp_path)
+    assert isinstance(agent, DIAR)
+    ends = jnp.asarray([[-9.0], [9.0]])
+    chosen = agent.choose_by_q(params, jax.random.PRNGKey(4), ends)
+    end_actions = agent.decode_action(params["vae"], ends, chosen, jax.random.PRNGKey(5))
+    np.testing.assert_array_equal(np.sign(end_actions), [[-1.0], [1.0]])
+    out = jax.device_get(make_rollout(RandomWalk1D(), agent.policy(), 10, 60)(params, jax.random.PRNGKey(3)))
+    assert out["success"].all() and out["lengths"].mean() < 20

@@ -46,9 +46,10 @@ class ChunkTransitions:
     latents: jnp.ndarray  # [M, Z]
     rewards: jnp.ndarray  # [M] discounted reward of the chunk
     next_states: jnp.ndarray  # [M, Q_in] Q input at s_{t+H}
+    conditions: jnp.ndarray  # [M, C] prior condition at s_t
     next_conditions: jnp.ndarray  # [M, C] prior condition at s_{t+H}
     dones: jnp.ndarray  # [M]
-    pool: jnp.ndarray | None  # [M, P, Z] float16 prior samples at s_{t+H}; None with fresh candidates
+    pool: jnp.ndarray | None  # [M, P, Z] float16 prior samples at the candidates' state; None with fresh ones
 
 
 class QStage(Stage):
@@ -95,14 +96,19 @@ class QStage(Stage):
             if self.config.task.done_on_reward:
                 done = jnp.maximum(done, (jnp.sum(c["rewards"], -1) > 0).astype(jnp.float32))
             return (m.q_input(c["observations"]), c["discounted_rewards"], m.q_input(c["next_observations"]),
-                    m.condition(c["next_observations"]), done)
+                    m.condition(c["observations"]), m.condition(c["next_observations"]), done)
 
-        states, rewards, next_states, next_conditions, dones = batched_over_rows(
+        states, rewards, next_states, conditions, next_conditions, dones = batched_over_rows(
             transitions, starts, 4096, "chunk transitions", m.progress)
-        fresh = qc.candidates == "fresh"
-        return ChunkTransitions(states=states, latents=latents, rewards=rewards, next_states=next_states,
-                                next_conditions=next_conditions, dones=dones,
-                                pool=None if fresh else self.build_pool(next_conditions))
+        data = ChunkTransitions(states=states, latents=latents, rewards=rewards, next_states=next_states,
+                                conditions=conditions, next_conditions=next_conditions, dones=dones, pool=None)
+        if qc.candidates == "fresh":
+            return data
+        return data.replace(pool=self.build_pool(self.candidate_conditions(data)))
+
+    def candidate_conditions(self, data: ChunkTransitions) -> jnp.ndarray:
+        """Where the candidate latents are sampled: at ``s_{t+H}``, the state of the bootstrap (line 10)."""
+        return data.next_conditions
 
     def build_pool(self, conditions: jnp.ndarray, seed: int | None = None) -> jnp.ndarray:
         """``[M, pool_size, Z]`` float16 prior samples, ``q.pool_batch`` conditions per compiled sampler call."""
@@ -133,7 +139,7 @@ class QStage(Stage):
         batch = {"rows": rows, "weights": weights, "state": data.states[rows], "latent": data.latents[rows],
                  "reward": data.rewards[rows], "next_state": data.next_states[rows], "done": data.dones[rows]}
         if data.pool is None:
-            batch["next_condition"] = data.next_conditions[rows]
+            batch["candidate_condition"] = self.candidate_conditions(data)[rows]
         else:
             subset = jax.random.choice(rng_subset, qc.pool_size, (qc.num_candidates,), replace=False)
             batch["candidates"] = data.pool[rows[:, None], subset[None, :]].astype(jnp.float32)
@@ -141,21 +147,33 @@ class QStage(Stage):
 
     # -- update (Algorithm 1, lines 8-12) ---------------------------------------------------------------------------
     def target_values(self, target_params, batch: dict, rng) -> jnp.ndarray:
-        """``y`` of Algorithm 1 line 10 (fresh candidates from the frozen prior, a constant of the step)."""
-        m, qc = self.method, self.config.q
-        candidates = batch.get("candidates")
-        if candidates is None:
-            candidates = m.sample_latents(self.upstream["prior"], rng, batch["next_condition"], qc.num_candidates,
-                                          steps=qc.pool_steps, extra_steps=qc.pool_extra_steps,
-                                          guidance_weight=qc.guidance_weight)
-        next_state = batch["next_state"]
-        next_states = jnp.broadcast_to(next_state[:, None], candidates.shape[:2] + next_state.shape[1:])
-        next_q = jnp.max(jnp.min(m.q_values(target_params, next_states, candidates), axis=0), axis=-1)
+        """``y`` of Algorithm 1 line 10 (the candidates, from the pool or the frozen prior, are constants)."""
+        next_q = jnp.max(self.candidate_values(target_params, batch["next_state"], self.candidates(batch, rng)), -1)
         return batch["reward"] + self.bootstrap_discount * (1.0 - batch["done"]) * next_q
 
+    def candidates(self, batch: dict, rng) -> jnp.ndarray:
+        """``[B, n, Z]`` candidate latents: read from the pool, or sampled from the frozen prior in the step."""
+        if "candidates" in batch:
+            return batch["candidates"]
+        qc = self.config.q
+        return self.method.sample_latents(self.upstream["prior"], rng, batch["candidate_condition"],
+                                          qc.num_candidates, steps=qc.pool_steps, extra_steps=qc.pool_extra_steps,
+                                          guidance_weight=qc.guidance_weight)
+
+    def candidate_values(self, q_params, state: jnp.ndarray, candidates: jnp.ndarray) -> jnp.ndarray:
+        """``min_j Q_j(s, z_i)`` for every state ``[B, Q_in]`` and its candidates ``[B, n, Z]``: ``[B, n]``."""
+        states = jnp.broadcast_to(state[:, None], candidates.shape[:2] + state.shape[1:])
+        return jnp.min(self.method.q_values(q_params, states, candidates), axis=0)
+
     def update(self, state, batch, rng):
-        m, q_state = self.method, state["q"]
-        target = jax.lax.stop_gradient(self.target_values(q_state.ema_params, batch, rng))
+        target = jax.lax.stop_gradient(self.target_values(state["q"].ema_params, batch, rng))
+        q_state, replay_state, metrics = self.fit_q(state["q"], state["replay"], batch, target)
+        return {"q": q_state, "replay": replay_state}, metrics
+
+    def fit_q(self, q_state: TrainState, replay_state, batch: dict, target: jnp.ndarray):
+        """One importance-weighted step of both Q-networks towards ``target`` and the chunks' new priorities
+        ``|delta|`` (averaged over the two networks, measured before the step)."""
+        m = self.method
         td = m.q_values(q_state.params, batch["state"], batch["latent"]) - target  # [2, B], before the step
 
         def loss_fn(params):
@@ -164,10 +182,9 @@ class QStage(Stage):
             return loss, {"q_mean": jnp.mean(q), "target_mean": jnp.mean(target),
                           "td_abs": jnp.mean(jnp.abs(q - target))}
 
-        q_state, metrics = apply_loss(q_state, self.optimizer, loss_fn, prefix=self.name, ema=self.target,
+        q_state, metrics = apply_loss(q_state, self.optimizer, loss_fn, prefix="q", ema=self.target,
                                       learning_rate=self.learning_rate)
-        priorities = replay.update(state["replay"], batch["rows"], jnp.mean(jnp.abs(td), axis=0))
-        return {"q": q_state, "replay": priorities}, metrics
+        return q_state, replay.update(replay_state, batch["rows"], jnp.mean(jnp.abs(td), axis=0)), metrics
 
 
 class LDCQ(LatentSkillMethod):
@@ -196,12 +213,16 @@ class LDCQ(LatentSkillMethod):
         """``[2, ...]``: both Q-networks on ``states [..., Q_in]`` and ``latents [..., Z]``."""
         return jax.vmap(lambda p: self.q_net.apply(p, states, latents))(q_params)
 
+    def q_params(self, params: dict):
+        """The two Q-networks' parameters among the policy's ``{stage: exported parameters}``."""
+        return params["q"]
+
     def choose_by_q(self, params, rng, obs):
         """Execution (Sec. 4.2): ``n`` prior latents at ``s``, the argmax of ``min_j Q_j(s, z)``."""
         n = self.config.plan.num_candidates
         candidates = self.sample_latents(params["prior"], rng, self.condition(obs), n)  # [E, n, Z]
         states = jnp.broadcast_to(self.q_input(obs)[:, None], (obs.shape[0], n, self.q_input_dim))
-        scores = jnp.min(self.q_values(params["q"], states, candidates), axis=0)
+        scores = jnp.min(self.q_values(self.q_params(params), states, candidates), axis=0)
         return candidates[jnp.arange(obs.shape[0]), jnp.argmax(scores, axis=-1)]
 
     def policy(self) -> Policy:

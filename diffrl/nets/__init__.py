@@ -1,8 +1,14 @@
 """Flax networks shared by the methods: time embeddings, denoisers, Diffuser's temporal U-Net and value function,
-the skill beta-VAE and latent Q-network of LDCQ / DIAR."""
+the skill beta-VAE, the latent Q-network of LDCQ / DIAR and DIAR's value network."""
 
-from diffrl.nets.critics import LatentQNetwork
-from diffrl.nets.denoisers import LatentResNetDenoiser, MLPDenoiser, TimeEmbedding, sinusoidal_embedding
+from diffrl.nets.critics import LatentQNetwork, StateValueNetwork
+from diffrl.nets.denoisers import (
+    LatentResNetDenoiser,
+    LatentTransformerDenoiser,
+    MLPDenoiser,
+    TimeEmbedding,
+    sinusoidal_embedding,
+)
 from diffrl.nets.skills import (
     AutoregressivePolicy,
     GaussianPrior,
@@ -29,9 +35,11 @@ __all__ = [
     "GaussianPrior",
     "LatentQNetwork",
     "LatentResNetDenoiser",
+    "LatentTransformerDenoiser",
     "SkillEncoder",
     "SkillVAE",
     "StateDecoder",
+    "StateValueNetwork",
     "skill_vae_loss",
     "MLPDenoiser",
     "TimeEmbedding",

@@ -1,4 +1,4 @@
-"""Value networks over states and latent skills."""
+"""Value networks over states and latent skills: LDCQ's ``Q(s, z)`` and DIAR's ``Q(s, z)`` and ``V(s)``."""
 
 from __future__ import annotations
 
@@ -23,3 +23,15 @@ class LatentQNetwork(nn.Module):
         z = dense_ln_gelu(self.hidden // 2, dense_ln_gelu(self.hidden // 2, latent))
         h = dense_ln_gelu(32, dense_ln_gelu(128, jnp.concatenate([s, z], axis=-1)))
         return nn.Dense(1)(h)[..., 0]
+
+
+class StateValueNetwork(nn.Module):
+    """``V(s)`` of DIAR App. A.3: the state encoded into ``hidden`` (256) units, then the value; the layers are
+    :class:`LatentQNetwork`'s state branch and head without the latent (LayerNorm before every GELU)."""
+
+    hidden: int = 256
+
+    @nn.compact
+    def __call__(self, state):
+        s = dense_ln_gelu(self.hidden, dense_ln_gelu(self.hidden, state))
+        return nn.Dense(1)(dense_ln_gelu(32, dense_ln_gelu(128, s)))[..., 0]

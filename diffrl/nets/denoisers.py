@@ -1,4 +1,5 @@
-"""Time embeddings and denoisers for low-dimensional data: a residual MLP, and LDCQ's latent ResNet with U-Net skips."""
+"""Time embeddings and denoisers for low-dimensional data: a residual MLP, LDCQ's latent ResNet with U-Net skips
+and the small transformer of DIAR's VAE-stage prior."""
 
 from __future__ import annotations
 
@@ -112,3 +113,29 @@ class LatentResNetDenoiser(nn.Module):
             skips.append(h)
         h = LatentResidualBlock(dims[-1])(h + projected, t_emb, s_emb)
         return nn.Dense(x.shape[-1])(h)
+
+
+class LatentTransformerDenoiser(nn.Module):
+    """``f(z_t, t, s)`` as a transformer over three tokens ``[time, condition, latent]``: the diffusion prior DIAR
+    trains together with its beta-VAE (App. A.1: "employs a transformer architecture"; Algorithm 3, L4). The paper
+    gives no sizes; pre-LayerNorm blocks of ``width`` with ``heads`` heads and a 4x GELU MLP are diffrl's choice.
+    The output, read from the latent token, has the latent's size."""
+
+    width: int = 128
+    layers: int = 2
+    heads: int = 4
+    time_dim: int = 128
+
+    @nn.compact
+    def __call__(self, x, t, cond):
+        chex.assert_rank([x, t, cond], [2, 1, 2])
+        time_token = nn.Dense(self.width)(sinusoidal_embedding(t, self.time_dim))
+        time_token = jnp.broadcast_to(time_token, x.shape[:-1] + (self.width,))  # a [1] t serves the whole batch
+        tokens = jnp.stack([time_token, nn.Dense(self.width)(cond), nn.Dense(self.width)(x)], axis=-2)
+        tokens = tokens + self.param("position", nn.initializers.normal(0.02), (3, self.width))
+        for _ in range(self.layers):
+            h = nn.LayerNorm()(tokens)
+            tokens = tokens + nn.MultiHeadDotProductAttention(num_heads=self.heads)(h, h)
+            h = nn.LayerNorm()(tokens)
+            tokens = tokens + nn.Dense(self.width)(jax.nn.gelu(nn.Dense(4 * self.width)(h)))
+        return nn.Dense(x.shape[-1])(nn.LayerNorm()(tokens[..., 2, :]))

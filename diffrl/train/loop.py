@@ -190,7 +190,8 @@ def train_stage(stage: Stage, train_data: Any, workdir: str | pathlib.Path, *, m
             writer.scalars({"steps_per_sec": tc.log_every / seconds,
                             "examples_per_sec": tc.log_every * stage.batch_size / seconds}, step, prefix="train")
             bar.update(tc.log_every)
-            bar.set_postfix(loss=f"{means[f'{stage.name}/loss']:.4g}")
+            bar.set_postfix({key.removesuffix("/loss") + "_loss": f"{value:.4g}" for key, value in means.items()
+                             if key.endswith("/loss")})
             if on_log is not None:
                 on_log(step, means)
             if evaluate is not None and config.eval.every and step % config.eval.every == 0:
