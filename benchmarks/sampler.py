@@ -22,6 +22,11 @@ Samplers (random weights; timing does not depend on them):
                    candidate pool (a pool of P samples for M chunks takes M * P / (samples/s)).
   ldcq-policy      LDCQ's decision for one environment per batch row: 500 prior latents at its state, argmax of
                    min_j Q_j, and the autoregressive decoder's action; GFLOP/call counts the denoiser only.
+  diar-policy      DIAR's Adaptive Revaluation step (configs/diar.py:pointmaze-umaze) with every environment
+                   choosing again: V of its state, 500 prior latents, argmax of min_j Q_j, the state decoder's
+                   s_{t+H}, its V, and the action; GFLOP/call counts the denoiser only.
+  diar-act         the same step with no environment choosing again (the common case): V of the state and
+                   the decoder's action; GFLOP/call is that whole program's.
   ddpm, ddim, ddpm-cfg
                    the shared samplers of diffrl.diffusion with a residual MLP denoiser (hidden 256, depth 3) on
                    16-d samples with an 8-d condition, the shape of a latent skill prior: DDPM (100 steps),
@@ -48,7 +53,8 @@ from diffrl.benchmarks.common import (compile_seconds, cost, limits_note, measur
                                      versions)
 from diffrl.nets import MLPDenoiser
 
-SAMPLERS = ("diffuser-maze", "diffuser-guided", "ldcq-prior", "ldcq-policy", "ddpm", "ddim", "ddpm-cfg")
+SAMPLERS = ("diffuser-maze", "diffuser-guided", "ldcq-prior", "ldcq-policy", "diar-policy", "diar-act", "ddpm", "ddim",
+            "ddpm-cfg")
 
 
 @dataclasses.dataclass
@@ -117,6 +123,42 @@ def ldcq_case(name: str, steps: int | None) -> Case:
     return Case(name, None, plan.sampler_steps + plan.extra_steps, draw, inputs, step_cost)
 
 
+def diar_case(name: str, steps: int | None) -> Case:
+    method = synthetic_method("pointmaze-umaze", [f"plan.sampler_steps={steps}"] if steps else [], method="diar")
+    # the Q and V stage's init needs its prepared chunks: the networks' parameters come from the method instead
+    params = {**random_params(method, before="qv"),
+              "qv": {"q": method.init_q(jax.random.PRNGKey(2)), "v": method.init_v(jax.random.PRNGKey(3))}}
+    policy, plan, latent_dim = method.policy(), method.config.plan, method.config.model.latent_dim
+    # every environment's latent has run H steps (diar-policy) or one step with an unbeatable V(s_{t+H}) (diar-act)
+    age = plan.replan_every if name == "diar-policy" else 1
+
+    @jax.jit
+    def draw(params, rng, obs):
+        batch = obs.shape[0]
+        state = {"latent": jnp.zeros((batch, latent_dim)), "future_value": jnp.full((batch,), jnp.inf),
+                 "age": jnp.full((batch,), age, jnp.int32)}
+        return policy.act(params, state, obs, jnp.int32(age), rng)[0]
+
+    def inputs(batch):
+        return params, jax.random.PRNGKey(1), jnp.zeros((batch, method.info.observation_size))
+
+    def step_cost(batch):
+        if name == "diar-act":
+            def act(params, obs):
+                latent = jnp.zeros((batch, latent_dim))
+                return (method.values(params["qv"]["v"], method.q_input(obs)),
+                        method.decode_action(params["vae"], obs, latent, jax.random.PRNGKey(0)))
+
+            return cost(jax.jit(act).lower(params, jnp.zeros((batch, method.info.observation_size))).compile())
+        rows = batch * plan.num_candidates
+        return cost(jax.jit(method.denoiser.apply).lower(
+            params["prior"], jnp.zeros((rows, latent_dim)), jnp.zeros((1,), jnp.int32),
+            jnp.zeros((rows, method.condition_dim))).compile())
+
+    return Case(name, None, 1 if name == "diar-act" else plan.sampler_steps + plan.extra_steps, draw, inputs,
+                step_cost)
+
+
 def core_case(name: str, steps: int | None, dim: int = 16, cond_dim: int = 8) -> Case:
     num_steps = steps or 100
     schedule = diffusion.make_schedule("linear", num_steps)
@@ -151,6 +193,8 @@ def cases(names, horizons, steps) -> list[Case]:
                 built += [diffuser_case(name, h, n) for h in horizons or [None]]
             elif name.startswith("ldcq"):
                 built.append(ldcq_case(name, n))
+            elif name.startswith("diar"):
+                built.append(diar_case(name, n))
             else:
                 built.append(core_case(name, n))
     return built
@@ -188,7 +232,8 @@ def main(argv=None) -> int:
     parser.add_argument("--horizons", nargs="+", type=int, default=None,
                         help="Diffuser planning horizons (default: each config's, 128 maze and 32 guided)")
     parser.add_argument("--steps", nargs="+", type=int, default=None,
-                        help="diffusion steps N (default: each config's, 64 maze, 20 guided, 100 LDCQ and core)")
+                        help="diffusion steps N (default: each config's, 64 maze, 20 guided, 100 LDCQ, DIAR and "
+                             "core)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up call (best counts)")
     parser.add_argument("--budget", type=float, default=20.0,
                         help="skip a batch whose call is predicted to take longer than this many seconds")
@@ -219,7 +264,9 @@ def main(argv=None) -> int:
               "times the steps.")
     table = ["| sampler | batch | H | steps | compile s | latency ms | samples/s | GFLOP/call | GFLOP/s | % peak "
              "| GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
-    report("Sampler throughput", "sampler", argv, header, table, {"limits": limits, "figures": figures},
+    # a run of some samplers writes its own section and leaves the table of all of them as it is
+    section = "Sampler throughput" + ("" if args.samplers == list(SAMPLERS) else ": " + ", ".join(args.samplers))
+    report(section, "sampler", argv, header, table, {"limits": limits, "figures": figures},
            json_path=args.json, write=not args.no_write)
     return 0
 

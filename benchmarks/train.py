@@ -23,8 +23,10 @@ denoiser, H 32) and diffuser:hopper-medium:value (its value function J, trained 
 bc:pointmaze-umaze (MLP, batch 256), and LDCQ's three stages on pointmaze-umaze (H 30, batch 128): the skill VAE,
 the latent prior, and Q-learning with n = 500 candidates read from a pool of 1,000 per chunk (made here with one
 denoising step, whose values do not change the step's cost; the sampler benchmark's ldcq-prior row gives the real
-pool's rate). ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q step that draws its candidates
-inside the step instead (100 + 5 DDPM steps for 128 x 500 latents per update).
+pool's rate), and DIAR's VAE stage (the skill VAE with its state decoder and the transformer prior of Algorithm
+3) and its Q and V step (V's expectile loss over 500 pool latents at s_t, then both Q-networks towards
+r + gamma V(s_{t+H})). ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q step that draws its
+candidates inside the step instead (100 + 5 DDPM steps for 128 x 500 latents per update).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from diffrl.train.sharding import check_batch_size, make_mesh, put_replicated
 
 RUNS = ("diffuser:pointmaze-umaze", "diffuser:hopper-medium", "diffuser:hopper-medium:value", "bc:pointmaze-umaze",
         "ldcq:pointmaze-umaze:vae", "ldcq:pointmaze-umaze:prior",
-        "ldcq:pointmaze-umaze:q,q.pool_steps=1,q.pool_extra_steps=0")
+        "ldcq:pointmaze-umaze:q,q.pool_steps=1,q.pool_extra_steps=0", "diar:pointmaze-umaze:vae",
+        "diar:pointmaze-umaze:qv,q.pool_steps=1,q.pool_extra_steps=0")
 
 
 def parse_run(run: str) -> tuple[str, str, str | None, list[str]]:
@@ -127,12 +130,14 @@ def main(argv=None) -> int:
             rows.append(row(figures[-1], limits))
             print(rows[-1], flush=True)
     header = (f"{versions('flax', 'optax')}. {limits_note(limits)} {args.steps} steps per timed chunk, best of "
-              f"{args.repeats} chunks; examples = trajectories (Diffuser), transitions (BC) or H-step chunks (LDCQ) "
+              f"{args.repeats} chunks; examples = trajectories (Diffuser), transitions (BC) or H-step chunks (LDCQ, DIAR) "
               "per update"
               + (f"; overrides `{' '.join(args.overrides)}`" if args.overrides else "") + ".")
     table = ["| run | devices | batch | prepare s | compile s | ms/step | steps/s | examples/s | GFLOP/step | GFLOP/s "
              "| % peak | GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
-    report("Train-step throughput", "train", argv, header, table, {"limits": limits, "figures": figures},
+    # a run of other runs than the defaults writes its own section and leaves the table of the defaults as it is
+    section = "Train-step throughput" + ("" if args.runs == list(RUNS) else ": " + ", ".join(args.runs))
+    report(section, "train", argv, header, table, {"limits": limits, "figures": figures},
            json_path=args.json, write=not args.no_write)
     return 0
 

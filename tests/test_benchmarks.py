@@ -100,6 +100,7 @@ def test_train_benchmark_run_specs_and_staged_methods():
     stages = {bench.parse_run(run)[:3] for run in bench.RUNS}
     assert {("diffuser", "hopper-medium", None), ("diffuser", "hopper-medium", "value")} <= stages
     assert {("ldcq", "pointmaze-umaze", s) for s in ("vae", "prior", "q")} <= stages
+    assert {("diar", "pointmaze-umaze", s) for s in ("vae", "qv")} <= stages
     # without a stage, a method's first; a later stage gets random upstream parameters of the earlier stages'
     # shapes instead of a workdir
     data = common.synthetic_data("pointmaze-umaze", episodes=2, episode_length=40)
