@@ -178,3 +178,24 @@ def test_adaptive_revaluation_in_a_batch_acts_as_each_environment_alone(toy_reva
     together = toy_revaluation(starts, 24)
     for i, s in enumerate(starts):
         np.testing.assert_array_equal(together[i], toy_revaluation([s], 24)[0])
+
+
+def test_every_variant_loads_with_the_papers_values_and_bad_settings_are_refused():
+    horizons = {}
+    for variant in ("maze2d-umaze", "maze2d-large", "pointmaze-medium", "antmaze-large-diverse", "kitchen-mixed"):
+        c = load_config(f"diar.py:{variant}")
+        assert (c.method, c.vae.beta, c.model.latent_dim, c.q.expectile, c.q.discount, c.q.target_rate) == (
+            "diar", 0.1, 16, 0.9, 0.995, 0.995)  # Tables 3 and 5
+        assert (c.diffusion.num_steps, c.diffusion.min_snr_gamma, c.diffusion.drop_prob) == (500, 5.0, 0.1)  # Table 4
+        assert c.plan.adaptive_revaluation and c.model.state_decoder and c.q.value_states == "current"
+        horizons[variant] = (c.task.horizon, c.dataset.id, c.task.goal_key)
+    assert horizons["maze2d-umaze"] == (30, "diffrl/maze2d/umaze-v1", None)  # Sec. 4.2: H = 30 in Maze2D
+    assert horizons["antmaze-large-diverse"] == (20, "D4RL/antmaze/large-diverse-v1", "desired_goal")
+    assert horizons["kitchen-mixed"][0] == 20
+    data = OfflineData.from_arrays(np.zeros((8, 1), np.float32), np.zeros((8, 1)), np.zeros(8), [8])
+    info, normalizer = DatasetInfo.from_data(data), GaussianNormalizer(mean=jnp.zeros(1), std=jnp.ones(1))
+    with pytest.raises(ValueError, match="model.state_decoder=True or plan.adaptive_revaluation=False"):
+        DIAR(_flat_config("model.state_decoder=False"), info, normalizer)
+    agent = DIAR(_flat_config("q.value_states=previous"), info, normalizer)
+    with pytest.raises(ValueError, match="q.value_states must be one of"):
+        agent.stage("qv", {"vae": None, "prior": None})
