@@ -12,3 +12,10 @@ for maze in umaze large; do
 done
 scores --variant maze2d-large --methods ldcq --seeds 0 --set ldcq train.vae.steps=5000 train.prior.steps=10000 \
   train.q.steps=10000 q.pool_size=100 q.num_candidates=100 q.pool_steps=20 q.pool_batch=8192
+# DIAR with and without Adaptive Revaluation next to LDCQ, on the same data and budget (the DIAR issue's rows)
+for maze in umaze large; do
+  scores --variant "maze2d-$maze" --methods ldcq diar diar-noar --seeds 0 --set ldcq train.vae.steps=5000 \
+    train.prior.steps=10000 train.q.steps=10000 q.pool_size=100 q.num_candidates=100 q.pool_steps=20 \
+    q.pool_batch=8192 --set diar train.vae.steps=5000 train.prior.steps=10000 train.qv.steps=10000 q.pool_size=100 \
+    q.num_candidates=100 q.pool_steps=20 q.pool_batch=8192
+done

@@ -130,8 +130,8 @@ def main(argv=None) -> int:
             rows.append(row(figures[-1], limits))
             print(rows[-1], flush=True)
     header = (f"{versions('flax', 'optax')}. {limits_note(limits)} {args.steps} steps per timed chunk, best of "
-              f"{args.repeats} chunks; examples = trajectories (Diffuser), transitions (BC) or H-step chunks (LDCQ, DIAR) "
-              "per update"
+              f"{args.repeats} chunks; examples = trajectories (Diffuser), transitions (BC) or H-step chunks "
+              "(LDCQ, DIAR) per update"
               + (f"; overrides `{' '.join(args.overrides)}`" if args.overrides else "") + ".")
     table = ["| run | devices | batch | prepare s | compile s | ms/step | steps/s | examples/s | GFLOP/step | GFLOP/s "
              "| % peak | GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]

@@ -4,8 +4,8 @@ Making").
 ``--config=configs/diar.py:<task>`` trains the stages ``vae``, ``prior`` and ``qv`` one after the other in
 WORKDIR/<stage> (``--stage NAME`` runs one); ``plan.adaptive_revaluation=False`` evaluates without Adaptive
 Revaluation (Table 2). "Table N" cites the paper's Appendix A, "Alg. N" its algorithm boxes. No official code is
-public; where the paper is silent the values are LDCQ's (its official ldcq/ldcq code, on which DIAR builds:
-"LDCQ code"), each said so below.
+linked from the paper; where it is silent the values are LDCQ's (its official ldcq/ldcq code, on which DIAR
+builds: "LDCQ code"), each said so below.
 """
 
 import ml_collections
@@ -61,9 +61,12 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     )
     c.vae = dict(
         beta=0.1,  # Table 3
+        state_decoder_trains_encoder=True,  # Alg. 3 line 12: the whole VAE is updated on L_total, L3 included
         # Alg. 3 L4: the diffusion prior trained with the VAE, a transformer (App. A.1) over Table 3's 200 steps,
-        # with Min-SNR (gamma 5 as Table 4). Its width, depth and heads are not given: diffrl's choice.
+        # with Min-SNR (gamma 5 as Table 4). Its schedule, width, depth and heads are not given: diffrl's choice
+        # (cosine, since a linear 1e-4 .. 0.02 schedule over 200 steps leaves bar_alpha_T = 0.13 of the latent).
         prior_steps=200,
+        prior_schedule="cosine",
         prior_min_snr_gamma=5.0,
         prior_width=128,
         prior_layers=2,
@@ -86,7 +89,9 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         # Eq. 6 trains V(s_t) on latents sampled at s_t ("current"); Alg. 1 line 6 samples them at s_{t+H}
         # ("next"). The equations are the definition.
         value_states="current",
-        target_rate=0.995,  # Table 5 rho
+        # Table 5 rho, as a slow Polyak average, target <- rho target + (1 - rho) online (LDCQ code); Alg. 1 line 9
+        # writes rho on the online network, which would make the target a copy of it.
+        target_rate=0.995,
         num_candidates=500,  # Table 5: latent samples n per state
         candidates="pool",  # LDCQ code: precomputed prior samples; "fresh": sampled inside the train step
         pool_size=1000,  # LDCQ code: num_diffusion_samples
@@ -101,7 +106,9 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         per_beta_every=3000,
         per_beta_end=1.0,
         grad_clip=1.0,  # LDCQ code: clip_grad_norm_(1) per Q-network; V the same
-        lr_decay_epochs=50,  # Table 5: StepLR step 50 (epochs, as LDCQ code's dqn.py steps it)
+        # Table 5: StepLR step 50 (epochs, as LDCQ code's dqn.py steps it): 50 passes over 1M chunks at batch 128
+        # are ~390k steps, so at the default 100k steps the rate never decays.
+        lr_decay_epochs=50,
         lr_decay_rate=0.3,  # Table 5: StepLR gamma 0.3
     )
     c.plan = dict(

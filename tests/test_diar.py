@@ -4,6 +4,7 @@ plain-Python reference of Algorithm 2 (the random-walk run is in test_ldcq.py, o
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from diffrl.agents import DIAR, DatasetInfo
@@ -199,3 +200,48 @@ def test_every_variant_loads_with_the_papers_values_and_bad_settings_are_refused
     agent = DIAR(_flat_config("q.value_states=previous"), info, normalizer)
     with pytest.raises(ValueError, match="q.value_states must be one of"):
         agent.stage("qv", {"vae": None, "prior": None})
+
+
+def test_vae_stage_loss_adds_the_scaled_prior_loss_and_the_state_decoder_trains_the_encoder():
+    """Algorithm 3: L_total = L1 + beta L2 + L3 + L4 on one per-step scale, and L3's gradient reaches the encoder
+    (LDCQ's code detaches the latent there)."""
+    from diffrl import diffusion
+    from diffrl.agents.diar import DIARVAEStage
+    from diffrl.nets.skills import SkillVAE, skill_vae_loss
+
+    rng = np.random.default_rng(1)
+    obs = rng.normal(size=(40, 2)).astype(np.float32)
+    data = OfflineData.from_arrays(obs, rng.uniform(-1, 1, (40, 1)), np.zeros(40), [40])
+    agent = DIAR(_flat_config("task.horizon=4", "plan.replan_every=4", "train.vae.batch_size=8"),
+                 DatasetInfo.from_data(data), GaussianNormalizer.fit(obs))
+    stage = agent.stage("vae")
+    assert isinstance(stage, DIARVAEStage)
+    state = stage.init(jax.random.PRNGKey(0))
+    batch = stage.sample_batch(make_store(agent.preprocess(data)), jax.random.PRNGKey(1), state)
+    rng_z, rng_prior = jax.random.split(jax.random.PRNGKey(2))
+
+    @jax.jit
+    def losses(params):
+        """The stage's loss, and its parts computed here: L1 + beta L2 + L3 per step, and L4."""
+        _, metrics = stage.update(state.replace(params=params), batch, jax.random.PRNGKey(2))
+        out = agent.vae.apply(params["vae"], batch["states"], batch["actions"], rng_z)
+        vae_loss, _ = skill_vae_loss(out, batch["actions"], batch["final_state"], 0.1, True)
+        prior_loss, _ = diffusion.diffusion_loss(lambda x, t, c: agent.vae_prior.apply(params["prior"], x, t, c),
+                                                 agent.vae_prior_schedule, rng_prior, out["z"],
+                                                 batch["states"][:, 0], prediction="x0", min_snr_gamma=5.0)
+        encoder_grads = {}
+        for trains_encoder in (True, False):
+            vae = SkillVAE(state_dim=2, action_dim=1, latent_dim=16, hidden=16, gru_layers=1, state_decoder=True,
+                           state_decoder_trains_encoder=trains_encoder)
+
+            def final_state_error(p, vae=vae):
+                o = vae.apply(p, batch["states"], batch["actions"], rng_z)
+                return jnp.sum(jnp.square(o["final_mean"] - batch["final_state"]))
+
+            grads = jax.grad(final_state_error)(params["vae"])
+            encoder_grads[trains_encoder] = optax.tree.norm(grads["params"]["encoder"])
+        return metrics["vae/loss"], vae_loss, prior_loss, encoder_grads
+
+    total, vae_loss, prior_loss, encoder_grads = losses(state.params)
+    np.testing.assert_allclose(total, vae_loss + prior_loss * 16 / 4, rtol=1e-5)  # Z = 16, H = 4
+    assert encoder_grads[True] > 0 and encoder_grads[False] == 0

@@ -44,8 +44,9 @@ def expectile_loss(u: jnp.ndarray, tau: float) -> jnp.ndarray:
 
 
 class DIARVAEStage(VAEStage):
-    """Algorithm 3: the beta-VAE's loss plus ``L4``, the Min-SNR x0 loss of a transformer diffusion prior on the
-    sampled latent at ``s_t``; both are one train state, and only the VAE is handed on."""
+    """Algorithm 3: the beta-VAE's loss (its state decoder's included, with gradients into the encoder) plus
+    ``L4``, the Min-SNR x0 loss of a transformer diffusion prior on the sampled latent at ``s_t``; both are one
+    train state, and only the VAE is handed on."""
 
     def init(self, rng):
         m = self.method
@@ -70,7 +71,10 @@ class DIARVAEStage(VAEStage):
             prior_loss, _ = diffusion.diffusion_loss(functools.partial(m.vae_prior.apply, params["prior"]),
                                                      m.vae_prior_schedule, rng_prior, out["z"], batch["states"][:, 0],
                                                      prediction="x0", min_snr_gamma=vc.prior_min_snr_gamma)
-            return loss + prior_loss, {**metrics, "prior_loss": prior_loss}
+            # skill_vae_loss is L1 + beta L2 + L3 per step (divided by H); L4 on the same scale: its squared error
+            # summed over the Z latent dimensions (diffusion_loss averages them), divided by H
+            scaled_prior_loss = prior_loss * out["z"].shape[-1] / m.horizon
+            return loss + scaled_prior_loss, {**metrics, "prior_loss": prior_loss}
 
         return apply_loss(state, self.optimizer, loss_fn, prefix=self.name, learning_rate=self.learning_rate)
 
@@ -149,7 +153,7 @@ class DIAR(LDCQ):
         self.v_net = StateValueNetwork(hidden=config.model.q_hidden)
         self.vae_prior = LatentTransformerDenoiser(width=vc.prior_width, layers=vc.prior_layers, heads=vc.prior_heads,
                                                    time_dim=vc.prior_time_dim)
-        self.vae_prior_schedule = diffusion.make_schedule("linear", vc.prior_steps)
+        self.vae_prior_schedule = diffusion.make_schedule(vc.prior_schedule, vc.prior_steps)
 
     def q_params(self, params: dict):
         return params["qv"]["q"]

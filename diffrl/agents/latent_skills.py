@@ -119,7 +119,8 @@ class LatentSkillMethod(Method):
                              "holding it")
         self.condition_dim = self.state_dim + (self.goal_dim if self.goal_conditioned_prior else 0)
         self.vae = SkillVAE(state_dim=self.state_dim, action_dim=self.action_dim, latent_dim=model.latent_dim,
-                            hidden=model.hidden, gru_layers=model.gru_layers, state_decoder=model.state_decoder)
+                            hidden=model.hidden, gru_layers=model.gru_layers, state_decoder=model.state_decoder,
+                            state_decoder_trains_encoder=config.vae.state_decoder_trains_encoder)
         self.denoiser = LatentResNetDenoiser(hidden_dims=tuple(model.prior_hidden_dims), time_dim=model.time_dim,
                                              embed_dim=model.embed_dim)
         self.schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.num_steps)

@@ -7,7 +7,8 @@
   (EMAQ's autoregressive policy; official ``AutoregressiveLowLevelPolicy``).
 * :class:`GaussianPrior` -- the conditional Gaussian prior ``p(z | s_0)`` of the VAE objective.
 * :class:`StateDecoder` -- the temporally abstract world model ``p(s_{t+H} | s_t, z)`` (App. B, used by LDCP and
-  DIAR), trained on a stopped gradient of ``z`` (official ``AbstractDynamics``).
+  DIAR), trained on a stopped gradient of ``z`` (official ``AbstractDynamics``) unless ``state_decoder_trains_encoder``
+  (DIAR's Algorithm 3 updates the whole VAE on its loss).
 
 Every distribution is a diagonal Gaussian returned as ``(mean, std)``; :func:`skill_vae_loss` scores them as
 ``distrax.MultivariateNormalDiag`` (log-densities and KL summed over the last axis).
@@ -141,6 +142,7 @@ class SkillVAE(nn.Module):
     hidden: int = 256
     gru_layers: int = 2
     state_decoder: bool = False
+    state_decoder_trains_encoder: bool = False
 
     def setup(self):
         self.encoder = SkillEncoder(self.latent_dim, self.hidden, self.gru_layers)
@@ -156,7 +158,8 @@ class SkillVAE(nn.Module):
         out["action_mean"], out["action_std"] = self.policy(states, z[:, None, :], actions)
         out["prior_mean"], out["prior_std"] = self.prior(states[:, 0])
         if self.dynamics is not None:
-            out["final_mean"], out["final_std"] = self.dynamics(states[:, 0], jax.lax.stop_gradient(z))
+            dynamics_z = z if self.state_decoder_trains_encoder else jax.lax.stop_gradient(z)
+            out["final_mean"], out["final_std"] = self.dynamics(states[:, 0], dynamics_z)
         return out
 
     def encode(self, states, actions):
