@@ -57,6 +57,7 @@ def one_line(capsys) -> str:
     (["data", "generate", "pointmaze-umaze", "--root", "{tmp}/d", "--dataset-id", "no id"], "Malformed dataset ID"),
     (["data", "generate", "pointmaze-huge"], "unknown environment 'pointmaze-huge'"),
     (["data", "info", "D4RL/pointmaze/umaze-v2", "--root", "{tmp}/missing"], "diffrl data download D4RL/pointmaze"),
+    (["data", "info", "diffrl/maze2d/large-v1", "--root", "{tmp}/missing"], "diffrl data generate maze2d-large"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, monkeypatch, maze_root, argv, message):
     (tmp_path / "file").write_text("not a folder")

@@ -121,6 +121,18 @@ def datasets_root(root: str | os.PathLike | None = None) -> pathlib.Path:
     return pathlib.Path.home() / ".minari" / "datasets"
 
 
+def _how_to_get(dataset_id: str) -> str:
+    """The command that makes ``dataset_id`` exist: ``diffrl data generate`` for diffrl's own ids
+    (``diffrl/<protocol>/<maze>[-dense]-v<N>``), ``diffrl data download`` for Minari's."""
+    family, _, name = dataset_id.removeprefix("diffrl/").partition("/")
+    if dataset_id.startswith("diffrl/") and family in ("pointmaze", "maze2d") and "-v" in name:
+        maze = name.rsplit("-v", 1)[0]
+        dense = maze.endswith("-dense")
+        return f"Generate it first with: diffrl data generate {family}-{maze.removesuffix('-dense')}" + (
+            " --dense" if dense else "")
+    return f"Download it first with: diffrl data download {dataset_id}"
+
+
 def load_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> OfflineData:
     """Load the local Minari dataset ``dataset_id`` (e.g. ``"D4RL/pointmaze/umaze-v2"``) into :class:`OfflineData`.
 
@@ -136,8 +148,7 @@ def load_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> Offl
     if not (data_path / "metadata.json").is_file():
         raise DatasetNotFoundError(
             f"Minari dataset {dataset_id!r} is not present locally (looked for {data_path}; the datasets root is "
-            f"{base}, set by MINARI_DATASETS_PATH or else ~/.minari/datasets). "
-            f"Download it first with: diffrl data download {dataset_id}"
+            f"{base}, set by MINARI_DATASETS_PATH or else ~/.minari/datasets). {_how_to_get(dataset_id)}"
         )
     try:
         dataset = minari.MinariDataset(data_path)
