@@ -122,7 +122,7 @@ class QVStage(QStage):
         states and their ``n`` candidates."""
         m = self.method
         state = batch["next_state"] if self.value_at_next else batch["state"]
-        target_q = jax.lax.stop_gradient(self.candidate_values(target_q_params, state, self.candidates(batch, rng)))
+        target_q = jax.lax.stop_gradient(m.min_q(target_q_params, state, self.candidates(batch, rng)))
         v = m.values(v_params, state)
         loss = jnp.mean(batch["weights"][:, None] * expectile_loss(target_q - v[:, None], self.config.q.expectile))
         return loss, {"v_mean": jnp.mean(v), "target_q_mean": jnp.mean(target_q)}

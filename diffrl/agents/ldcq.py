@@ -148,7 +148,7 @@ class QStage(Stage):
     # -- update (Algorithm 1, lines 8-12) ---------------------------------------------------------------------------
     def target_values(self, target_params, batch: dict, rng) -> jnp.ndarray:
         """``y`` of Algorithm 1 line 10 (the candidates, from the pool or the frozen prior, are constants)."""
-        next_q = jnp.max(self.candidate_values(target_params, batch["next_state"], self.candidates(batch, rng)), -1)
+        next_q = jnp.max(self.method.min_q(target_params, batch["next_state"], self.candidates(batch, rng)), -1)
         return batch["reward"] + self.bootstrap_discount * (1.0 - batch["done"]) * next_q
 
     def candidates(self, batch: dict, rng) -> jnp.ndarray:
@@ -159,11 +159,6 @@ class QStage(Stage):
         return self.method.sample_latents(self.upstream["prior"], rng, batch["candidate_condition"],
                                           qc.num_candidates, steps=qc.pool_steps, extra_steps=qc.pool_extra_steps,
                                           guidance_weight=qc.guidance_weight)
-
-    def candidate_values(self, q_params, state: jnp.ndarray, candidates: jnp.ndarray) -> jnp.ndarray:
-        """``min_j Q_j(s, z_i)`` for every state ``[B, Q_in]`` and its candidates ``[B, n, Z]``: ``[B, n]``."""
-        states = jnp.broadcast_to(state[:, None], candidates.shape[:2] + state.shape[1:])
-        return jnp.min(self.method.q_values(q_params, states, candidates), axis=0)
 
     def update(self, state, batch, rng):
         target = jax.lax.stop_gradient(self.target_values(state["q"].ema_params, batch, rng))
@@ -213,6 +208,11 @@ class LDCQ(LatentSkillMethod):
         """``[2, ...]``: both Q-networks on ``states [..., Q_in]`` and ``latents [..., Z]``."""
         return jax.vmap(lambda p: self.q_net.apply(p, states, latents))(q_params)
 
+    def min_q(self, q_params, state: jnp.ndarray, candidates: jnp.ndarray) -> jnp.ndarray:
+        """``min_j Q_j(s, z_i)`` for every state ``[B, Q_in]`` and its candidates ``[B, n, Z]``: ``[B, n]``."""
+        states = jnp.broadcast_to(state[:, None], candidates.shape[:2] + state.shape[1:])
+        return jnp.min(self.q_values(q_params, states, candidates), axis=0)
+
     def q_params(self, params: dict):
         """The two Q-networks' parameters among the policy's ``{stage: exported parameters}``."""
         return params["q"]
@@ -221,8 +221,7 @@ class LDCQ(LatentSkillMethod):
         """Execution (Sec. 4.2): ``n`` prior latents at ``s``, the argmax of ``min_j Q_j(s, z)``."""
         n = self.config.plan.num_candidates
         candidates = self.sample_latents(params["prior"], rng, self.condition(obs), n)  # [E, n, Z]
-        states = jnp.broadcast_to(self.q_input(obs)[:, None], (obs.shape[0], n, self.q_input_dim))
-        scores = jnp.min(self.q_values(self.q_params(params), states, candidates), axis=0)
+        scores = self.min_q(self.q_params(params), self.q_input(obs), candidates)
         return candidates[jnp.arange(obs.shape[0]), jnp.argmax(scores, axis=-1)]
 
     def policy(self) -> Policy:
