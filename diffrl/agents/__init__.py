@@ -4,12 +4,13 @@ from diffrl.agents.base import DatasetInfo, Method, Policy, Stage
 from diffrl.agents.bc import BC
 from diffrl.agents.diar import DIAR
 from diffrl.agents.diffuser import Diffuser
+from diffrl.agents.dql import DiffusionQL
 from diffrl.agents.ldcp import LDCP
 from diffrl.agents.ldcq import LDCQ
 from diffrl.agents.ldgc import LDGC
 from diffrl.agents.train_state import EMA, TrainState, apply_loss
 
-METHODS = {method.name: method for method in (Diffuser, BC, LDCQ, LDGC, LDCP, DIAR)}
+METHODS = {method.name: method for method in (Diffuser, BC, LDCQ, LDGC, LDCP, DIAR, DiffusionQL)}
 
 
 def method_class(name: str) -> type[Method]:
@@ -18,5 +19,5 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-__all__ = ["BC", "DIAR", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method", "Policy", "Stage",
+__all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method", "Policy", "Stage",
            "TrainState", "apply_loss", "method_class"]

@@ -20,16 +20,20 @@ from flax import struct
 
 @dataclasses.dataclass(frozen=True)
 class EMA:
-    """``ema <- decay * ema + (1 - decay) * params`` every ``every`` steps; a copy of the parameters before ``start``."""
+    """``ema <- decay * ema + (1 - decay) * params`` every ``every`` steps; before ``start`` a copy of the
+    parameters (Diffuser's trainer) or, with ``hold_before_start``, unchanged from its initial value (Diffusion-QL's
+    ``step_ema`` returns early)."""
 
     decay: float
     every: int = 1
     start: int = 0
+    hold_before_start: bool = False
 
     def __call__(self, step: jax.Array, params, ema_params):
         due = step % self.every == 0
         blended = jax.tree.map(lambda e, p: self.decay * e + (1.0 - self.decay) * p, ema_params, params)
-        target = jax.tree.map(lambda b, p: jnp.where(step < self.start, p, b), blended, params)
+        early = ema_params if self.hold_before_start else params
+        target = jax.tree.map(lambda b, p: jnp.where(step < self.start, p, b), blended, early)
         return jax.tree.map(lambda t, e: jnp.where(due, t, e), target, ema_params)
 
 

@@ -9,6 +9,7 @@ with a checkpoint. Fit with :func:`fit_normalizer` on data of shape ``[N, dim]``
 * ``limits``   -- ``[min, max] -> [-1, 1]`` (``LimitsNormalizer``; ``unnormalize`` clips to ``[-1, 1]`` first).
 * ``cdf``      -- the empirical marginal CDF, ``x -> 2 F(x) - 1`` by linear interpolation between the unique
   data values, and its inverse (``CDFNormalizer``).
+* ``none``     -- the raw values (``IdentityNormalizer``; Diffusion-QL's networks read raw D4RL states).
 
 Zero-variance dimensions are guarded: ``gaussian`` uses ``std = 1`` there (the dimension maps to 0), ``limits``
 widens ``[v, v]`` to ``[v - 1, v + 1]`` (the official ``SafeLimitsNormalizer`` with ``eps = 1``, applied to the
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-NORMALIZERS = ("gaussian", "limits", "cdf")
+NORMALIZERS = ("gaussian", "limits", "cdf", "none")
 
 
 def _as_2d(x) -> np.ndarray:
@@ -142,9 +143,30 @@ class CDFNormalizer:
         return {"kind": self.kind, "quantiles": np.asarray(self.quantiles), "cumprob": np.asarray(self.cumprob)}
 
 
-_CLASSES = {cls.kind: cls for cls in (GaussianNormalizer, LimitsNormalizer, CDFNormalizer)}
+@struct.dataclass
+class IdentityNormalizer:
+    """The raw values; ``size`` (the data's dimension) is kept so that the record is not empty."""
 
-Normalizer = GaussianNormalizer | LimitsNormalizer | CDFNormalizer
+    size: jnp.ndarray  # [] int32
+    kind: ClassVar[str] = "none"
+
+    @classmethod
+    def fit(cls, x) -> "IdentityNormalizer":
+        return cls(size=jnp.asarray(_as_2d(x).shape[1], jnp.int32))
+
+    def normalize(self, x):
+        return x
+
+    def unnormalize(self, x):
+        return x
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "size": np.asarray(self.size)}
+
+
+_CLASSES = {cls.kind: cls for cls in (GaussianNormalizer, LimitsNormalizer, CDFNormalizer, IdentityNormalizer)}
+
+Normalizer = GaussianNormalizer | LimitsNormalizer | CDFNormalizer | IdentityNormalizer
 
 
 def fit_normalizer(kind: str, x) -> Normalizer:

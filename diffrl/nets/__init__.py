@@ -1,8 +1,10 @@
 """Flax networks shared by the methods: time embeddings, denoisers, Diffuser's temporal U-Net and value function,
-the skill beta-VAE, the latent Q-network of LDCQ / DIAR and DIAR's value network."""
+the skill beta-VAE, Diffusion-QL's action denoiser and Q-network, the latent Q-network of LDCQ / DIAR and DIAR's
+value network."""
 
-from diffrl.nets.critics import LatentQNetwork, StateValueNetwork
+from diffrl.nets.critics import ActionQNetwork, LatentQNetwork, StateValueNetwork
 from diffrl.nets.denoisers import (
+    ActionDenoiser,
     LatentResNetDenoiser,
     LatentTransformerDenoiser,
     MLPDenoiser,
@@ -31,6 +33,8 @@ from diffrl.nets.unet import (
 )
 
 __all__ = [
+    "ActionDenoiser",
+    "ActionQNetwork",
     "AutoregressivePolicy",
     "GaussianPrior",
     "LatentQNetwork",

@@ -1,8 +1,10 @@
-"""Value networks over states and latent skills: LDCQ's ``Q(s, z)`` and DIAR's ``Q(s, z)`` and ``V(s)``."""
+"""Value networks: Diffusion-QL's ``Q(s, a)``, LDCQ's ``Q(s, z)`` over latent skills and DIAR's ``Q(s, z)`` and
+``V(s)``."""
 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from diffrl.nets.denoisers import dense_ln_gelu
@@ -35,3 +37,18 @@ class StateValueNetwork(nn.Module):
     def __call__(self, state):
         s = dense_ln_gelu(self.hidden, dense_ln_gelu(self.hidden, state))
         return nn.Dense(1)(dense_ln_gelu(32, dense_ln_gelu(128, s)))[..., 0]
+
+
+class ActionQNetwork(nn.Module):
+    """``Q(s, a)`` of Diffusion-QL (official ``agents/ql_diffusion.py: Critic``): ``[s, a]`` through ``depth``
+    Mish layers of ``hidden`` units and a linear output."""
+
+    hidden: int = 256
+    depth: int = 3
+
+    @nn.compact
+    def __call__(self, state, action):
+        h = jnp.concatenate([state, action], axis=-1)
+        for _ in range(self.depth):
+            h = jax.nn.mish(nn.Dense(self.hidden)(h))
+        return nn.Dense(1)(h)[..., 0]

@@ -1,5 +1,5 @@
-"""Time embeddings and denoisers for low-dimensional data: a residual MLP, LDCQ's latent ResNet with U-Net skips
-and the small transformer of DIAR's VAE-stage prior."""
+"""Time embeddings and denoisers for low-dimensional data: a residual MLP, Diffusion-QL's action MLP, LDCQ's latent
+ResNet with U-Net skips and the small transformer of DIAR's VAE-stage prior."""
 
 from __future__ import annotations
 
@@ -57,6 +57,26 @@ class MLPDenoiser(nn.Module):
         for _ in range(self.depth):
             h = h + nn.Dense(self.hidden)(jax.nn.mish(nn.LayerNorm()(h)))
         return nn.Dense(x.shape[-1])(jax.nn.mish(nn.LayerNorm()(h)))
+
+
+class ActionDenoiser(nn.Module):
+    """Diffusion-QL's noise predictor ``eps(a_t, t, s)`` (Wang et al. 2023, App. C; official ``agents/model.py``):
+    ``[a_t, time MLP(t), s]`` through ``depth`` Mish layers of ``hidden`` units and a linear output. The time MLP is
+    a ``time_dim``-d sinusoidal embedding, ``Dense(2 time_dim) -> Mish -> Dense(time_dim)``."""
+
+    hidden: int = 256
+    depth: int = 3
+    time_dim: int = 16
+
+    @nn.compact
+    def __call__(self, x, t, state):
+        chex.assert_rank([x, t, state], [2, 1, 2])
+        t_emb = jnp.broadcast_to(TimeEmbedding(self.time_dim, 2 * self.time_dim, self.time_dim)(t),
+                                 x.shape[:1] + (self.time_dim,))
+        h = jnp.concatenate([x, t_emb, state], axis=-1)
+        for _ in range(self.depth):
+            h = jax.nn.mish(nn.Dense(self.hidden)(h))
+        return nn.Dense(x.shape[-1])(h)
 
 
 def dense_ln_gelu(width: int, x):

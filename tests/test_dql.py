@@ -1,0 +1,105 @@
+"""Diffusion-QL: the critic target with and without max-Q backup against a plain computation, the policy loss's
+terms, the EMA held before its start, and a one-step bandit that Diffusion-QL solves and behaviour cloning cannot."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffrl.agents import DatasetInfo, DiffusionQL, EMA
+from diffrl.config import apply_overrides, load_config
+from diffrl.data import IdentityNormalizer, OfflineData, make_store
+from diffrl.train.loop import init_carry, make_train_chunk
+from diffrl.train.sharding import make_mesh, put_replicated
+
+TINY = ["model.hidden=32", "model.critic_hidden=32", "model.time_dim=8", "train.batch_size=64",
+        "train.ema_start=0"]
+
+
+def _config(*overrides):
+    config = load_config("dql.py:hopper-medium")  # flat observations, raw states
+    return apply_overrides(config, [*TINY, *overrides])
+
+
+def _bandit(num: int = 256, seed: int = 0) -> OfflineData:
+    """One-step episodes from s = 0: the behaviour policy picks a ~ N(-0.6, 0.05) or N(+0.6, 0.05) with equal
+    probability; only the positive mode is rewarded (r = 1). The behaviour mean, BC's regression target, gets 0."""
+    rng = np.random.default_rng(seed)
+    modes = np.where(rng.random(num) < 0.5, -0.6, 0.6)
+    actions = np.clip(modes + 0.05 * rng.standard_normal(num), -1, 1)[:, None].astype(np.float32)
+    rewards = (actions[:, 0] > 0).astype(np.float32)
+    return OfflineData.from_arrays(np.zeros((num, 1), np.float32), actions, rewards, np.ones(num, int),
+                                   terminal_last=True)
+
+
+def _method(data, *overrides):
+    config = _config(*overrides)
+    return DiffusionQL(config, DatasetInfo.from_data(data), IdentityNormalizer.fit(data.observations))
+
+
+def test_critic_target_takes_each_critics_max_over_sampled_actions_then_the_minimum():
+    """Max-Q backup with 3 samples (without it the same code takes one sample)."""
+    data = _bandit(32)
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    agent = _method(data, "q.max_q_backup=True", "q.backup_samples=3", "q.discount=0.9")
+    stage = agent.stage("ql")
+    state = stage.init(keys[0])
+    # perturb the targets so that they differ from the online networks and from each other
+    state["critic"] = state["critic"].replace(ema_params=jax.tree.map(
+        lambda p: p + 0.3 * jax.random.normal(keys[1], p.shape), state["critic"].ema_params))
+    batch = stage.sample_batch(stage.prepare(make_store(data)), keys[2], state)
+    batch["not_done"] = jnp.asarray(np.arange(64) % 2, jnp.float32)  # half terminal, half not
+    next_inputs = np.repeat(np.asarray(batch["next_input"]), 3, axis=0)  # each next state's 3 samples in a row
+    actions = agent.sample_actions(state["actor"].ema_params, keys[3], jnp.asarray(next_inputs))
+    q = [np.asarray(agent.critic.apply(jax.tree.map(lambda p, j=j: p[j], state["critic"].ema_params),
+                                       next_inputs, actions)).reshape(64, 3) for j in (0, 1)]
+    expected = np.asarray(batch["reward"]) + 0.9 * np.asarray(batch["not_done"]) * np.minimum(q[0].max(1), q[1].max(1))
+    np.testing.assert_allclose(stage.target_values(state, batch, keys[3]), expected, rtol=1e-5, atol=1e-6)
+    assert np.all(np.abs(actions) <= 1.0)
+    assert not np.allclose(q[0].max(1), q[0][:, 0])  # the maximum is not the first sample's value
+
+
+def test_policy_loss_is_the_denoising_loss_minus_eta_times_the_normalised_q_of_a_reparameterised_action():
+    data = _bandit(32)
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    agent = _method(data, "q.eta=2.5")
+    stage = agent.stage("ql")
+    state = stage.init(keys[0])
+    batch = stage.sample_batch(stage.prepare(make_store(data)), keys[1], state)
+    params, critic = state["actor"].params, state["critic"].params
+    loss, terms = stage.actor_loss(params, critic, batch, keys[2])
+    np.testing.assert_allclose(loss, terms["bc_loss"] + 2.5 * terms["q_loss"], rtol=1e-6)
+    # the same draws as the loss: its split of keys[2]
+    _, rng_sample, _ = jax.random.split(keys[2], 3)
+    q = np.asarray(agent.q_values(critic, batch["input"], agent.sample_actions(params, rng_sample, batch["input"])))
+    candidates = [-q[0].mean() / np.abs(q[1]).mean(), -q[1].mean() / np.abs(q[0]).mean()]
+    assert min(abs(terms["q_loss"] - c) for c in candidates) < 1e-5 * max(map(abs, candidates))
+    # the Q term reaches the policy through the sampled action (whole reverse chain), not only the BC term
+    q_grad = jax.grad(lambda p: stage.actor_loss(p, critic, batch, keys[2])[1]["q_loss"])(params)
+    assert float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(q_grad))) > 0
+
+
+def test_ema_held_at_its_initial_value_before_its_start():
+    params, initial = {"w": jnp.ones(())}, {"w": jnp.zeros(())}
+    held, copied = EMA(0.5, every=1, start=10, hold_before_start=True), EMA(0.5, every=1, start=10)
+    assert float(held(jnp.int32(3), params, initial)["w"]) == 0.0
+    assert float(copied(jnp.int32(3), params, initial)["w"]) == 1.0
+    assert float(held(jnp.int32(10), params, initial)["w"]) == 0.5
+
+
+@pytest.mark.usefixtures("optimized_compilation")
+def test_diffusion_ql_takes_the_rewarded_mode_of_a_bimodal_bandit_where_behaviour_cloning_cannot():
+    data = _bandit()
+    # BC's answer, the behaviour mean, is the unrewarded middle between the modes
+    assert abs(float(np.mean(data.actions))) < 0.1
+    agent = _method(data, "train.learning_rate=1e-3", "q.critic_learning_rate=1e-3")
+    stage = agent.stage("ql")
+    mesh = make_mesh(jax.devices()[:1])
+    train_data = put_replicated(stage.prepare(make_store(data)), mesh)
+    carry, _ = make_train_chunk(stage, mesh, 500)(init_carry(stage, 0), train_data)
+    params = stage.export(carry["state"])
+    q = agent.q_values(params["critic"], jnp.zeros((2, 1)), jnp.array([[0.6], [-0.6]]))
+    np.testing.assert_allclose(q, [[1.0, 0.0], [1.0, 0.0]], atol=0.2)  # Q = r in a one-step task
+    # the policy itself (no selection by Q) has moved onto the rewarded mode, and acting keeps to it
+    assert float(jnp.mean(agent.sample_actions(params["actor"], jax.random.PRNGKey(2), jnp.zeros((1000, 1))) > 0)) > 0.9
+    assert float(jnp.mean(agent.choose_actions(params, jax.random.PRNGKey(3), jnp.zeros((200, 1))) > 0)) > 0.95
