@@ -30,8 +30,9 @@ from diffrl.data import (
     replay,
     returns_to_go,
     sample_chunks,
-    sample_goal_transitions,
-    sample_jumpy_sequences,
+    gather_jumpy_states,
+    jumpy_starts,
+    sample_subgoal_transitions,
     sample_trajectory_windows,
 )
 
@@ -361,53 +362,46 @@ def test_chunks_rewards_next_states_and_done_flags(flat, flat_store):
         sample_chunks(flat_store, jax.random.key(1), 4, 9, gamma)
 
 
-def test_jumpy_sequences_stay_inside_episodes(flat, flat_store):
-    num_states, stride, batch = 3, 2, 1000
-    out = jax.tree.map(np.asarray, sample_jumpy_sequences(flat_store, jax.random.key(2), batch, num_states, stride))
-    assert out["states"].shape == (batch, num_states, OBS_DIM)
-    assert out["actions"].shape == (batch, num_states - 1, stride, ACT_DIM)
-    span = (num_states - 1) * stride
+def test_jumpy_starts_and_states_stay_inside_episodes_and_drop_windows_that_barely_move(flat, flat_store):
+    num_states, stride = 3, 2
+    starts = jumpy_starts(flat_store, num_states, stride)
     lengths = [n for n, _ in FLAT_EPISODES]
-    episodes, steps = _episode_and_step(flat, out["indices"])
-    expected = {(e, k) for e, n in enumerate(lengths) for k in range(n - span + 1)}
-    assert set(zip(episodes.tolist(), steps.tolist())) == expected
-    for b, (e, k) in enumerate(zip(episodes, steps)):
-        np.testing.assert_array_equal(out["states"][b], [flat_obs(e, k + stride * i) for i in range(num_states)])
-        for i in range(num_states - 1):
-            for j in range(stride):
-                np.testing.assert_array_equal(out["actions"][b, i, j], flat_action(e, k + stride * i + j))
-                assert out["rewards"][b, i, j] == flat_reward(e, k + stride * i + j)
-    with pytest.raises(ValueError, match="no jumpy sequence"):
-        sample_jumpy_sequences(flat_store, jax.random.key(2), 4, 4, 3)
+    episodes, steps = _episode_and_step(flat, starts)
+    assert set(zip(episodes.tolist(), steps.tolist())) == {(e, k) for e, n in enumerate(lengths) for k in range(n - 3)}
+    states = np.asarray(gather_jumpy_states(flat_store, jnp.asarray(starts), num_states, stride))
+    for b, (e, k) in enumerate(zip(episodes, steps)):  # the last state may be the final observation o_L
+        np.testing.assert_array_equal(states[b], [flat_obs(e, k + stride * i) for i in range(num_states)])
+    # every window moves 4 along the first column: a threshold of 3.9 keeps them all, 4.1 none
+    np.testing.assert_array_equal(jumpy_starts(flat_store, num_states, stride, slice(0, 1), 3.9), starts)
+    assert len(jumpy_starts(flat_store, num_states, stride, slice(0, 1), 4.1)) == 0
+    with pytest.raises(ValueError, match="num_states >= 2"):
+        jumpy_starts(flat_store, 1, stride)
 
 
-def test_goal_relabelled_transitions(goal):
-    store = make_store(goal)
-    gamma, batch = 0.5, 4000
-    goal_slice = (goal.observation_slices["achieved_goal"].start, goal.observation_slices["achieved_goal"].stop)
-    out = jax.tree.map(np.asarray, sample_goal_transitions(store, jax.random.key(3), batch, gamma, goal_slice, 0.5))
-    lengths = [n for n, _ in DICT_EPISODES]
-    episodes, steps = _episode_and_step(goal, out["indices"])
-    np.testing.assert_array_equal(episodes, out["episode_ids"])
-    offsets = out["goal_offsets"]
-    assert np.all(offsets >= 1) and np.all(steps + offsets <= np.array(lengths)[episodes])
-    for b, (e, k) in enumerate(zip(episodes, steps)):
-        np.testing.assert_array_equal(out["observations"][b], goal_flat(e, k))
-        np.testing.assert_array_equal(out["next_observations"][b], goal_flat(e, k + 1))
-        np.testing.assert_array_equal(out["goals"][b], goal_obs(e, k + offsets[b])["achieved_goal"])
-    # Achieved goals move sqrt(2) per step, so only the next state (Delta = 1) is within 0.5 of the goal.
-    np.testing.assert_array_equal(out["rewards"], (offsets == 1).astype(np.float32))
-    # Delta ~ Geometric(1 - gamma), truncated at the episode end: P(Delta = 1) = 1 - gamma where room remains,
-    # and the truncation point collects the tail mass gamma^(room - 1).
-    room = np.array(lengths)[episodes] - steps
-    free = room >= 3
-    assert abs(np.mean(offsets[free] == 1) - (1 - gamma)) < 0.04
-    assert abs(np.mean(offsets[free] == 2) - (1 - gamma) * gamma) < 0.04
-    assert abs(np.mean(offsets[room == 2] == 2) - gamma) < 0.06
-    with pytest.raises(ValueError, match="goal_slice"):
-        sample_goal_transitions(store, jax.random.key(3), 4, gamma, (6, 9), 0.5)
-    with pytest.raises(ValueError, match="discount must lie in"):
-        sample_goal_transitions(store, jax.random.key(3), 4, 1.0, goal_slice, 0.5)
+def test_subgoals_are_relabelled_at_geometric_times_k_offsets_clipped_at_the_episode_end():
+    """One 200-step episode with s_t = t: the sub-goal state is the offset itself. ``o ~ U{0..Delta K - 1}``,
+    ``Delta ~ Geometric(p)``, so ``P(o) = sum_{Delta K > o} p (1 - p)^(Delta - 1) / (Delta K)`` far from the end."""
+    steps, p, k = 200, 0.2, 3
+    data = OfflineData.from_arrays(np.arange(steps, dtype=np.float32)[:, None], np.zeros((steps, 1), np.float32),
+                                   np.arange(steps, dtype=np.float32), [steps], terminal_last=True)
+    out = jax.tree.map(np.asarray, sample_subgoal_transitions(make_store(data), jax.random.key(4), 40_000, p, k))
+    rows, offsets = out["indices"], out["goal_offsets"]
+    room = steps - rows  # offset `room` reads the final observation (o_200 = 199 here, as from_arrays repeats)
+    np.testing.assert_array_equal(offsets, np.minimum(offsets, room))
+    np.testing.assert_array_equal(out["subgoals"][:, 0], np.minimum(rows + offsets, steps - 1))
+    np.testing.assert_array_equal(out["rewards"], rows)
+    np.testing.assert_array_equal(out["terminations"], rows == steps - 1)
+    deltas = np.arange(1, 400)
+    weights = p * (1 - p) ** (deltas - 1) / (deltas * k)
+    closed = np.array([weights[deltas * k > o].sum() for o in range(10)])
+    free = room > 100
+    empirical = np.array([np.mean(offsets[free] == o) for o in range(10)])
+    np.testing.assert_allclose(empirical, closed, atol=0.01)
+    near = room <= 2  # the tail mass P(o >= room) collects at the end
+    expected_at_end = np.array([1.0 - closed[:r].sum() for r in room[near]])
+    assert abs(np.mean(offsets[near] == room[near]) - expected_at_end.mean()) < 0.05
+    with pytest.raises(ValueError, match="p must lie in"):
+        sample_subgoal_transitions(make_store(data), jax.random.key(4), 4, 0.0, k)
 
 
 def test_samplers_are_deterministic_and_run_inside_jit(flat_store):

@@ -8,9 +8,10 @@ from diffrl.agents.dql import DiffusionQL
 from diffrl.agents.ldcp import LDCP
 from diffrl.agents.ldcq import LDCQ
 from diffrl.agents.ldgc import LDGC
+from diffrl.agents.plandq import PlanDQ
 from diffrl.agents.train_state import EMA, TrainState, apply_loss
 
-METHODS = {method.name: method for method in (Diffuser, BC, LDCQ, LDGC, LDCP, DIAR, DiffusionQL)}
+METHODS = {method.name: method for method in (Diffuser, BC, LDCQ, LDGC, LDCP, DIAR, DiffusionQL, PlanDQ)}
 
 
 def method_class(name: str) -> type[Method]:
@@ -19,5 +20,5 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-__all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method", "Policy", "Stage",
+__all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method", "PlanDQ", "Policy", "Stage",
            "TrainState", "apply_loss", "method_class"]

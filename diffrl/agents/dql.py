@@ -136,9 +136,9 @@ class DiffusionQL(Method):
         self.state_slice = info.slice(config.task.state_key)
         self.goal_slice = info.slice(config.task.goal_key) if config.task.goal_key else None
         self.action_dim = info.action_size
-        self.input_dim = self.state_slice.stop - self.state_slice.start
-        if self.goal_slice is not None:
-            self.input_dim += self.goal_slice.stop - self.goal_slice.start
+        self.state_dim = self.state_slice.stop - self.state_slice.start
+        goal_dim = 0 if self.goal_slice is None else self.goal_slice.stop - self.goal_slice.start
+        self.input_dim = self.state_dim + goal_dim
         self.actor = ActionDenoiser(hidden=model.hidden, depth=model.depth, time_dim=model.time_dim)
         self.critic = ActionQNetwork(hidden=model.critic_hidden, depth=model.critic_depth)
         self.schedule = diffusion.make_schedule("vp", dc.num_steps, beta_min=dc.beta_min, beta_max=dc.beta_max)

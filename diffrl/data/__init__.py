@@ -2,7 +2,7 @@
 
 * :mod:`diffrl.data.minari_io`   -- load a local Minari dataset into numpy (:class:`OfflineData`), scores, checks.
 * :mod:`diffrl.data.store`       -- :class:`DatasetStore` and the jitted samplers (Diffuser windows, LDCQ/DIAR
-  chunks, PlanDQ jumpy sequences and goal-relabelled transitions), returns-to-go.
+  chunks, PlanDQ sub-goal sequences and sub-goal-relabelled transitions), returns-to-go.
 * :mod:`diffrl.data.normalizers` -- Gaussian, limits and empirical-CDF normalisers (pytrees, savable).
 * :mod:`diffrl.data.replay`      -- proportional prioritized replay (``replay.sample``, ``replay.update``).
 """
@@ -36,11 +36,12 @@ from diffrl.data.store import (
     count_chunks,
     discounted_returns_to_go,
     gather_chunks,
+    gather_jumpy_states,
+    jumpy_starts,
     make_store,
     returns_to_go,
     sample_chunks,
-    sample_goal_transitions,
-    sample_jumpy_sequences,
+    sample_subgoal_transitions,
     sample_trajectory_windows,
 )
 
@@ -63,6 +64,8 @@ __all__ = [
     "count_chunks",
     "discounted_returns_to_go",
     "gather_chunks",
+    "gather_jumpy_states",
+    "jumpy_starts",
     "download_dataset",
     "fit_normalizer",
     "init_prioritized_replay",
@@ -74,7 +77,6 @@ __all__ = [
     "replay",
     "returns_to_go",
     "sample_chunks",
-    "sample_goal_transitions",
-    "sample_jumpy_sequences",
+    "sample_subgoal_transitions",
     "sample_trajectory_windows",
 ]

@@ -230,90 +230,64 @@ def count_chunks(episode_lengths, horizon: int) -> int:
     return int(np.maximum(np.asarray(episode_lengths) - horizon + 1, 0).sum())
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "num_states", "stride"))
-def sample_jumpy_sequences(
-    store: DatasetStore, rng: jax.Array, batch_size: int, num_states: int, stride: int
-) -> dict[str, jnp.ndarray]:
-    """Jumpy sub-goal sequences ``s_t, s_{t+K}, ..., s_{t+(M-1)K}`` with the actions in between, for PlanDQ.
-
-    PlanDQ's high-level D-Conductor plans every ``K``-th state (the jumpy planning of Hierarchical Diffuser,
-    Chen et al. 2024, "Simple Hierarchical Planning with Diffusion"). With ``M = num_states`` and ``K = stride`` a
-    sequence spans ``(M - 1) K`` actions and may start at step ``k`` only when ``k + (M - 1) K <= L``; its last
-    state is the final observation ``o_L`` when ``k + (M - 1) K = L``. Everything lies inside one episode.
-
-    Returns ``states [B, M, obs_dim]``, ``actions [B, M-1, K, act_dim]`` (``a_{t : t+(M-1)K}`` grouped by
-    segment), ``rewards [B, M-1, K]``, ``indices [B]`` (row of ``t``) and ``episode_ids [B]``. ``batch_size``,
-    ``num_states`` and ``stride`` are static.
-    """
+def jumpy_starts(store: DatasetStore, num_states: int, stride: int, xy: slice | None = None,
+                 min_displacement: float = 0.0) -> np.ndarray:
+    """Every row where ``M = num_states`` states ``s_t, s_{t+K}, ..., s_{t+(M-1)K}`` (``K = stride``) fit in the
+    episode, ``t + (M - 1) K <= L`` (the last may be the final observation): the sub-goal sequences of PlanDQ's
+    D-Conductor. With ``min_displacement > 0`` only those whose first and last states lie farther apart than it in
+    the ``xy`` columns are kept (PlanDQ official ``datasets/sequence.py``: windows where the agent barely moves are
+    dropped)."""
     if num_states < 2 or stride < 1:
         raise ValueError(f"need num_states >= 2 and stride >= 1, got num_states={num_states}, stride={stride}")
     span = (num_states - 1) * stride
-    if store.longest_episode < span:
-        raise ValueError(
-            f"no jumpy sequence of {num_states} states with stride {stride} ({span} steps): the longest episode has "
-            f"{store.longest_episode} steps"
-        )
-    starts, episode = _sample_starts(store, rng, batch_size, jnp.maximum(store.episode_lengths - span + 1, 0))
-    end = store.end_of_episode[starts][:, None]
-    state_rows = starts[:, None] + stride * jnp.arange(num_states, dtype=jnp.int32)[None, :]
-    action_rows = starts[:, None] + jnp.arange(span, dtype=jnp.int32)[None, :]
-    action_rows = action_rows.reshape(batch_size, num_states - 1, stride)
-    return {
-        "states": _states_at(store, state_rows, end),
-        "actions": store.actions[action_rows],
-        "rewards": store.rewards[action_rows],
-        "indices": starts,
-        "episode_ids": episode,
-    }
+    index = np.asarray(store.index_in_episode)
+    length = np.asarray(store.end_of_episode) - np.asarray(store.start_of_episode)
+    starts = np.flatnonzero(index + span <= length).astype(np.int32)
+    if min_displacement > 0 and len(starts):
+        first = np.asarray(store.observations)[starts][:, xy]
+        last = np.asarray(gather_jumpy_states(store, jnp.asarray(starts), 2, span))[:, 1, xy]
+        starts = starts[np.linalg.norm(last - first, axis=-1) > min_displacement]
+    return starts
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "discount", "goal_slice"))
-def sample_goal_transitions(
-    store: DatasetStore,
-    rng: jax.Array,
-    batch_size: int,
-    discount: float,
-    goal_slice: tuple[int, int],
-    goal_threshold: float,
-) -> dict[str, jnp.ndarray]:
-    """Goal-relabelled transitions ``(s, a, r, s', g)`` for PlanDQ's goal-conditioned Q-Performer.
+def gather_jumpy_states(store: DatasetStore, starts: jnp.ndarray, num_states: int, stride: int) -> jnp.ndarray:
+    """``[B, M, obs_dim]``: ``s_t, s_{t+K}, ..., s_{t+(M-1)K}`` from each start of :func:`jumpy_starts`."""
+    rows = starts[:, None] + stride * jnp.arange(num_states, dtype=jnp.int32)[None, :]
+    return _states_at(store, rows, store.end_of_episode[starts][:, None])
 
-    A row ``t`` is drawn uniformly among all transitions. Its goal is the achieved goal of a future state,
-    ``g = s_{t + Delta}[goal_slice]`` with ``Delta ~ Geometric(1 - gamma)`` on ``{1, 2, ...}`` (the discounted
-    future-state distribution; hindsight relabelling, Andrychowicz et al. 2017), truncated to the episode's
-    end (the final observation). The reward is the sparse goal-reaching indicator
-    ``r = 1[ || s'[goal_slice] - g ||_2 <= goal_threshold ]`` on the next state ``s' = s_{t+1}``; so
-    ``Delta = 1`` always gives ``r = 1``. ``goal_slice = (start, stop)`` picks the goal dimensions of the flat
-    state, e.g. ``data.observation_slices["achieved_goal"]`` of a goal-dict dataset.
 
-    Returns ``observations [B, obs_dim]``, ``actions [B, act_dim]``, ``next_observations [B, obs_dim]``,
-    ``goals [B, stop - start]``, ``rewards [B]``, ``goal_offsets [B]`` (``Delta`` after truncation),
-    ``indices [B]`` and ``episode_ids [B]``. ``batch_size``, ``discount`` and ``goal_slice`` are static.
+@functools.partial(jax.jit, static_argnames=("batch_size", "p", "stride"))
+def sample_subgoal_transitions(store: DatasetStore, rng: jax.Array, batch_size: int, p: float, stride: int
+                               ) -> dict[str, jnp.ndarray]:
+    """Transitions ``(s, a, r, s')`` with a sub-goal state relabelled from the same episode, for PlanDQ's
+    Q-Performer (Sec. 3.2; official ``utils/data_sampler.py``).
+
+    A row ``t`` is drawn uniformly among all transitions; its sub-goal is the state at ``t + o`` with
+    ``o ~ Uniform{0, ..., Delta K - 1}``, ``Delta ~ Geometric(p)`` on ``{1, 2, ...}`` (the paper's "from
+    [t, t + Delta K]"; the official code draws one ``Delta`` per batch, here every row draws its own), clipped to the
+    episode's end (its final observation). Returns ``observations``, ``actions``, ``rewards``, ``terminations``
+    (float), ``next_observations``, ``subgoals`` (whole states), ``goal_offsets`` (``o`` after clipping) and
+    ``indices``, each with the batch as axis 0. ``batch_size``, ``p`` and ``stride`` are static.
     """
-    start, stop = goal_slice
-    if not 0.0 <= discount < 1.0:
-        raise ValueError(f"discount must lie in [0, 1) for Delta ~ Geometric(1 - discount), got {discount}")
-    if not 0 <= start < stop <= store.observations.shape[1]:
-        raise ValueError(
-            f"goal_slice {goal_slice} is not a non-empty slice of the {store.observations.shape[1]} state dims"
-        )
-    row_key, offset_key = jax.random.split(rng)
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"p must lie in (0, 1], got {p}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    row_key, delta_key, offset_key = jax.random.split(rng, 3)
     rows = jax.random.randint(row_key, (batch_size,), 0, store.num_steps)
-    delta = jax.random.geometric(offset_key, 1.0 - discount, (batch_size,), dtype=jnp.int32)
+    window = stride * jax.random.geometric(delta_key, p, (batch_size,), dtype=jnp.int32)
+    offsets = jnp.floor(jax.random.uniform(offset_key, (batch_size,)) * window).astype(jnp.int32)
     end = store.end_of_episode[rows]
-    future = jnp.minimum(rows + delta, end)
-    goals = _states_at(store, future, end)[:, start:stop]
-    next_observations = store.next_observations[rows]
-    distance = jnp.linalg.norm(next_observations[:, start:stop] - goals, axis=-1)
+    future = jnp.minimum(rows + offsets, end)
     return {
         "observations": store.observations[rows],
         "actions": store.actions[rows],
-        "next_observations": next_observations,
-        "goals": goals,
-        "rewards": (distance <= goal_threshold).astype(jnp.float32),
+        "rewards": store.rewards[rows],
+        "terminations": store.terminations[rows].astype(jnp.float32),
+        "next_observations": store.next_observations[rows],
+        "subgoals": _states_at(store, future, end),
         "goal_offsets": future - rows,
         "indices": rows,
-        "episode_ids": store.episode_of_step[rows],
     }
 
 

@@ -1,0 +1,208 @@
+"""PlanDQ (Chen et al. 2024, "PlanDQ: Hierarchical Plan Orchestration via D-Conductor and Q-Performer").
+
+Two stages, trained independently (Sec. 3; official ``changchencc/PlanDQ``, branch ``antmaze``):
+
+* ``conductor`` (Sec. 3.1, Eq. 11): Diffuser's temporal U-Net over sub-goal sequences
+  ``x_g = [s_t, s_{t+K}, ..., s_{t+(M-1)K}]`` of whole states (no actions, as the official AntMaze conductor), the first
+  and last states inpainted, x0-prediction with ``x0`` clipped, a limits normaliser and an EMA; a window is kept
+  only where its first and last positions lie more than ``conductor.min_displacement x M K`` apart (official
+  ``datasets/sequence.py``, which compares with the state ``K`` steps after the last one);
+* ``performer`` (Sec. 3.2, Eqs. 13-16): Diffusion-QL (:mod:`diffrl.agents.dql`) on ``[s, g]`` with ``g`` the
+  position of a sub-goal state relabelled from the same episode (:func:`~diffrl.data.sample_subgoal_transitions`,
+  ``Delta ~ Geometric(q.subgoal_p)``), reward ``r' + exp(-||s'_xy - g||)`` (App. C; ``r'`` the extrinsic reward after
+  the task's shift and scale) and ``done`` where the sub-goal is the next state itself (official ``data_sampler.py``).
+
+Acting (official ``main_Antmaze.py: eval_policy``), for ``N`` environments inside the rollout's scan: a new sub-goal
+is chosen after ``plan.replan_every`` steps, or as soon as the agent is within ``plan.reach`` of it; it is the
+second state of a plan from ``s`` to the goal (at rest), drawn again up to ``plan.retries`` times while it lies
+farther than ``plan.too_far``, within ``plan.reach``, or farther from the goal than the agent; within
+``plan.straight_distance`` of the goal the sub-goal is the goal itself. If every draw was refused the performer
+runs the whole ``replan_every`` steps towards the last one.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffrl import diffusion
+from diffrl.agents.base import Policy
+from diffrl.agents.diffuser import TrajectoryStage
+from diffrl.agents.dql import ActorCriticStage, DiffusionQL
+from diffrl.agents.train_state import TrainState, apply_loss
+from diffrl.data.minari_io import OfflineData
+from diffrl.data.store import DatasetStore, gather_jumpy_states, jumpy_starts, sample_subgoal_transitions
+from diffrl.nets.unet import TemporalUNet, check_unet_horizon
+
+
+class ConductorStage(TrajectoryStage):
+    """The D-Conductor: the denoising loss on normalised sub-goal sequences, start and end inpainted."""
+
+    name = "conductor"
+
+    def init(self, rng):
+        m = self.method
+        x = jnp.zeros((1, m.num_states, m.state_dim))
+        return TrainState.create(m.conductor.init(rng, x, jnp.zeros((1,), jnp.int32)), self.optimizer, ema=True)
+
+    def prepare(self, store: DatasetStore) -> dict:
+        m, cc = self.method, self.config.conductor
+        threshold = cc.min_displacement * m.num_states * m.stride
+        xy = slice(m.state_slice.start + m.xy.start, m.state_slice.start + m.xy.stop)
+        starts = jumpy_starts(store, m.num_states, m.stride, xy, threshold)
+        if len(starts) == 0:
+            raise ValueError(f"no sequence of {m.num_states} states {m.stride} steps apart that moves more than "
+                             f"{threshold:g} fits in an episode of {m.info.dataset_id}")
+        return {"store": store, "starts": jnp.asarray(starts)}
+
+    def sample_batch(self, train_data, rng, state):
+        starts = train_data["starts"]
+        rows = starts[jax.random.randint(rng, (self.batch_size,), 0, starts.shape[0])]
+        m = self.method
+        states = gather_jumpy_states(train_data["store"], rows, m.num_states, m.stride)[..., m.state_slice]
+        return {"x": m.normalizer.normalize(states)}
+
+    def update(self, state, batch, rng):
+        m, x = self.method, batch["x"]
+        inpainting = diffusion.Inpainting.at_timesteps(x.shape, {0: x[:, 0], m.num_states - 1: x[:, -1]})
+
+        def loss_fn(params):
+            loss, _ = diffusion.diffusion_loss(lambda y, t, c: m.conductor.apply(params, y, t), m.conductor_schedule,
+                                               rng, x, prediction=self.config.conductor.prediction,
+                                               inpainting=inpainting)
+            return loss, {}
+
+        return apply_loss(state, self.optimizer, loss_fn, prefix=self.name, ema=self.ema,
+                          learning_rate=self.learning_rate)
+
+
+class PerformerStage(ActorCriticStage):
+    """The Q-Performer: Diffusion-QL's step on sub-goal-relabelled transitions with the intrinsic reward."""
+
+    name = "performer"
+
+    def prepare(self, store: DatasetStore) -> DatasetStore:
+        return store
+
+    def sample_batch(self, store: DatasetStore, rng, state):
+        m, qc = self.method, self.config.q
+        out = sample_subgoal_transitions(store, rng, self.batch_size, qc.subgoal_p, m.stride)
+        subgoal = m.position(out["subgoals"])
+        distance = jnp.linalg.norm(m.position(out["next_observations"]) - subgoal, axis=-1)
+        reward = qc.reward_scale * (out["rewards"] + qc.reward_shift) + jnp.exp(-distance)
+        return {"input": m.performer_input(out["observations"], subgoal), "action": m.to_unit_action(out["actions"]),
+                "reward": reward, "next_input": m.performer_input(out["next_observations"], subgoal),
+                "not_done": (1.0 - out["terminations"]) * (distance > 0)}
+
+
+class PlanDQ(DiffusionQL):
+    name = "plandq"
+    stages = (ConductorStage, PerformerStage)
+
+    def __init__(self, config, info, normalizer):
+        super().__init__(config, info, normalizer)
+        cc = config.conductor
+        if self.goal_slice is None:
+            raise ValueError("PlanDQ plans to the goal: set task.goal_key to the observation key holding it")
+        self.xy = slice(*config.task.xy)  # the position's columns within the state
+        self.num_states, self.stride = cc.num_states, cc.stride
+        check_unet_horizon(self.num_states, cc.dim_mults)
+        self.input_dim = self.state_dim + (self.xy.stop - self.xy.start)
+        self.conductor = TemporalUNet(transition_dim=self.state_dim, dim=cc.dim, dim_mults=tuple(cc.dim_mults))
+        self.conductor_schedule = diffusion.make_schedule("cosine", cc.num_steps)
+        self.conductor_sampler = diffusion.SamplerConfig(method="ddpm", steps=config.plan.sampler_steps,
+                                                         prediction=cc.prediction, clip_x0=cc.clip_x0)
+
+    @classmethod
+    def normalized_columns(cls, config, info, data: OfflineData) -> np.ndarray:
+        return data.observations[:, info.slice(config.task.state_key)]  # the conductor's states
+
+    # -- inputs --------------------------------------------------------------------------------------------------
+    def state(self, obs: jnp.ndarray) -> jnp.ndarray:
+        return obs[..., self.state_slice]
+
+    def position(self, obs: jnp.ndarray) -> jnp.ndarray:
+        return self.state(obs)[..., self.xy]
+
+    def performer_input(self, obs: jnp.ndarray, subgoal: jnp.ndarray) -> jnp.ndarray:
+        """``[s, g]`` in raw units (the performer reads raw states, as Diffusion-QL)."""
+        return jnp.concatenate([self.state(obs), subgoal], axis=-1)
+
+    # -- planning ------------------------------------------------------------------------------------------------
+    def plan(self, conductor_params, rng, states: jnp.ndarray, goals: jnp.ndarray) -> jnp.ndarray:
+        """Sub-goal sequences ``[N, M, S]`` in data units from ``states [N, S]`` to ``goals [N, 2]`` (at rest)."""
+        shape = (states.shape[0], self.num_states, self.state_dim)
+        goal_states = jnp.zeros_like(states).at[:, self.xy].set(goals)
+        ends = {0: self.normalizer.normalize(states), self.num_states - 1: self.normalizer.normalize(goal_states)}
+        model_fn = lambda x, t, cond: self.conductor.apply(conductor_params, x, t)  # noqa: E731
+        x = diffusion.sample(rng, model_fn, self.conductor_schedule, shape, self.conductor_sampler,
+                             inpainting=diffusion.Inpainting.at_timesteps(shape, ends))
+        return self.normalizer.unnormalize(x)
+
+    def choose_subgoals(self, conductor_params, rng, obs: jnp.ndarray, active: jnp.ndarray):
+        """``(sub-goal [N, 2], plan [N, M, S], refused [N])``: plan[1]'s position, drawn again while refused
+        (official rules) in an ``active`` environment; the goal itself within ``plan.straight_distance`` of it.
+        Draw ``j`` is the same for every environment however many draws the others need."""
+        pc = self.config.plan
+        xy, goal = self.position(obs), obs[..., self.goal_slice]
+        to_goal = jnp.linalg.norm(xy - goal, axis=-1)
+
+        def draw(key):
+            plan = self.plan(conductor_params, key, self.state(obs), goal)
+            subgoal = plan[:, 1, self.xy]
+            distance = jnp.linalg.norm(subgoal - xy, axis=-1)
+            refused = (distance > pc.too_far) | (distance <= pc.reach) | (
+                jnp.linalg.norm(subgoal - goal, axis=-1) > to_goal)
+            return plan, subgoal, refused
+
+        def retry(carry):
+            tries, plan, subgoal, refused = carry
+            new_plan, new_subgoal, new_refused = draw(jax.random.fold_in(rng, tries + 1))
+            take = refused[:, None]
+            return (tries + 1, jnp.where(take[..., None], new_plan, plan), jnp.where(take, new_subgoal, subgoal),
+                    refused & new_refused)
+
+        first = draw(jax.random.fold_in(rng, 0))
+        _, plan, subgoal, refused = jax.lax.while_loop(
+            lambda c: (c[0] < pc.retries) & jnp.any(c[3] & active & (to_goal > pc.straight_distance)), retry,
+            (0, *first))
+        near = to_goal <= pc.straight_distance
+        return jnp.where(near[:, None], goal, subgoal), plan, refused & ~near
+
+    def policy(self) -> Policy:
+        return PlanDQPolicy(self)
+
+
+class PlanDQPolicy(Policy):
+    """The orchestration of the module docstring, batched over environments."""
+
+    def __init__(self, method: PlanDQ):
+        self.method = method
+
+    def init(self, params, rng, obs):
+        m = self.method
+        n = obs.shape[0]
+        return {"subgoal": jnp.zeros((n, 2)), "plan": jnp.zeros((n, m.num_states, m.state_dim)),
+                "age": jnp.full((n,), m.config.plan.replan_every, jnp.int32), "refused": jnp.zeros((n,), bool)}
+
+    def act(self, params, policy_state, obs, t, rng):
+        m, pc = self.method, self.method.config.plan
+        rng_plan, rng_act = jax.random.split(rng)
+        reached = jnp.linalg.norm(m.position(obs) - policy_state["subgoal"], axis=-1) <= pc.reach
+        due = (policy_state["age"] >= pc.replan_every) | (reached & ~policy_state["refused"])
+
+        def replan(state):
+            subgoal, plan, refused = m.choose_subgoals(params["conductor"], rng_plan, obs, due)
+            keep = ~due
+            return {"subgoal": jnp.where(keep[:, None], state["subgoal"], subgoal),
+                    "plan": jnp.where(keep[:, None, None], state["plan"], plan),
+                    "age": jnp.where(keep, state["age"], 0), "refused": jnp.where(keep, state["refused"], refused)}
+
+        state = jax.lax.cond(jnp.any(due), replan, lambda s: s, policy_state)
+        inputs = m.performer_input(obs, state["subgoal"])
+        action = m.to_env_action(m.choose_actions(params["performer"], rng_act, inputs))
+        return action, {**state, "age": state["age"] + 1}
+
+    def planned_states(self, policy_state):
+        return policy_state["plan"]

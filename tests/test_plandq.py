@@ -1,0 +1,145 @@
+"""PlanDQ: the Q-Performer's relabelled batches (intrinsic reward, done, inputs) by hand, the D-Conductor's
+inpainted ends, and the orchestration of sub-goals against a plain-Python reference of the official loop on a
+toy point with a stand-in conductor and performer."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffrl.agents import DatasetInfo, PlanDQ
+from diffrl.config import apply_overrides, load_config
+from diffrl.data import LimitsNormalizer, OfflineData, make_store
+
+TINY = ["conductor.num_states=4", "conductor.stride=3", "conductor.dim=8", "conductor.dim_mults=(1, 2)",
+        "conductor.num_steps=8", "plan.sampler_steps=4", "model.hidden=16", "model.critic_hidden=16",
+        "model.time_dim=8", "train.performer.batch_size=512"]
+
+
+def _line_data(steps: int = 60) -> OfflineData:
+    """A point moving 0.1 a step along x: observation [x, y, vx, vy] and desired_goal [5, 0]."""
+    x = 0.1 * np.arange(steps, dtype=np.float32)
+    obs = np.stack([x, np.zeros_like(x), np.ones_like(x), np.zeros_like(x), np.full_like(x, 5.0),
+                    np.zeros_like(x)], -1)
+    return OfflineData.from_arrays(obs, np.full((steps, 2), 0.5, np.float32), np.zeros(steps, np.float32), [steps],
+                                   observation_slices={"observation": slice(0, 4), "desired_goal": slice(4, 6)})
+
+
+def _agent(data, *overrides):
+    config = apply_overrides(load_config("plandq.py:maze2d-umaze"), [*TINY, *overrides])
+    state = data.observations[:, :4]
+    return PlanDQ(config, DatasetInfo.from_data(data), LimitsNormalizer.fit(state))
+
+
+def test_performer_batches_add_the_intrinsic_reward_and_end_where_the_subgoal_is_the_next_state():
+    data = _line_data()
+    agent = _agent(data, "q.subgoal_p=0.5")
+    stage = agent.stage("performer")
+    batch = jax.tree.map(np.asarray, jax.jit(stage.sample_batch)(stage.prepare(make_store(data)),
+                                                                 jax.random.PRNGKey(0), None))
+    x, subgoal = batch["input"][:, 0], batch["input"][:, 4:]
+    np.testing.assert_allclose(batch["input"][:, 1:4], [[0.0, 1.0, 0.0]] * 512)  # raw state, then the sub-goal
+    np.testing.assert_allclose(subgoal[:, 1], 0.0)
+    offsets = np.round((subgoal[:, 0] - x) / 0.1).astype(int)  # the relabelled offset o
+    assert offsets.min() == 0 and offsets.max() > 6  # o ~ U{0 .. 3 Delta - 1}
+    next_x = batch["next_input"][:, 0]
+    np.testing.assert_allclose(next_x, np.minimum(x + 0.1, 5.9), atol=1e-6)
+    np.testing.assert_allclose(batch["next_input"][:, 4:], subgoal)
+    np.testing.assert_allclose(batch["reward"], np.exp(-np.abs(next_x - subgoal[:, 0])), rtol=1e-5)
+    np.testing.assert_array_equal(batch["not_done"], (np.abs(next_x - subgoal[:, 0]) > 1e-6).astype(np.float32))
+    assert 0 < batch["not_done"].mean() < 1
+    np.testing.assert_allclose(batch["action"], 0.5)
+
+
+def test_conductor_plans_start_at_the_state_and_end_at_the_goal_at_rest():
+    data = _line_data()
+    agent = _agent(data)
+    stage = agent.stage("conductor")
+    params = stage.export(stage.init(jax.random.PRNGKey(0)))
+    states = jnp.array([[0.5, 0.0, 1.0, 0.0], [2.0, 0.0, 1.0, 0.0]])
+    plan = np.asarray(agent.plan(params, jax.random.PRNGKey(1), states, jnp.array([[5.0, 0.0], [4.0, 0.0]])))
+    assert plan.shape == (2, 4, 4)
+    np.testing.assert_allclose(plan[:, 0], states, atol=1e-5)
+    np.testing.assert_allclose(plan[:, -1], [[5.0, 0, 0, 0], [4.0, 0, 0, 0]], atol=1e-5)
+    batch = stage.sample_batch(stage.prepare(make_store(data)), jax.random.PRNGKey(2), None)
+    # 4 states 3 steps apart: x moves 0.3 between them (0.2 into the final observation, which from_arrays repeats),
+    # normalised by the limits [0, 5.9] onto [-1, 1]
+    moves = np.diff(np.asarray(batch["x"])[..., 0], axis=1) * 5.9 / 2
+    np.testing.assert_allclose(moves[:, :2], 0.3, rtol=1e-4)
+    assert np.all(np.isclose(moves[:, 2], 0.3, rtol=1e-4) | np.isclose(moves[:, 2], 0.2, rtol=1e-4))
+
+
+# The official loop on a toy point: state = goal-free xy, s' = s + 0.1 a; the stand-in conductor's plan[1] is
+# s + (g - s) u + 0.4 (u - 0.5) (1, -1) with u ~ U(0, 1) from the plan's key; the stand-in performer heads for the
+# sub-goal, a = clip(g' - s, -1, 1).
+RULES = dict(too_far=1.2, reach=0.15, straight_distance=0.5, retries=2, replan_every=4)
+
+
+def _fake_plan(params, key, states, goals):
+    u = jax.random.uniform(key, (states.shape[0], 1))
+    subgoal = states + (goals - states) * u + 0.4 * (u - 0.5) * jnp.array([1.0, -1.0])
+    return jnp.stack([states, subgoal, subgoal, goals], axis=1)
+
+
+def _fake_performer(params, key, inputs):
+    return jnp.clip(inputs[:, 2:] - inputs[:, :2], -1.0, 1.0)
+
+
+def _reference_step(state, xy, goal, rng_plan):
+    """The official per-environment rules for one step of every environment (plain Python)."""
+    n = len(xy)
+    draws = [np.asarray(_fake_plan(None, jax.random.fold_in(rng_plan, j), jnp.asarray(xy), jnp.asarray(goal)))[:, 1]
+             for j in range(RULES["retries"] + 1)]
+    for i in range(n):
+        reached = np.linalg.norm(xy[i] - state["subgoal"][i]) <= RULES["reach"]
+        if not (state["age"][i] >= RULES["replan_every"] or (reached and not state["refused"][i])):
+            continue
+        to_goal = np.linalg.norm(xy[i] - goal[i])
+        if to_goal <= RULES["straight_distance"]:
+            state["subgoal"][i], state["refused"][i] = goal[i], False
+        else:
+            for draw in draws:
+                distance = np.linalg.norm(draw[i] - xy[i])
+                refused = distance > RULES["too_far"] or distance <= RULES["reach"] or \
+                    np.linalg.norm(draw[i] - goal[i]) > to_goal
+                if not refused:
+                    break
+            state["subgoal"][i], state["refused"][i] = draw[i], refused
+        state["age"][i] = 0
+    action = np.clip(state["subgoal"] - xy, -1.0, 1.0)
+    state["age"] = state["age"] + 1
+    return action
+
+
+def test_orchestration_matches_a_plain_python_reference_of_the_official_loop():
+    n, steps = 6, 80
+    info = DatasetInfo(dataset_id="toy/point-v0", observation_size=4, action_size=2,
+                       observation_slices={"observation": (0, 2), "desired_goal": (2, 4)}, ref_min_score=None,
+                       ref_max_score=None, env_spec=None, eval_env_spec=None, action_low=(-1.0, -1.0),
+                       action_high=(1.0, 1.0))
+    config = apply_overrides(load_config("plandq.py:maze2d-umaze"),
+                             [*TINY, *(f"plan.{k}={v}" for k, v in RULES.items())])
+    agent = PlanDQ(config, info, LimitsNormalizer.fit(np.random.default_rng(0).normal(size=(10, 2))))
+    agent.plan, agent.choose_actions = _fake_plan, _fake_performer
+    policy = agent.policy()
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(-2, 2, (n, 2)).astype(np.float32)
+    goal = np.tile(np.array([[1.5, 1.0]], np.float32), (n, 1))
+    params = {"conductor": None, "performer": None}
+    act = jax.jit(policy.act)
+    state = policy.init(params, None, jnp.asarray(np.concatenate([xy, goal], -1)))
+    reference = {"subgoal": np.zeros((n, 2), np.float32), "age": np.full(n, RULES["replan_every"]),
+                 "refused": np.zeros(n, bool)}
+    replans = refusals = 0
+    for t in range(steps):
+        key = jax.random.fold_in(jax.random.PRNGKey(2), t)
+        obs = jnp.asarray(np.concatenate([xy, goal], -1))
+        action, state = act(params, state, obs, jnp.int32(t), key)
+        expected = _reference_step(reference, xy, goal, jax.random.split(key)[0])
+        np.testing.assert_allclose(action, expected, atol=1e-5)
+        np.testing.assert_array_equal(state["age"], reference["age"])
+        np.testing.assert_array_equal(state["refused"], reference["refused"])
+        replans += int(np.sum(reference["age"] == 1))
+        refusals += int(np.sum(reference["refused"]))
+        xy = (xy + 0.1 * np.asarray(action)).astype(np.float32)
+    assert replans > n * steps / RULES["replan_every"] and refusals > 0  # early replans and refused draws happened
+    assert np.all(np.linalg.norm(xy - goal, axis=-1) < 0.3)  # every point ends near the goal
