@@ -70,6 +70,7 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         tau=0.005,  # code --tau
         eta=eta,  # code table
         max_q_backup=max_q_backup,  # code table
+        num_critics=2, lcb_coef=None,  # clipped double Q (Eq. 4); lcb_coef k: an ensemble scored by mean - k std
         backup_samples=10,  # code: repeat_interleave(next_state, repeats=10)
         grad_norm=grad_norm,  # code table gn: global-norm clipping of each network's gradient
         critic_learning_rate=3e-4,  # code: the critics' Adam is fixed at 3e-4

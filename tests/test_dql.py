@@ -37,11 +37,14 @@ def _method(data, *overrides):
     return DiffusionQL(config, DatasetInfo.from_data(data), IdentityNormalizer.fit(data.observations))
 
 
-def test_critic_target_takes_each_critics_max_over_sampled_actions_then_the_minimum():
-    """Max-Q backup with 3 samples (without it the same code takes one sample)."""
+@pytest.mark.parametrize("critics", ["twin", "ensemble"])
+def test_critic_target_takes_each_critics_max_over_sampled_actions_then_the_minimum_or_one_per_critic(critics):
+    """Max-Q backup with 3 samples (without it the same code takes one sample); twin critics share the minimum,
+    an ensemble scored by its lower confidence bound gives each critic its own target."""
     data = _bandit(32)
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
-    agent = _method(data, "q.max_q_backup=True", "q.backup_samples=3", "q.discount=0.9")
+    ensemble = ["q.num_critics=4", "q.lcb_coef=2.0"] if critics == "ensemble" else []
+    agent = _method(data, "q.max_q_backup=True", "q.backup_samples=3", "q.discount=0.9", *ensemble)
     stage = agent.stage("ql")
     state = stage.init(keys[0])
     # perturb the targets so that they differ from the online networks and from each other
@@ -51,12 +54,17 @@ def test_critic_target_takes_each_critics_max_over_sampled_actions_then_the_mini
     batch["not_done"] = jnp.asarray(np.arange(64) % 2, jnp.float32)  # half terminal, half not
     next_inputs = np.repeat(np.asarray(batch["next_input"]), 3, axis=0)  # each next state's 3 samples in a row
     actions = agent.sample_actions(state["actor"].ema_params, keys[3], jnp.asarray(next_inputs))
-    q = [np.asarray(agent.critic.apply(jax.tree.map(lambda p, j=j: p[j], state["critic"].ema_params),
-                                       next_inputs, actions)).reshape(64, 3) for j in (0, 1)]
-    expected = np.asarray(batch["reward"]) + 0.9 * np.asarray(batch["not_done"]) * np.minimum(q[0].max(1), q[1].max(1))
+    q = np.stack([np.asarray(agent.critic.apply(jax.tree.map(lambda p, j=j: p[j], state["critic"].ema_params),
+                                                next_inputs, actions)).reshape(64, 3)
+                  for j in range(agent.config.q.num_critics)])
+    best = q.max(-1)  # [E, B]: each critic's maximum over the samples
+    bootstrap = best.min(0) if critics == "twin" else best
+    expected = np.asarray(batch["reward"]) + 0.9 * np.asarray(batch["not_done"]) * bootstrap
     np.testing.assert_allclose(stage.target_values(state, batch, keys[3]), expected, rtol=1e-5, atol=1e-6)
     assert np.all(np.abs(actions) <= 1.0)
-    assert not np.allclose(q[0].max(1), q[0][:, 0])  # the maximum is not the first sample's value
+    assert not np.allclose(best[0], q[0, :, 0])  # the maximum is not the first sample's value
+    score = q[:, :, 0].min(0) if critics == "twin" else q[:, :, 0].mean(0) - 2.0 * q[:, :, 0].std(0, ddof=1)
+    np.testing.assert_allclose(agent.q_score(jnp.asarray(q[:, :, 0])), score, rtol=1e-5, atol=1e-6)
 
 
 def test_policy_loss_is_the_denoising_loss_minus_eta_times_the_normalised_q_of_a_reparameterised_action():

@@ -14,6 +14,11 @@ One stage, ``ql``, trains together (Algorithm 1; official ``agents/ql_diffusion.
 * the EMA policy (decay 0.995 every 5 steps from step 1000, before which it keeps its initial weights) and the
   Polyak targets of the critics (``tau = 0.005``).
 
+``q.lcb_coef = k`` replaces clipped double Q by an ensemble of ``q.num_critics`` critics scored by the lower
+confidence bound ``mean_j Q_j - k std_j Q_j`` (PlanDQ's official AntMaze performer: 64 critics, ``k = 4``): each
+critic then learns towards its own target ``r + gamma (1 - done) Q'_j(s', a')``, the policy loss is
+``L_d - eta LCB(s, a_0) / mean_j |Q_j|`` and acting scores the candidates by the LCB of the target critics.
+
 Acting (official ``sample_action``): ``plan.num_candidates`` (50) actions are sampled at ``s`` and one is drawn with
 probability ``softmax(min_j Q'_j(s, a))``. Networks read raw states (``task.normalizer = "none"``, as the official
 code) and actions mapped onto ``[-1, 1]``.
@@ -55,7 +60,7 @@ def clipped_optimizer(learning_rate: float, grad_norm: float) -> optax.GradientT
 
 
 class ActorCriticStage(Stage):
-    """The policy and the two critics, updated in one step (critics first, then the policy against them)."""
+    """The policy and the critics, updated in one step (critics first, then the policy against them)."""
 
     name = "ql"
 
@@ -95,13 +100,17 @@ class ActorCriticStage(Stage):
         samples = qc.backup_samples if qc.max_q_backup else 1
         next_inputs = jnp.repeat(batch["next_input"], samples, axis=0)
         next_actions = m.sample_actions(state["actor"].ema_params, rng, next_inputs)
-        q = m.q_values(state["critic"].ema_params, next_inputs, next_actions).reshape(2, -1, samples)
-        next_q = jnp.min(jnp.max(q, axis=-1), axis=0)
+        q = m.q_values(state["critic"].ema_params, next_inputs, next_actions)
+        next_q = jnp.max(q.reshape(q.shape[0], -1, samples), axis=-1)  # [E, B]
+        if qc.lcb_coef is None:
+            next_q = jnp.min(next_q, axis=0)  # clipped double Q: one target for both critics
         return batch["reward"] + qc.discount * batch["not_done"] * next_q
 
     def critic_loss(self, params, batch: dict, target: jnp.ndarray):
         q = self.method.q_values(params, batch["input"], batch["action"])
-        loss = jnp.sum(jnp.mean(jnp.square(q - target), axis=-1))
+        squared = jnp.mean(jnp.square(q - target), axis=-1)  # per critic
+        # official: the twin critics' two mean squared errors summed; the ensemble's averaged
+        loss = jnp.sum(squared) if self.config.q.lcb_coef is None else jnp.mean(squared)
         return loss, {"q_mean": jnp.mean(q), "target_mean": jnp.mean(target)}
 
     def actor_loss(self, params, critic_params, batch: dict, rng):
@@ -111,8 +120,11 @@ class ActorCriticStage(Stage):
         bc_loss, _ = diffusion.diffusion_loss(functools.partial(m.actor.apply, params), m.schedule, rng_bc,
                                               batch["action"], batch["input"], prediction="eps")
         q = m.q_values(critic_params, batch["input"], m.sample_actions(params, rng_sample, batch["input"]))
-        first = jax.random.bernoulli(rng_pick)
-        numerator, denominator = jnp.where(first, q[0], q[1]), jnp.where(first, q[1], q[0])
+        if self.config.q.lcb_coef is None:
+            first = jax.random.bernoulli(rng_pick)
+            numerator, denominator = jnp.where(first, q[0], q[1]), jnp.where(first, q[1], q[0])
+        else:
+            numerator, denominator = m.q_score(q), q
         q_loss = -jnp.mean(numerator) / jax.lax.stop_gradient(jnp.mean(jnp.abs(denominator)))
         return bc_loss + self.config.q.eta * q_loss, {"bc_loss": bc_loss, "q_loss": q_loss}
 
@@ -139,6 +151,9 @@ class DiffusionQL(Method):
         self.state_dim = self.state_slice.stop - self.state_slice.start
         goal_dim = 0 if self.goal_slice is None else self.goal_slice.stop - self.goal_slice.start
         self.input_dim = self.state_dim + goal_dim
+        if config.q.lcb_coef is None and config.q.num_critics != 2:
+            raise ValueError(f"clipped double Q takes 2 critics, got q.num_critics={config.q.num_critics}; set "
+                             "q.lcb_coef to score a larger ensemble by its lower confidence bound")
         self.actor = ActionDenoiser(hidden=model.hidden, depth=model.depth, time_dim=model.time_dim)
         self.critic = ActionQNetwork(hidden=model.critic_hidden, depth=model.critic_depth)
         self.schedule = diffusion.make_schedule("vp", dc.num_steps, beta_min=dc.beta_min, beta_max=dc.beta_max)
@@ -168,15 +183,20 @@ class DiffusionQL(Method):
                                jnp.zeros((1, self.input_dim)))
 
     def init_critics(self, rng):
-        """Both critics' parameters, stacked on a leading axis of 2."""
+        """The ``q.num_critics`` critics' parameters, stacked on a leading axis."""
         def init_one(key):
             return self.critic.init(key, jnp.zeros((1, self.input_dim)), jnp.zeros((1, self.action_dim)))
 
-        return jax.vmap(init_one)(jax.random.split(rng, 2))
+        return jax.vmap(init_one)(jax.random.split(rng, self.config.q.num_critics))
 
     def q_values(self, critic_params, inputs, actions) -> jnp.ndarray:
-        """``[2, ...]``: both critics."""
+        """``[E, ...]``: every critic."""
         return jax.vmap(lambda p: self.critic.apply(p, inputs, actions))(critic_params)
+
+    def q_score(self, q: jnp.ndarray) -> jnp.ndarray:
+        """One value from the critics' ``[E, ...]``: their minimum, or their lower confidence bound (``q.lcb_coef``)."""
+        k = self.config.q.lcb_coef
+        return jnp.min(q, axis=0) if k is None else jnp.mean(q, axis=0) - k * jnp.std(q, axis=0, ddof=1)
 
     def sample_actions(self, actor_params, rng, inputs: jnp.ndarray) -> jnp.ndarray:
         """One action on ``[-1, 1]`` per input row ``[B, I] -> [B, A]``, differentiable in ``actor_params``."""
@@ -186,12 +206,13 @@ class DiffusionQL(Method):
         return jnp.clip(actions, -1.0, 1.0)
 
     def choose_actions(self, params: dict, rng, inputs: jnp.ndarray) -> jnp.ndarray:
-        """``plan.num_candidates`` actions per input, one drawn with probability ``softmax(min_j Q'_j)``; on ``[-1, 1]``."""
+        """``plan.num_candidates`` actions per input, one drawn with probability ``softmax`` of the target critics'
+        score (:meth:`q_score`); on ``[-1, 1]``."""
         n = self.config.plan.num_candidates
         rng_sample, rng_pick = jax.random.split(rng)
         repeated = jnp.repeat(inputs, n, axis=0)
         actions = self.sample_actions(params["actor"], rng_sample, repeated)
-        q = jnp.min(self.q_values(params["critic"], repeated, actions), axis=0).reshape(-1, n)
+        q = self.q_score(self.q_values(params["critic"], repeated, actions)).reshape(-1, n)
         pick = jax.random.categorical(rng_pick, q, axis=-1)
         return actions.reshape(-1, n, self.action_dim)[jnp.arange(inputs.shape[0]), pick]
 
