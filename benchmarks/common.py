@@ -97,6 +97,7 @@ def predicted_seconds(previous: tuple[int, float] | None, size: int) -> float | 
 # (observation size, action size, observation slices) of each environment family's datasets
 DATASET_SHAPES = {
     "pointmaze": (8, 2, {"observation": slice(0, 4), "achieved_goal": slice(4, 6), "desired_goal": slice(6, 8)}),
+    "maze2d": (8, 2, {"observation": slice(0, 4), "achieved_goal": slice(4, 6), "desired_goal": slice(6, 8)}),
     "hopper": (11, 3, None),
     "halfcheetah": (17, 6, None),
     "walker2d": (17, 6, None),
@@ -104,8 +105,8 @@ DATASET_SHAPES = {
 
 
 def synthetic_data(variant: str, episodes: int = 20, episode_length: int = 1_000) -> OfflineData:
-    """Random-walk arrays with the shapes of a config variant's dataset (``pointmaze-*``, ``multi2d-*`` or a
-    locomotion env): throughput does not depend on the values, so the benchmarks need no dataset on disk."""
+    """Random-walk arrays with the shapes of a config variant's dataset (``pointmaze-*``, ``maze2d-*``, ``multi2d-*``
+    or a locomotion env): throughput does not depend on the values, so the benchmarks need no dataset on disk."""
     family = "pointmaze" if variant.startswith("multi2d") else variant.split("-")[0]
     obs_size, act_size, slices = DATASET_SHAPES[family]
     steps = episodes * episode_length

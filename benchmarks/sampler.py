@@ -27,6 +27,13 @@ Samplers (random weights; timing does not depend on them):
                    s_{t+H}, its V, and the action; GFLOP/call counts the denoiser only.
   diar-act         the same step with no environment choosing again (the common case): V of the state and
                    the decoder's action; GFLOP/call is that whole program's.
+  dql-act          Diffusion-QL's action (configs/dql.py:hopper-medium) for one environment per batch row: 50
+                   actions from the 5-step VP policy, one drawn by softmax over min_j Q_j; GFLOP/call counts the
+                   policy network only.
+  plandq-policy    PlanDQ's step (configs/plandq.py:maze2d-large) with every environment choosing a new sub-goal:
+                   one D-Conductor plan of 16 states (256 DDPM steps, start and goal inpainted; timed with
+                   plan.retries=0, as each refused sub-goal adds one more plan) and the Q-Performer's action;
+                   GFLOP/call counts the conductor's U-Net only.
   ddpm, ddim, ddpm-cfg
                    the shared samplers of diffrl.diffusion with a residual MLP denoiser (hidden 256, depth 3) on
                    16-d samples with an 8-d condition, the shape of a latent skill prior: DDPM (100 steps),
@@ -53,8 +60,8 @@ from diffrl.benchmarks.common import (compile_seconds, cost, limits_note, measur
                                      versions)
 from diffrl.nets import MLPDenoiser
 
-SAMPLERS = ("diffuser-maze", "diffuser-guided", "ldcq-prior", "ldcq-policy", "diar-policy", "diar-act", "ddpm", "ddim",
-            "ddpm-cfg")
+SAMPLERS = ("diffuser-maze", "diffuser-guided", "ldcq-prior", "ldcq-policy", "diar-policy", "diar-act", "dql-act",
+            "plandq-policy", "ddpm", "ddim", "ddpm-cfg")
 
 
 @dataclasses.dataclass
@@ -159,6 +166,51 @@ def diar_case(name: str, steps: int | None) -> Case:
                 step_cost)
 
 
+def dql_case(name: str, steps: int | None) -> Case:
+    method = synthetic_method("hopper-medium", [f"diffusion.num_steps={steps}"] if steps else [], method="dql")
+    params = random_params(method)
+    policy = method.policy()
+
+    @jax.jit
+    def draw(params, rng, obs):
+        return policy.act(params, (), obs, jnp.int32(0), rng)[0]
+
+    def inputs(batch):
+        return params, jax.random.PRNGKey(1), jnp.zeros((batch, method.info.observation_size))
+
+    def step_cost(batch):
+        rows = batch * method.config.plan.num_candidates
+        return cost(jax.jit(method.actor.apply).lower(
+            params["ql"]["actor"], jnp.zeros((rows, method.action_dim)), jnp.zeros((rows,), jnp.int32),
+            jnp.zeros((rows, method.input_dim))).compile())
+
+    return Case(name, None, method.config.diffusion.num_steps, draw, inputs, step_cost)
+
+
+def plandq_case(name: str, steps: int | None) -> Case:
+    # one plan per step (plan.retries=0): a refused sub-goal's further plans each cost as much again
+    method = synthetic_method("maze2d-large", ["plan.retries=0", *([f"plan.sampler_steps={steps}"] if steps else [])],
+                              method="plandq")
+    params = random_params(method)
+    policy, plan = method.policy(), method.config.plan
+
+    @jax.jit
+    def draw(params, rng, obs):
+        state = policy.init(params, rng, obs)  # every environment's sub-goal is due
+        return policy.act(params, state, obs, jnp.int32(0), rng)[0]
+
+    def inputs(batch):
+        # far from the goal, so that the conductor plans
+        return params, jax.random.PRNGKey(1), jnp.zeros((batch, method.info.observation_size)).at[:, 6].set(5.0)
+
+    def step_cost(batch):
+        return cost(jax.jit(method.conductor.apply).lower(
+            params["conductor"], jnp.zeros((batch, method.num_states, method.state_dim)),
+            jnp.zeros((batch,), jnp.int32)).compile())
+
+    return Case(name, None, plan.sampler_steps, draw, inputs, step_cost)
+
+
 def core_case(name: str, steps: int | None, dim: int = 16, cond_dim: int = 8) -> Case:
     num_steps = steps or 100
     schedule = diffusion.make_schedule("linear", num_steps)
@@ -195,6 +247,10 @@ def cases(names, horizons, steps) -> list[Case]:
                 built.append(ldcq_case(name, n))
             elif name.startswith("diar"):
                 built.append(diar_case(name, n))
+            elif name == "dql-act":
+                built.append(dql_case(name, n))
+            elif name == "plandq-policy":
+                built.append(plandq_case(name, n))
             else:
                 built.append(core_case(name, n))
     return built
