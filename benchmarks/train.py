@@ -27,8 +27,8 @@ pool's rate), and DIAR's VAE stage (the skill VAE with its state decoder and the
 3) and its Q and V step (V's expectile loss over 500 pool latents at s_t, then both Q-networks towards
 r + gamma V(s_{t+H})), Diffusion-QL on hopper-medium (batch 256: the critics' step with the EMA policy's 5-step
 next actions, then the policy's denoising loss and Q through its 5-step chain), and PlanDQ's two stages on
-maze2d-large (the D-Conductor's U-Net over 16 sub-goal states, 2 x 32 per update; the Q-Performer, Diffusion-QL
-on relabelled sub-goals). ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q step that draws its
+maze2d-large (the D-Conductor's U-Net over 16 sub-goal states, 2 x 32 per update, every window kept: the synthetic
+random walk barely moves; the Q-Performer, Diffusion-QL on relabelled sub-goals). ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q step that draws its
 candidates inside the step instead (100 + 5 DDPM steps for 128 x 500 latents per update).
 """
 
@@ -50,7 +50,7 @@ RUNS = ("diffuser:pointmaze-umaze", "diffuser:hopper-medium", "diffuser:hopper-m
         "ldcq:pointmaze-umaze:vae", "ldcq:pointmaze-umaze:prior",
         "ldcq:pointmaze-umaze:q,q.pool_steps=1,q.pool_extra_steps=0", "diar:pointmaze-umaze:vae",
         "diar:pointmaze-umaze:qv,q.pool_steps=1,q.pool_extra_steps=0", "dql:hopper-medium",
-        "plandq:maze2d-large:conductor", "plandq:maze2d-large:performer")
+        "plandq:maze2d-large:conductor,conductor.min_displacement=0.0", "plandq:maze2d-large:performer")
 
 
 def parse_run(run: str) -> tuple[str, str, str | None, list[str]]:

@@ -32,8 +32,10 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c.seed = 0
     c.dataset = dict(id=f"D4RL/antmaze/{rest}-v1" if antmaze else f"diffrl/maze2d/{rest}-v1", root=None,
                      episodes="stored")
-    # The goal of the evaluation is read from the observation's desired_goal; xy: the position within the state.
+    # The goal of the evaluation is read from the observation's desired_goal; xy: the position within the state;
+    # subgoal: the columns of a sub-goal state the performer reads (code goal_dim 15, the ant's qpos; a point's xy).
     c.task = dict(kind="goal", state_key="observation", goal_key="desired_goal", xy=(0, 2),
+                  subgoal=(0, 15) if antmaze else (0, 2),
                   normalizer="limits")  # code: LimitsNormalizer for the conductor; the performer reads raw states
     c.conductor = dict(
         num_states=num_states,

@@ -95,7 +95,6 @@ def test_ema_held_at_its_initial_value_before_its_start():
     assert float(held(jnp.int32(10), params, initial)["w"]) == 0.5
 
 
-@pytest.mark.usefixtures("optimized_compilation")
 def test_diffusion_ql_takes_the_rewarded_mode_of_a_bimodal_bandit_where_behaviour_cloning_cannot():
     data = _bandit()
     # BC's answer, the behaviour mean, is the unrewarded middle between the modes

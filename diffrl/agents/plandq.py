@@ -8,9 +8,10 @@ Two stages, trained independently (Sec. 3; official ``changchencc/PlanDQ``, bran
   only where its first and last positions lie more than ``conductor.min_displacement x M K`` apart (official
   ``datasets/sequence.py``, which compares with the state ``K`` steps after the last one);
 * ``performer`` (Sec. 3.2, Eqs. 13-16): Diffusion-QL (:mod:`diffrl.agents.dql`) on ``[s, g]`` with ``g`` the
-  position of a sub-goal state relabelled from the same episode (:func:`~diffrl.data.sample_subgoal_transitions`,
-  ``Delta ~ Geometric(q.subgoal_p)``), reward ``r' + exp(-||s'_xy - g||)`` (App. C; ``r'`` the extrinsic reward after
-  the task's shift and scale) and ``done`` where the sub-goal is the next state itself (official ``data_sampler.py``).
+  ``task.subgoal`` columns (the position in a maze; AntMaze's code takes the 15 of qpos) of a sub-goal state
+  relabelled from the same episode (:func:`~diffrl.data.sample_subgoal_transitions`, ``Delta ~
+  Geometric(q.subgoal_p)``), reward ``r' + exp(-||s'_xy - g_xy||)`` (App. C; ``r'`` the extrinsic reward after the
+  task's shift and scale) and ``done`` where the sub-goal is the next state itself (official ``data_sampler.py``).
 
 Acting (official ``main_Antmaze.py: eval_policy``), for ``N`` environments inside the rollout's scan: a new sub-goal
 is chosen after ``plan.replan_every`` steps, or as soon as the agent is within ``plan.reach`` of it; it is the
@@ -88,8 +89,8 @@ class PerformerStage(ActorCriticStage):
     def sample_batch(self, store: DatasetStore, rng, state):
         m, qc = self.method, self.config.q
         out = sample_subgoal_transitions(store, rng, self.batch_size, qc.subgoal_p, m.stride)
-        subgoal = m.position(out["subgoals"])
-        distance = jnp.linalg.norm(m.position(out["next_observations"]) - subgoal, axis=-1)
+        subgoal = m.state(out["subgoals"])
+        distance = jnp.linalg.norm(m.position(out["next_observations"]) - subgoal[..., m.xy], axis=-1)
         reward = qc.reward_scale * (out["rewards"] + qc.reward_shift) + jnp.exp(-distance)
         return {"input": m.performer_input(out["observations"], subgoal), "action": m.to_unit_action(out["actions"]),
                 "reward": reward, "next_input": m.performer_input(out["next_observations"], subgoal),
@@ -106,9 +107,14 @@ class PlanDQ(DiffusionQL):
         if self.goal_slice is None:
             raise ValueError("PlanDQ plans to the goal: set task.goal_key to the observation key holding it")
         self.xy = slice(*config.task.xy)  # the position's columns within the state
+        self.subgoal_columns = slice(*config.task.subgoal)  # the performer's goal: these columns of a state
+        if not (0 <= self.xy.start < self.xy.stop <= self.state_dim
+                and 0 <= self.subgoal_columns.start < self.subgoal_columns.stop <= self.state_dim):
+            raise ValueError(f"task.xy={tuple(config.task.xy)} and task.subgoal={tuple(config.task.subgoal)} must be "
+                             f"column ranges of the {self.state_dim}-d state")
         self.num_states, self.stride = cc.num_states, cc.stride
         check_unet_horizon(self.num_states, cc.dim_mults)
-        self.input_dim = self.state_dim + (self.xy.stop - self.xy.start)
+        self.input_dim = self.state_dim + (self.subgoal_columns.stop - self.subgoal_columns.start)
         self.conductor = TemporalUNet(transition_dim=self.state_dim, dim=cc.dim, dim_mults=tuple(cc.dim_mults))
         self.conductor_schedule = diffusion.make_schedule("cosine", cc.num_steps)
         self.conductor_sampler = diffusion.SamplerConfig(method="ddpm", steps=config.plan.sampler_steps,
@@ -126,8 +132,9 @@ class PlanDQ(DiffusionQL):
         return self.state(obs)[..., self.xy]
 
     def performer_input(self, obs: jnp.ndarray, subgoal: jnp.ndarray) -> jnp.ndarray:
-        """``[s, g]`` in raw units (the performer reads raw states, as Diffusion-QL)."""
-        return jnp.concatenate([self.state(obs), subgoal], axis=-1)
+        """``[s, g]`` for a sub-goal state ``[..., S]``, in raw units (the performer reads raw states, as
+        Diffusion-QL)."""
+        return jnp.concatenate([self.state(obs), subgoal[..., self.subgoal_columns]], axis=-1)
 
     # -- planning ------------------------------------------------------------------------------------------------
     def plan(self, conductor_params, rng, states: jnp.ndarray, goals: jnp.ndarray) -> jnp.ndarray:
@@ -141,19 +148,20 @@ class PlanDQ(DiffusionQL):
         return self.normalizer.unnormalize(x)
 
     def choose_subgoals(self, conductor_params, rng, obs: jnp.ndarray, active: jnp.ndarray):
-        """``(sub-goal [N, 2], plan [N, M, S], refused [N])``: plan[1]'s position, drawn again while refused
-        (official rules) in an ``active`` environment; the goal itself within ``plan.straight_distance`` of it.
-        Draw ``j`` is the same for every environment however many draws the others need."""
+        """``(sub-goal state [N, S], plan [N, M, S], refused [N])``: plan[1], drawn again while refused (official
+        rules) in an ``active`` environment; within ``plan.straight_distance`` of the goal, that state moved onto
+        the goal (official: the previous sub-goal's). Draw ``j`` is the same for every environment however many
+        draws the others need."""
         pc = self.config.plan
         xy, goal = self.position(obs), obs[..., self.goal_slice]
         to_goal = jnp.linalg.norm(xy - goal, axis=-1)
 
         def draw(key):
             plan = self.plan(conductor_params, key, self.state(obs), goal)
-            subgoal = plan[:, 1, self.xy]
-            distance = jnp.linalg.norm(subgoal - xy, axis=-1)
+            subgoal = plan[:, 1]
+            distance = jnp.linalg.norm(subgoal[:, self.xy] - xy, axis=-1)
             refused = (distance > pc.too_far) | (distance <= pc.reach) | (
-                jnp.linalg.norm(subgoal - goal, axis=-1) > to_goal)
+                jnp.linalg.norm(subgoal[:, self.xy] - goal, axis=-1) > to_goal)
             return plan, subgoal, refused
 
         def retry(carry):
@@ -168,7 +176,7 @@ class PlanDQ(DiffusionQL):
             lambda c: (c[0] < pc.retries) & jnp.any(c[3] & active & (to_goal > pc.straight_distance)), retry,
             (0, *first))
         near = to_goal <= pc.straight_distance
-        return jnp.where(near[:, None], goal, subgoal), plan, refused & ~near
+        return jnp.where(near[:, None], subgoal.at[:, self.xy].set(goal), subgoal), plan, refused & ~near
 
     def policy(self) -> Policy:
         return PlanDQPolicy(self)
@@ -183,13 +191,13 @@ class PlanDQPolicy(Policy):
     def init(self, params, rng, obs):
         m = self.method
         n = obs.shape[0]
-        return {"subgoal": jnp.zeros((n, 2)), "plan": jnp.zeros((n, m.num_states, m.state_dim)),
+        return {"subgoal": jnp.zeros((n, m.state_dim)), "plan": jnp.zeros((n, m.num_states, m.state_dim)),
                 "age": jnp.full((n,), m.config.plan.replan_every, jnp.int32), "refused": jnp.zeros((n,), bool)}
 
     def act(self, params, policy_state, obs, t, rng):
         m, pc = self.method, self.method.config.plan
         rng_plan, rng_act = jax.random.split(rng)
-        reached = jnp.linalg.norm(m.position(obs) - policy_state["subgoal"], axis=-1) <= pc.reach
+        reached = jnp.linalg.norm(m.position(obs) - policy_state["subgoal"][:, m.xy], axis=-1) <= pc.reach
         due = (policy_state["age"] >= pc.replan_every) | (reached & ~policy_state["refused"])
 
         def replan(state):
