@@ -179,10 +179,11 @@ def dql_case(name: str, steps: int | None) -> Case:
         return params, jax.random.PRNGKey(1), jnp.zeros((batch, method.info.observation_size))
 
     def step_cost(batch):
-        rows = batch * method.config.plan.num_candidates
-        return cost(jax.jit(method.actor.apply).lower(
-            params["ql"]["actor"], jnp.zeros((rows, method.action_dim)), jnp.zeros((rows,), jnp.int32),
-            jnp.zeros((rows, method.input_dim))).compile())
+        learner = method.learner
+        rows = batch * learner.num_candidates
+        return cost(jax.jit(learner.actor.apply).lower(
+            params["ql"]["actor"], jnp.zeros((rows, learner.action_dim)), jnp.zeros((rows,), jnp.int32),
+            jnp.zeros((rows, learner.input_dim))).compile())
 
     return Case(name, None, method.config.diffusion.num_steps, draw, inputs, step_cost)
 

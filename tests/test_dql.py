@@ -53,8 +53,8 @@ def test_critic_target_takes_each_critics_max_over_sampled_actions_then_the_mini
     batch = stage.sample_batch(stage.prepare(make_store(data)), keys[2], state)
     batch["not_done"] = jnp.asarray(np.arange(64) % 2, jnp.float32)  # half terminal, half not
     next_inputs = np.repeat(np.asarray(batch["next_input"]), 3, axis=0)  # each next state's 3 samples in a row
-    actions = agent.sample_actions(state["actor"].ema_params, keys[3], jnp.asarray(next_inputs))
-    q = np.stack([np.asarray(agent.critic.apply(jax.tree.map(lambda p, j=j: p[j], state["critic"].ema_params),
+    actions = agent.learner.sample_actions(state["actor"].ema_params, keys[3], jnp.asarray(next_inputs))
+    q = np.stack([np.asarray(agent.learner.critic.apply(jax.tree.map(lambda p, j=j: p[j], state["critic"].ema_params),
                                                 next_inputs, actions)).reshape(64, 3)
                   for j in range(agent.config.q.num_critics)])
     best = q.max(-1)  # [E, B]: each critic's maximum over the samples
@@ -64,7 +64,7 @@ def test_critic_target_takes_each_critics_max_over_sampled_actions_then_the_mini
     assert np.all(np.abs(actions) <= 1.0)
     assert not np.allclose(best[0], q[0, :, 0])  # the maximum is not the first sample's value
     score = q[:, :, 0].min(0) if critics == "twin" else q[:, :, 0].mean(0) - 2.0 * q[:, :, 0].std(0, ddof=1)
-    np.testing.assert_allclose(agent.q_score(jnp.asarray(q[:, :, 0])), score, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(agent.learner.q_score(jnp.asarray(q[:, :, 0])), score, rtol=1e-5, atol=1e-6)
 
 
 def test_policy_loss_is_the_denoising_loss_minus_eta_times_the_normalised_q_of_a_reparameterised_action():
@@ -79,7 +79,7 @@ def test_policy_loss_is_the_denoising_loss_minus_eta_times_the_normalised_q_of_a
     np.testing.assert_allclose(loss, terms["bc_loss"] + 2.5 * terms["q_loss"], rtol=1e-6)
     # the same draws as the loss: its split of keys[2]
     _, rng_sample, _ = jax.random.split(keys[2], 3)
-    q = np.asarray(agent.q_values(critic, batch["input"], agent.sample_actions(params, rng_sample, batch["input"])))
+    q = np.asarray(agent.learner.q_values(critic, batch["input"], agent.learner.sample_actions(params, rng_sample, batch["input"])))
     candidates = [-q[0].mean() / np.abs(q[1]).mean(), -q[1].mean() / np.abs(q[0]).mean()]
     assert min(abs(terms["q_loss"] - c) for c in candidates) < 1e-5 * max(map(abs, candidates))
     # the Q term reaches the policy through the sampled action (whole reverse chain), not only the BC term
@@ -105,8 +105,8 @@ def test_diffusion_ql_takes_the_rewarded_mode_of_a_bimodal_bandit_where_behaviou
     train_data = put_replicated(stage.prepare(make_store(data)), mesh)
     carry, _ = make_train_chunk(stage, mesh, 500)(init_carry(stage, 0), train_data)
     params = stage.export(carry["state"])
-    q = agent.q_values(params["critic"], jnp.zeros((2, 1)), jnp.array([[0.6], [-0.6]]))
+    q = agent.learner.q_values(params["critic"], jnp.zeros((2, 1)), jnp.array([[0.6], [-0.6]]))
     np.testing.assert_allclose(q, [[1.0, 0.0], [1.0, 0.0]], atol=0.2)  # Q = r in a one-step task
     # the policy itself (no selection by Q) has moved onto the rewarded mode, and acting keeps to it
-    assert float(jnp.mean(agent.sample_actions(params["actor"], jax.random.PRNGKey(2), jnp.zeros((1000, 1))) > 0)) > 0.9
-    assert float(jnp.mean(agent.choose_actions(params, jax.random.PRNGKey(3), jnp.zeros((200, 1))) > 0)) > 0.95
+    assert float(jnp.mean(agent.learner.sample_actions(params["actor"], jax.random.PRNGKey(2), jnp.zeros((1000, 1))) > 0)) > 0.9
+    assert float(jnp.mean(agent.learner.choose(params, jax.random.PRNGKey(3), jnp.zeros((200, 1))) > 0)) > 0.95

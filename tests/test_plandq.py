@@ -80,8 +80,8 @@ def _fake_plan(params, key, states, goals):
     return jnp.stack([states, subgoal, subgoal, goals], axis=1)
 
 
-def _fake_performer(params, key, inputs):
-    return jnp.clip(inputs[:, 2:] - inputs[:, :2], -1.0, 1.0)
+def _fake_performer(params, key, obs, subgoal):
+    return jnp.clip(subgoal - obs[:, :2], -1.0, 1.0)
 
 
 def _reference_step(state, xy, goal, rng_plan):
@@ -119,7 +119,7 @@ def test_orchestration_matches_a_plain_python_reference_of_the_official_loop():
     config = apply_overrides(load_config("plandq.py:maze2d-umaze"),
                              [*TINY, *(f"plan.{k}={v}" for k, v in RULES.items())])
     agent = PlanDQ(config, info, LimitsNormalizer.fit(np.random.default_rng(0).normal(size=(10, 2))))
-    agent.plan, agent.choose_actions = _fake_plan, _fake_performer
+    agent.plan, agent.perform = _fake_plan, _fake_performer
     policy = agent.policy()
     rng = np.random.default_rng(1)
     xy = rng.uniform(-2, 2, (n, 2)).astype(np.float32)

@@ -114,7 +114,7 @@ class PlanDQ(DiffusionQL):
                              f"column ranges of the {self.state_dim}-d state")
         self.num_states, self.stride = cc.num_states, cc.stride
         check_unet_horizon(self.num_states, cc.dim_mults)
-        self.input_dim = self.state_dim + (self.subgoal_columns.stop - self.subgoal_columns.start)
+        self.learner = self.make_learner(self.state_dim + self.subgoal_columns.stop - self.subgoal_columns.start)
         self.conductor = TemporalUNet(transition_dim=self.state_dim, dim=cc.dim, dim_mults=tuple(cc.dim_mults))
         self.conductor_schedule = diffusion.make_schedule("cosine", cc.num_steps)
         self.conductor_sampler = diffusion.SamplerConfig(method="ddpm", steps=config.plan.sampler_steps,
@@ -136,6 +136,10 @@ class PlanDQ(DiffusionQL):
         Diffusion-QL)."""
         return jnp.concatenate([self.state(obs), subgoal[..., self.subgoal_columns]], axis=-1)
 
+    def perform(self, params, rng, obs: jnp.ndarray, subgoal: jnp.ndarray) -> jnp.ndarray:
+        """The Q-Performer's action towards the sub-goal state (Diffusion-QL's choice among its samples)."""
+        return self.to_env_action(self.learner.choose(params["performer"], rng, self.performer_input(obs, subgoal)))
+
     # -- planning ------------------------------------------------------------------------------------------------
     def plan(self, conductor_params, rng, states: jnp.ndarray, goals: jnp.ndarray) -> jnp.ndarray:
         """Sub-goal sequences ``[N, M, S]`` in data units from ``states [N, S]`` to ``goals [N, 2]`` (at rest)."""
@@ -147,7 +151,7 @@ class PlanDQ(DiffusionQL):
                              inpainting=diffusion.Inpainting.at_timesteps(shape, ends))
         return self.normalizer.unnormalize(x)
 
-    def choose_subgoals(self, conductor_params, rng, obs: jnp.ndarray, active: jnp.ndarray):
+    def choose_subgoals(self, params, rng, obs: jnp.ndarray, active: jnp.ndarray):
         """``(sub-goal state [N, S], plan [N, M, S], refused [N])``: plan[1], drawn again while refused (official
         rules) in an ``active`` environment; within ``plan.straight_distance`` of the goal, that state moved onto
         the goal (official: the previous sub-goal's). Draw ``j`` is the same for every environment however many
@@ -157,7 +161,7 @@ class PlanDQ(DiffusionQL):
         to_goal = jnp.linalg.norm(xy - goal, axis=-1)
 
         def draw(key):
-            plan = self.plan(conductor_params, key, self.state(obs), goal)
+            plan = self.plan(params["conductor"], key, self.state(obs), goal)
             subgoal = plan[:, 1]
             distance = jnp.linalg.norm(subgoal[:, self.xy] - xy, axis=-1)
             refused = (distance > pc.too_far) | (distance <= pc.reach) | (
@@ -201,16 +205,14 @@ class PlanDQPolicy(Policy):
         due = (policy_state["age"] >= pc.replan_every) | (reached & ~policy_state["refused"])
 
         def replan(state):
-            subgoal, plan, refused = m.choose_subgoals(params["conductor"], rng_plan, obs, due)
+            subgoal, plan, refused = m.choose_subgoals(params, rng_plan, obs, due)
             keep = ~due
             return {"subgoal": jnp.where(keep[:, None], state["subgoal"], subgoal),
                     "plan": jnp.where(keep[:, None, None], state["plan"], plan),
                     "age": jnp.where(keep, state["age"], 0), "refused": jnp.where(keep, state["refused"], refused)}
 
         state = jax.lax.cond(jnp.any(due), replan, lambda s: s, policy_state)
-        inputs = m.performer_input(obs, state["subgoal"])
-        action = m.to_env_action(m.choose_actions(params["performer"], rng_act, inputs))
-        return action, {**state, "age": state["age"] + 1}
+        return m.perform(params, rng_act, obs, state["subgoal"]), {**state, "age": state["age"] + 1}
 
     def planned_states(self, policy_state):
         return policy_state["plan"]
