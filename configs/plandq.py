@@ -1,5 +1,6 @@
-"""PlanDQ (Chen et al. 2024): ``--config=configs/plandq.py:<variant>``; ``diffrl train`` runs the stages
-``conductor`` and ``performer`` (independent of each other, as the paper trains them) in WORKDIR/<stage>.
+"""PlanDQ (Chen et al. 2024): ``--config=configs/plandq.py:<task>``, and its family member PlanQQ (Sec. 3.3, a
+Q-Conductor over the same Q-Performer) as ``<task>-planqq``; ``diffrl train`` runs the stages ``conductor`` and
+``performer`` (independent of each other, as the paper trains them) in WORKDIR/<stage>.
 
 "Sec." and "App. C" cite the paper, "code" the official changchencc/PlanDQ branch ``antmaze``
 (``config/antmaze_hl.py`` for the conductor, ``Diffusion-Policies-for-Offline-RL/main_Antmaze.py`` for the performer
@@ -17,18 +18,20 @@ import ml_collections
 # with special kernels): maze2d U-Maze 8, Medium 12, Large 16 states, spanning 210 / 330 / 450 steps.
 MAZE2D = {"umaze": (8, 1.0), "medium": (12, 1.0), "large": (16, 1.5)}
 ANTMAZE = {"medium-diverse": (12, 4.0), "large-diverse": (16, 6.0)}  # code: dist_thr 4 (medium), 6 (large)
-VARIANTS = tuple(f"maze2d-{m}" for m in MAZE2D) + tuple(f"antmaze-{m}" for m in ANTMAZE)
+TASKS = tuple(f"maze2d-{m}" for m in MAZE2D) + tuple(f"antmaze-{m}" for m in ANTMAZE)
+VARIANTS = TASKS + tuple(f"{t}-planqq" for t in TASKS)
 
 
 def get_config(variant: str) -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    kind, _, rest = variant.partition("-")
+    method = "planqq" if variant.endswith("-planqq") else "plandq"
+    kind, _, rest = variant.removesuffix("-planqq").partition("-")
     antmaze = kind == "antmaze"
-    num_states, straight_distance = (ANTMAZE if antmaze else MAZE2D)[rest]
+    num_states, straight_distance = (ANTMAZE if antmaze else MAZE2D)[rest]  # num_states: PlanDQ's conductor
     scale = 1.0 if antmaze else 0.25  # the evaluation loop's distances, in maze2d units
     c = ml_collections.ConfigDict()
-    c.method = "plandq"
+    c.method = method
     c.seed = 0
     c.dataset = dict(id=f"D4RL/antmaze/{rest}-v1" if antmaze else f"diffrl/maze2d/{rest}-v1", root=None,
                      episodes="stored")
@@ -37,15 +40,19 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c.task = dict(kind="goal", state_key="observation", goal_key="desired_goal", xy=(0, 2),
                   subgoal=(0, 15) if antmaze else (0, 2),
                   normalizer="limits")  # code: LimitsNormalizer for the conductor; the performer reads raw states
-    c.conductor = dict(
-        num_states=num_states,
-        stride=30,  # App. C: K = 30 in the long-horizon tasks
-        dim=32, dim_mults=(1, 4, 8),  # code: dim 32, (1, 4, 8) for Large and Ultra
-        num_steps=256,  # code n_diffusion_steps, cosine schedule
-        prediction="x0",  # code predict_epsilon False
-        clip_x0=1.0,  # code clip_denoised
-        min_displacement=0.01,  # code dist_thre x horizon
-    )
+    if method == "plandq":
+        c.conductor = dict(
+            num_states=num_states,
+            stride=30,  # App. C: K = 30 in the long-horizon tasks
+            dim=32, dim_mults=(1, 4, 8),  # code: dim 32, (1, 4, 8) for Large and Ultra
+            num_steps=256,  # code n_diffusion_steps, cosine schedule
+            prediction="x0",  # code predict_epsilon False
+            clip_x0=1.0,  # code clip_denoised
+            min_displacement=0.01,  # code dist_thre x horizon
+        )
+    else:  # Sec. 3.3: the Q-Conductor learns as the Q-Performer does; its settings are the performer's
+        c.conductor = dict(stride=30, discount=0.99, tau=0.005, eta=1.0, max_q_backup=False, backup_samples=10,
+                           grad_norm=7.0, critic_learning_rate=3e-4, num_critics=2, lcb_coef=None)
     c.model = dict(hidden=256, depth=3, time_dim=16, critic_hidden=256, critic_depth=3)  # Sec. 3.2: Diffusion-QL's MLPs
     c.diffusion = dict(num_steps=5, beta_min=0.1, beta_max=10.0)  # code: T = 5, vp schedule
     c.q = dict(
@@ -62,17 +69,20 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     )
     c.plan = dict(
         num_candidates=50,  # code sample_action: 50 performer samples, one drawn by softmax over Q
-        sampler_steps=256,  # the conductor's reverse steps per plan (code: all 256)
         replan_every=15,  # code replan: performer steps per sub-goal
         retries=5,  # code: up to 5 more plans while the sub-goal is refused
         too_far=7.0 * scale, reach=0.5 * scale,  # code: refuse a sub-goal > 7 or <= 0.5 away; 0.5: reached
         straight_distance=straight_distance * scale,
     )
+    if method == "plandq":
+        c.plan.sampler_steps = 256  # the D-Conductor's reverse steps per plan (code: all 256)
     c.train = dict(
         log_every=1000, checkpoint_every=10_000, keep_checkpoints=2,
         # code: batch 32 x 2 accumulated, lr 2e-4, 2.5M steps, EMA 0.995 every 10 steps from step 2000
         conductor=dict(steps=2_500_000, batch_size=32, gradient_accumulation=2, learning_rate=2e-4, ema_decay=0.995,
-                       ema_every=10, ema_start=2000),
+                       ema_every=10, ema_start=2000) if method == "plandq" else
+        dict(steps=2_000_000, batch_size=256, gradient_accumulation=1, learning_rate=3e-4, ema_decay=0.995, ema_every=5,
+             ema_start=1000),  # the Q-Conductor: the performer's schedule
         # code: batch 256, lr 3e-4, 2000 epochs x 1000 steps, EMA policy 0.995 every 5 steps from step 1000
         performer=dict(steps=2_000_000, batch_size=256, gradient_accumulation=1, learning_rate=3e-4, ema_decay=0.995,
                        ema_every=5, ema_start=1000),

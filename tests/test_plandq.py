@@ -2,11 +2,13 @@
 inpainted ends, and the orchestration of sub-goals against a plain-Python reference of the official loop on a
 toy point with a stand-in conductor and performer."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffrl.agents import DatasetInfo, PlanDQ
+from diffrl.agents import DatasetInfo, PlanDQ, PlanQQ
 from diffrl.config import apply_overrides, load_config
 from diffrl.data import LimitsNormalizer, OfflineData, make_store
 
@@ -16,7 +18,7 @@ TINY = ["conductor.num_states=4", "conductor.stride=3", "conductor.dim=8", "cond
 
 
 def _line_data(steps: int = 60) -> OfflineData:
-    """A point moving 0.1 a step along x: observation [x, y, vx, vy] and desired_goal [5, 0]."""
+    """A point moving 0.1 a step along x: observation [x, y, vx, vy] and desired_goal [5, 0]; reward 0."""
     x = 0.1 * np.arange(steps, dtype=np.float32)
     obs = np.stack([x, np.zeros_like(x), np.ones_like(x), np.zeros_like(x), np.full_like(x, 5.0),
                     np.zeros_like(x)], -1)
@@ -24,15 +26,16 @@ def _line_data(steps: int = 60) -> OfflineData:
                                    observation_slices={"observation": slice(0, 4), "desired_goal": slice(4, 6)})
 
 
-def _agent(data, *overrides):
-    config = apply_overrides(load_config("plandq.py:maze2d-umaze"), [*TINY, *overrides])
+def _agent(data, *overrides, variant="maze2d-umaze"):
+    config = apply_overrides(load_config(f"plandq.py:{variant}"), [*overrides])
     state = data.observations[:, :4]
-    return PlanDQ(config, DatasetInfo.from_data(data), LimitsNormalizer.fit(state))
+    return {"plandq": PlanDQ, "planqq": PlanQQ}[config.method](config, DatasetInfo.from_data(data),
+                                                               LimitsNormalizer.fit(state))
 
 
 def test_performer_batches_add_the_intrinsic_reward_and_end_where_the_subgoal_is_the_next_state():
     data = _line_data()
-    agent = _agent(data, "q.subgoal_p=0.5")
+    agent = _agent(data, *TINY, "q.subgoal_p=0.5")
     stage = agent.stage("performer")
     batch = jax.tree.map(np.asarray, jax.jit(stage.sample_batch)(stage.prepare(make_store(data)),
                                                                  jax.random.PRNGKey(0), None))
@@ -52,7 +55,7 @@ def test_performer_batches_add_the_intrinsic_reward_and_end_where_the_subgoal_is
 
 def test_conductor_plans_start_at_the_state_and_end_at_the_goal_at_rest():
     data = _line_data()
-    agent = _agent(data)
+    agent = _agent(data, *TINY)
     stage = agent.stage("conductor")
     params = stage.export(stage.init(jax.random.PRNGKey(0)))
     states = jnp.array([[0.5, 0.0, 1.0, 0.0], [2.0, 0.0, 1.0, 0.0]])
@@ -66,6 +69,30 @@ def test_conductor_plans_start_at_the_state_and_end_at_the_goal_at_rest():
     moves = np.diff(np.asarray(batch["x"])[..., 0], axis=1) * 5.9 / 2
     np.testing.assert_allclose(moves[:, :2], 0.3, rtol=1e-4)
     assert np.all(np.isclose(moves[:, 2], 0.3, rtol=1e-4) | np.isclose(moves[:, 2], 0.2, rtol=1e-4))
+
+
+def test_q_conductor_learns_from_k_step_chunks_of_summed_reward_towards_the_normalised_state_k_ahead():
+    data = _line_data()
+    data = dataclasses.replace(data, rewards=0.01 * np.arange(60, dtype=np.float32))
+    agent = _agent(data, "conductor.stride=3", "model.hidden=16", "model.critic_hidden=16", "model.time_dim=8",
+                   "plan.num_candidates=4",
+                   variant="maze2d-umaze-planqq")
+    stage = agent.stage("conductor")
+    chunks = jax.tree.map(np.asarray, stage.prepare(make_store(data)))
+    t = np.arange(58)  # every start with 3 steps left; the last chunk ends on the final observation
+    x = 0.1 * t
+    later = np.minimum(x + 0.3, 5.9)
+    np.testing.assert_allclose(chunks.inputs, np.stack([x, 0 * x, 1 + 0 * x, 0 * x], -1), atol=1e-6)
+    np.testing.assert_allclose(chunks.next_inputs[:, 0], later, atol=1e-6)
+    np.testing.assert_allclose(chunks.actions[:, 0], 2 * later / 5.9 - 1, atol=1e-5)  # limits [0, 5.9] -> [-1, 1]
+    np.testing.assert_allclose(chunks.rewards, 0.01 * (3 * t + 3), rtol=1e-5)  # r_t + r_{t+1} + r_{t+2}
+    np.testing.assert_array_equal(chunks.not_done, 1.0)
+    params = {"conductor": stage.export(stage.init(jax.random.PRNGKey(0)))}
+    obs = jnp.asarray(data.observations[:5])
+    plan = np.asarray(agent.draw_plan(params, jax.random.PRNGKey(1), obs))
+    assert plan.shape == (5, 2, 4)
+    np.testing.assert_allclose(plan[:, 0], data.observations[:5, :4])
+    assert np.all((plan[:, 1, 0] >= 0) & (plan[:, 1, 0] <= 5.9))  # a state inside the data's limits
 
 
 # The official loop on a toy point: state = goal-free xy, s' = s + 0.1 a; the stand-in conductor's plan[1] is
@@ -126,7 +153,7 @@ def test_orchestration_matches_a_plain_python_reference_of_the_official_loop():
     goal = np.tile(np.array([[1.5, 1.0]], np.float32), (n, 1))
     params = {"conductor": None, "performer": None}
     act = jax.jit(policy.act)
-    state = policy.init(params, None, jnp.asarray(np.concatenate([xy, goal], -1)))
+    state = policy.init(params, jax.random.PRNGKey(0), jnp.asarray(np.concatenate([xy, goal], -1)))
     reference = {"subgoal": np.zeros((n, 2), np.float32), "age": np.full(n, RULES["replan_every"]),
                  "refused": np.zeros(n, bool)}
     replans = refusals = 0

@@ -9,9 +9,10 @@ from diffrl.agents.ldcp import LDCP
 from diffrl.agents.ldcq import LDCQ
 from diffrl.agents.ldgc import LDGC
 from diffrl.agents.plandq import PlanDQ
+from diffrl.agents.planqq import PlanQQ
 from diffrl.agents.train_state import EMA, TrainState, apply_loss
 
-METHODS = {method.name: method for method in (Diffuser, BC, LDCQ, LDGC, LDCP, DIAR, DiffusionQL, PlanDQ)}
+METHODS = {method.name: method for method in (Diffuser, BC, LDCQ, LDGC, LDCP, DIAR, DiffusionQL, PlanDQ, PlanQQ)}
 
 
 def method_class(name: str) -> type[Method]:
@@ -20,5 +21,5 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-__all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method", "PlanDQ", "Policy", "Stage",
+__all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method", "PlanDQ", "PlanQQ", "Policy", "Stage",
            "TrainState", "apply_loss", "method_class"]

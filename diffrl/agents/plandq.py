@@ -97,28 +97,23 @@ class PerformerStage(ActorCriticStage):
                 "not_done": (1.0 - out["terminations"]) * (distance > 0)}
 
 
-class PlanDQ(DiffusionQL):
-    name = "plandq"
-    stages = (ConductorStage, PerformerStage)
+class SubgoalMethod(DiffusionQL):
+    """What PlanDQ's family shares (Sec. 3.3): a conductor that proposes sub-goal states ``K = conductor.stride``
+    steps ahead, the Q-Performer that reaches them, and the official orchestration (:class:`SubgoalPolicy`). A
+    member defines its conductor's stages and :meth:`draw_plan`."""
 
     def __init__(self, config, info, normalizer):
         super().__init__(config, info, normalizer)
-        cc = config.conductor
         if self.goal_slice is None:
-            raise ValueError("PlanDQ plans to the goal: set task.goal_key to the observation key holding it")
+            raise ValueError(f"{self.name} plans to the goal: set task.goal_key to the observation key holding it")
         self.xy = slice(*config.task.xy)  # the position's columns within the state
         self.subgoal_columns = slice(*config.task.subgoal)  # the performer's goal: these columns of a state
         if not (0 <= self.xy.start < self.xy.stop <= self.state_dim
                 and 0 <= self.subgoal_columns.start < self.subgoal_columns.stop <= self.state_dim):
             raise ValueError(f"task.xy={tuple(config.task.xy)} and task.subgoal={tuple(config.task.subgoal)} must be "
                              f"column ranges of the {self.state_dim}-d state")
-        self.num_states, self.stride = cc.num_states, cc.stride
-        check_unet_horizon(self.num_states, cc.dim_mults)
+        self.stride = config.conductor.stride
         self.learner = self.make_learner(self.state_dim + self.subgoal_columns.stop - self.subgoal_columns.start)
-        self.conductor = TemporalUNet(transition_dim=self.state_dim, dim=cc.dim, dim_mults=tuple(cc.dim_mults))
-        self.conductor_schedule = diffusion.make_schedule("cosine", cc.num_steps)
-        self.conductor_sampler = diffusion.SamplerConfig(method="ddpm", steps=config.plan.sampler_steps,
-                                                         prediction=cc.prediction, clip_x0=cc.clip_x0)
 
     @classmethod
     def normalized_columns(cls, config, info, data: OfflineData) -> np.ndarray:
@@ -140,16 +135,10 @@ class PlanDQ(DiffusionQL):
         """The Q-Performer's action towards the sub-goal state (Diffusion-QL's choice among its samples)."""
         return self.to_env_action(self.learner.choose(params["performer"], rng, self.performer_input(obs, subgoal)))
 
-    # -- planning ------------------------------------------------------------------------------------------------
-    def plan(self, conductor_params, rng, states: jnp.ndarray, goals: jnp.ndarray) -> jnp.ndarray:
-        """Sub-goal sequences ``[N, M, S]`` in data units from ``states [N, S]`` to ``goals [N, 2]`` (at rest)."""
-        shape = (states.shape[0], self.num_states, self.state_dim)
-        goal_states = jnp.zeros_like(states).at[:, self.xy].set(goals)
-        ends = {0: self.normalizer.normalize(states), self.num_states - 1: self.normalizer.normalize(goal_states)}
-        model_fn = lambda x, t, cond: self.conductor.apply(conductor_params, x, t)  # noqa: E731
-        x = diffusion.sample(rng, model_fn, self.conductor_schedule, shape, self.conductor_sampler,
-                             inpainting=diffusion.Inpainting.at_timesteps(shape, ends))
-        return self.normalizer.unnormalize(x)
+    # -- sub-goals -----------------------------------------------------------------------------------------------
+    def draw_plan(self, params, rng, obs: jnp.ndarray) -> jnp.ndarray:
+        """A plan ``[N, M, S]`` in data units whose second state is the proposed sub-goal."""
+        raise NotImplementedError
 
     def choose_subgoals(self, params, rng, obs: jnp.ndarray, active: jnp.ndarray):
         """``(sub-goal state [N, S], plan [N, M, S], refused [N])``: plan[1], drawn again while refused (official
@@ -161,7 +150,7 @@ class PlanDQ(DiffusionQL):
         to_goal = jnp.linalg.norm(xy - goal, axis=-1)
 
         def draw(key):
-            plan = self.plan(params["conductor"], key, self.state(obs), goal)
+            plan = self.draw_plan(params, key, obs)
             subgoal = plan[:, 1]
             distance = jnp.linalg.norm(subgoal[:, self.xy] - xy, axis=-1)
             refused = (distance > pc.too_far) | (distance <= pc.reach) | (
@@ -183,19 +172,48 @@ class PlanDQ(DiffusionQL):
         return jnp.where(near[:, None], subgoal.at[:, self.xy].set(goal), subgoal), plan, refused & ~near
 
     def policy(self) -> Policy:
-        return PlanDQPolicy(self)
+        return SubgoalPolicy(self)
 
 
-class PlanDQPolicy(Policy):
+class PlanDQ(SubgoalMethod):
+    name = "plandq"
+    stages = (ConductorStage, PerformerStage)
+
+    def __init__(self, config, info, normalizer):
+        super().__init__(config, info, normalizer)
+        cc = config.conductor
+        self.num_states = cc.num_states
+        check_unet_horizon(self.num_states, cc.dim_mults)
+        self.conductor = TemporalUNet(transition_dim=self.state_dim, dim=cc.dim, dim_mults=tuple(cc.dim_mults))
+        self.conductor_schedule = diffusion.make_schedule("cosine", cc.num_steps)
+        self.conductor_sampler = diffusion.SamplerConfig(method="ddpm", steps=config.plan.sampler_steps,
+                                                         prediction=cc.prediction, clip_x0=cc.clip_x0)
+
+    def plan(self, conductor_params, rng, states: jnp.ndarray, goals: jnp.ndarray) -> jnp.ndarray:
+        """Sub-goal sequences ``[N, M, S]`` in data units from ``states [N, S]`` to ``goals [N, 2]`` (at rest)."""
+        shape = (states.shape[0], self.num_states, self.state_dim)
+        goal_states = jnp.zeros_like(states).at[:, self.xy].set(goals)
+        ends = {0: self.normalizer.normalize(states), self.num_states - 1: self.normalizer.normalize(goal_states)}
+        model_fn = lambda x, t, cond: self.conductor.apply(conductor_params, x, t)  # noqa: E731
+        x = diffusion.sample(rng, model_fn, self.conductor_schedule, shape, self.conductor_sampler,
+                             inpainting=diffusion.Inpainting.at_timesteps(shape, ends))
+        return self.normalizer.unnormalize(x)
+
+    def draw_plan(self, params, rng, obs):
+        return self.plan(params["conductor"], rng, self.state(obs), obs[..., self.goal_slice])
+
+
+class SubgoalPolicy(Policy):
     """The orchestration of the module docstring, batched over environments."""
 
-    def __init__(self, method: PlanDQ):
+    def __init__(self, method: SubgoalMethod):
         self.method = method
 
     def init(self, params, rng, obs):
         m = self.method
         n = obs.shape[0]
-        return {"subgoal": jnp.zeros((n, m.state_dim)), "plan": jnp.zeros((n, m.num_states, m.state_dim)),
+        plan = jax.eval_shape(lambda: m.draw_plan(params, rng, obs))
+        return {"subgoal": jnp.zeros((n, m.state_dim)), "plan": jnp.zeros(plan.shape, plan.dtype),
                 "age": jnp.full((n,), m.config.plan.replan_every, jnp.int32), "refused": jnp.zeros((n,), bool)}
 
     def act(self, params, policy_state, obs, t, rng):
