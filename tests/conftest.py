@@ -58,7 +58,8 @@ def optimized_compilation():
 # their collection order.
 LONGEST_FILES = ("test_envs_locomotion.py", "test_ldcq.py", "test_diffuser.py", "test_envs_pointmaze.py",
                  "test_runner.py", "test_samplers.py", "test_generate.py", "test_bad_input.py", "test_evaluation.py",
-                 "test_maze2d.py", "test_diar.py", "test_envs_registry_and_fallback.py", "test_benchmarks.py")
+                 "test_maze2d.py", "test_dql.py", "test_diar.py", "test_plandq.py", "test_envs_registry_and_fallback.py",
+                 "test_benchmarks.py")
 
 
 def pytest_collection_modifyitems(items):
