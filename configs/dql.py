@@ -53,7 +53,9 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         task = dict(kind="goal", state_key="observation", goal_key="desired_goal")
     elif kind == "antmaze":
         dataset_id = f"D4RL/antmaze/{rest}-v1"
-        task = dict(kind="goal", state_key="observation", goal_key=None)  # code: D4RL's ant state, no goal
+        # code: D4RL's 29-d ant state [x, y, observation]; Minari's observation drops x, y (they are the
+        # achieved_goal) and its rewards follow each episode's own goal, which the networks therefore read
+        task = dict(kind="goal", state_key=("achieved_goal", "observation"), goal_key="desired_goal")
     elif kind == "kitchen":
         dataset_id, task = f"D4RL/kitchen/{rest}-v2", dict(kind="reward", state_key="observation", goal_key=None)
     else:

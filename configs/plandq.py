@@ -7,8 +7,9 @@ Q-Conductor over the same Q-Performer) as ``<task>-planqq``; ``diffrl train`` ru
 and the evaluation loop). Where the paper and the code differ the paper is followed, as said on the line:
 the code's performer predicts x0 (the paper's Eq. 14: eps, as Diffusion-QL) and scores its actions with a
 64-critic ensemble and a lower confidence bound that no Q gradient reaches; diffrl's performer is Diffusion-QL's.
-The paper has no maze2d experiment: the ``maze2d-*`` variants carry the AntMaze settings over, with the distances of
-the evaluation loop divided by 4, AntMaze's maze scaling (D4RL builds AntMaze cells 4 units wide, maze2d cells 1).
+The paper has no maze2d experiment: the ``maze2d-*`` variants carry the AntMaze settings over, with every distance
+(the evaluation loop's, the conductor's window filter, the intrinsic reward's length) divided by 4, AntMaze's maze
+scaling (D4RL builds AntMaze cells 4 units wide, maze2d cells 1).
 """
 
 import ml_collections
@@ -37,7 +38,9 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
                      episodes="stored")
     # The goal of the evaluation is read from the observation's desired_goal; xy: the position within the state;
     # subgoal: the columns of a sub-goal state the performer reads (code goal_dim 15, the ant's qpos; a point's xy).
-    c.task = dict(kind="goal", state_key="observation", goal_key="desired_goal", xy=(0, 2),
+    # AntMaze's state is D4RL's [x, y, observation] (Minari's observation drops x, y: they are the achieved_goal).
+    c.task = dict(kind="goal", state_key=("achieved_goal", "observation") if antmaze else "observation",
+                  goal_key="desired_goal", xy=(0, 2),
                   subgoal=(0, 15) if antmaze else (0, 2),
                   normalizer="limits")  # code: LimitsNormalizer for the conductor; the performer reads raw states
     if method == "plandq":
@@ -48,7 +51,7 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
             num_steps=256,  # code n_diffusion_steps, cosine schedule
             prediction="x0",  # code predict_epsilon False
             clip_x0=1.0,  # code clip_denoised
-            min_displacement=0.01,  # code dist_thre x horizon
+            min_displacement=0.01 * scale,  # code dist_thre x horizon
         )
     else:  # Sec. 3.3: the Q-Conductor learns as the Q-Performer does; its settings are the performer's
         c.conductor = dict(stride=30, discount=0.99, tau=0.005, eta=1.0, max_q_backup=False, backup_samples=10,
@@ -66,6 +69,7 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         critic_learning_rate=3e-4,  # code
         reward_scale=4.0 if antmaze else 1.0, reward_shift=-0.5 if antmaze else 0.0,  # code: cql_antmaze shaping
         subgoal_p=0.2,  # Sec. 3.2 / code p: Delta ~ Geometric(0.2)
+        intrinsic_length=scale,  # App. C / code: r_int = exp(-||s'_xy - g_xy|| / intrinsic_length)
     )
     c.plan = dict(
         num_candidates=50,  # code sample_action: 50 performer samples, one drawn by softmax over Q

@@ -110,3 +110,18 @@ def test_diffusion_ql_takes_the_rewarded_mode_of_a_bimodal_bandit_where_behaviou
     # the policy itself (no selection by Q) has moved onto the rewarded mode, and acting keeps to it
     assert float(jnp.mean(agent.learner.sample_actions(params["actor"], jax.random.PRNGKey(2), jnp.zeros((1000, 1))) > 0)) > 0.9
     assert float(jnp.mean(agent.learner.choose(params, jax.random.PRNGKey(3), jnp.zeros((200, 1))) > 0)) > 0.95
+
+
+def test_antmaze_state_is_d4rls_position_then_observation():
+    """Minari's AntMaze observation drops x, y (its achieved_goal): the state is rebuilt as D4RL's [x, y, obs]."""
+    info = DatasetInfo(dataset_id="toy/ant-v0", observation_size=8, action_size=2,
+                       observation_slices={"observation": (0, 4), "achieved_goal": (4, 6), "desired_goal": (6, 8)},
+                       ref_min_score=None, ref_max_score=None, env_spec=None, eval_env_spec=None,
+                       action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
+    config = apply_overrides(load_config("dql.py:antmaze-medium-diverse"), TINY)
+    assert tuple(config.task.state_key) == ("achieved_goal", "observation")
+    np.testing.assert_array_equal(info.columns(config.task.state_key), [4, 5, 0, 1, 2, 3])
+    agent = DiffusionQL(config, info, IdentityNormalizer.fit(np.zeros((2, 8))))
+    obs = jnp.arange(8.0)[None]
+    np.testing.assert_array_equal(agent.inputs(obs), [[4, 5, 0, 1, 2, 3, 6, 7]])  # state, then the episode's goal
+    assert agent.learner.input_dim == 8

@@ -35,7 +35,7 @@ def _agent(data, *overrides, variant="maze2d-umaze"):
 
 def test_performer_batches_add_the_intrinsic_reward_and_end_where_the_subgoal_is_the_next_state():
     data = _line_data()
-    agent = _agent(data, *TINY, "q.subgoal_p=0.5")
+    agent = _agent(data, *TINY, "q.subgoal_p=0.5", "q.intrinsic_length=0.5")
     stage = agent.stage("performer")
     batch = jax.tree.map(np.asarray, jax.jit(stage.sample_batch)(stage.prepare(make_store(data)),
                                                                  jax.random.PRNGKey(0), None))
@@ -47,7 +47,7 @@ def test_performer_batches_add_the_intrinsic_reward_and_end_where_the_subgoal_is
     next_x = batch["next_input"][:, 0]
     np.testing.assert_allclose(next_x, np.minimum(x + 0.1, 5.9), atol=1e-6)
     np.testing.assert_allclose(batch["next_input"][:, 4:], subgoal)
-    np.testing.assert_allclose(batch["reward"], np.exp(-np.abs(next_x - subgoal[:, 0])), rtol=1e-5)
+    np.testing.assert_allclose(batch["reward"], np.exp(-np.abs(next_x - subgoal[:, 0]) / 0.5), rtol=1e-5)
     np.testing.assert_array_equal(batch["not_done"], (np.abs(next_x - subgoal[:, 0]) > 1e-6).astype(np.float32))
     assert 0 < batch["not_done"].mean() < 1
     np.testing.assert_allclose(batch["action"], 0.5)
@@ -123,14 +123,13 @@ def _reference_step(state, xy, goal, rng_plan):
         to_goal = np.linalg.norm(xy[i] - goal[i])
         if to_goal <= RULES["straight_distance"]:
             state["subgoal"][i], state["refused"][i] = goal[i], False
-        else:
-            for draw in draws:
+        else:  # the first acceptable draw, else the last; "refused" once every retry was needed (n_try > 5)
+            for retries, draw in enumerate(draws):
                 distance = np.linalg.norm(draw[i] - xy[i])
-                refused = distance > RULES["too_far"] or distance <= RULES["reach"] or \
-                    np.linalg.norm(draw[i] - goal[i]) > to_goal
-                if not refused:
+                if not (distance > RULES["too_far"] or distance <= RULES["reach"]
+                        or np.linalg.norm(draw[i] - goal[i]) > to_goal):
                     break
-            state["subgoal"][i], state["refused"][i] = draw[i], refused
+            state["subgoal"][i], state["refused"][i] = draw[i], retries >= RULES["retries"]
         state["age"][i] = 0
     action = np.clip(state["subgoal"] - xy, -1.0, 1.0)
     state["age"] = state["age"] + 1

@@ -66,6 +66,11 @@ class DatasetInfo:
         values["action_low"], values["action_high"] = tuple(values["action_low"]), tuple(values["action_high"])
         return cls(**values)
 
+    def columns(self, keys: str | tuple[str, ...] | None) -> np.ndarray:
+        """Columns of the flat observation holding ``keys``, concatenated in their order (``None``: all)."""
+        keys = (keys,) if keys is None or isinstance(keys, str) else tuple(keys)
+        return np.concatenate([np.arange(self.slice(k).start, self.slice(k).stop) for k in keys])
+
     def slice(self, key: str | None) -> slice:
         """Columns of the flat observation holding ``key`` (``None``: the whole observation)."""
         if key is None:

@@ -202,10 +202,11 @@ class DiffusionQL(Method):
 
     def __init__(self, config, info, normalizer):
         super().__init__(config, info, normalizer)
-        self.state_slice = info.slice(config.task.state_key)
+        # task.state_key: one observation key or several, concatenated (AntMaze: D4RL's [x, y, observation])
+        self.state_columns = info.columns(config.task.state_key)
         self.goal_slice = info.slice(config.task.goal_key) if config.task.goal_key else None
         self.action_dim = info.action_size
-        self.state_dim = self.state_slice.stop - self.state_slice.start
+        self.state_dim = len(self.state_columns)
         self.action_low = np.asarray(info.action_low, np.float32)
         self.action_high = np.asarray(info.action_high, np.float32)
         goal_dim = 0 if self.goal_slice is None else self.goal_slice.stop - self.goal_slice.start
@@ -226,8 +227,8 @@ class DiffusionQL(Method):
         names one."""
         obs = self.normalizer.normalize(obs)
         if self.goal_slice is None:
-            return obs[..., self.state_slice]
-        return jnp.concatenate([obs[..., self.state_slice], obs[..., self.goal_slice]], axis=-1)
+            return obs[..., self.state_columns]
+        return jnp.concatenate([obs[..., self.state_columns], obs[..., self.goal_slice]], axis=-1)
 
     def to_unit_action(self, action: jnp.ndarray) -> jnp.ndarray:
         """The action box onto ``[-1, 1]``."""

@@ -10,15 +10,16 @@ Two stages, trained independently (Sec. 3; official ``changchencc/PlanDQ``, bran
 * ``performer`` (Sec. 3.2, Eqs. 13-16): Diffusion-QL (:mod:`diffrl.agents.dql`) on ``[s, g]`` with ``g`` the
   ``task.subgoal`` columns (the position in a maze; AntMaze's code takes the 15 of qpos) of a sub-goal state
   relabelled from the same episode (:func:`~diffrl.data.sample_subgoal_transitions`, ``Delta ~
-  Geometric(q.subgoal_p)``), reward ``r' + exp(-||s'_xy - g_xy||)`` (App. C; ``r'`` the extrinsic reward after the
-  task's shift and scale) and ``done`` where the sub-goal is the next state itself (official ``data_sampler.py``).
+  Geometric(q.subgoal_p)``), reward ``r' + exp(-||s'_xy - g_xy|| / q.intrinsic_length)`` (App. C; ``r'`` the
+  extrinsic reward after the task's shift and scale) and ``done`` where the sub-goal is the next state itself
+  (official ``data_sampler.py``).
 
 Acting (official ``main_Antmaze.py: eval_policy``), for ``N`` environments inside the rollout's scan: a new sub-goal
 is chosen after ``plan.replan_every`` steps, or as soon as the agent is within ``plan.reach`` of it; it is the
 second state of a plan from ``s`` to the goal (at rest), drawn again up to ``plan.retries`` times while it lies
 farther than ``plan.too_far``, within ``plan.reach``, or farther from the goal than the agent; within
-``plan.straight_distance`` of the goal the sub-goal is the goal itself. If every draw was refused the performer
-runs the whole ``replan_every`` steps towards the last one.
+``plan.straight_distance`` of the goal the sub-goal is the goal itself (no plan is drawn). If every retry was needed
+the performer runs the whole ``replan_every`` steps towards the last draw.
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ class ConductorStage(TrajectoryStage):
     def prepare(self, store: DatasetStore) -> dict:
         m, cc = self.method, self.config.conductor
         threshold = cc.min_displacement * m.num_states * m.stride
-        xy = slice(m.state_slice.start + m.xy.start, m.state_slice.start + m.xy.stop)
-        starts = jumpy_starts(store, m.num_states, m.stride, xy, threshold)
+        starts = jumpy_starts(store, m.num_states, m.stride, m.state_columns[m.xy], threshold)
         if len(starts) == 0:
             raise ValueError(f"no sequence of {m.num_states} states {m.stride} steps apart that moves more than "
                              f"{threshold:g} fits in an episode of {m.info.dataset_id}")
@@ -61,7 +61,7 @@ class ConductorStage(TrajectoryStage):
         starts = train_data["starts"]
         rows = starts[jax.random.randint(rng, (self.batch_size,), 0, starts.shape[0])]
         m = self.method
-        states = gather_jumpy_states(train_data["store"], rows, m.num_states, m.stride)[..., m.state_slice]
+        states = gather_jumpy_states(train_data["store"], rows, m.num_states, m.stride)[..., m.state_columns]
         return {"x": m.normalizer.normalize(states)}
 
     def update(self, state, batch, rng):
@@ -91,7 +91,7 @@ class PerformerStage(ActorCriticStage):
         out = sample_subgoal_transitions(store, rng, self.batch_size, qc.subgoal_p, m.stride)
         subgoal = m.state(out["subgoals"])
         distance = jnp.linalg.norm(m.position(out["next_observations"]) - subgoal[..., m.xy], axis=-1)
-        reward = qc.reward_scale * (out["rewards"] + qc.reward_shift) + jnp.exp(-distance)
+        reward = qc.reward_scale * (out["rewards"] + qc.reward_shift) + jnp.exp(-distance / qc.intrinsic_length)
         return {"input": m.performer_input(out["observations"], subgoal), "action": m.to_unit_action(out["actions"]),
                 "reward": reward, "next_input": m.performer_input(out["next_observations"], subgoal),
                 "not_done": (1.0 - out["terminations"]) * (distance > 0)}
@@ -117,11 +117,11 @@ class SubgoalMethod(DiffusionQL):
 
     @classmethod
     def normalized_columns(cls, config, info, data: OfflineData) -> np.ndarray:
-        return data.observations[:, info.slice(config.task.state_key)]  # the conductor's states
+        return data.observations[:, info.columns(config.task.state_key)]  # the conductor's states
 
     # -- inputs --------------------------------------------------------------------------------------------------
     def state(self, obs: jnp.ndarray) -> jnp.ndarray:
-        return obs[..., self.state_slice]
+        return obs[..., self.state_columns]
 
     def position(self, obs: jnp.ndarray) -> jnp.ndarray:
         return self.state(obs)[..., self.xy]
@@ -141,10 +141,10 @@ class SubgoalMethod(DiffusionQL):
         raise NotImplementedError
 
     def choose_subgoals(self, params, rng, obs: jnp.ndarray, active: jnp.ndarray):
-        """``(sub-goal state [N, S], plan [N, M, S], refused [N])``: plan[1], drawn again while refused (official
-        rules) in an ``active`` environment; within ``plan.straight_distance`` of the goal, that state moved onto
-        the goal (official: the previous sub-goal's). Draw ``j`` is the same for every environment however many
-        draws the others need."""
+        """``(sub-goal state [N, S], plan [N, M, S], exhausted [N])`` for the ``active`` environments: plan[1],
+        drawn again up to ``plan.retries`` times while refused (official rules); ``exhausted`` where every retry
+        was needed (official ``n_try > 5``). Draw ``j`` is the same for every environment however many draws the
+        others need."""
         pc = self.config.plan
         xy, goal = self.position(obs), obs[..., self.goal_slice]
         to_goal = jnp.linalg.norm(xy - goal, axis=-1)
@@ -158,18 +158,17 @@ class SubgoalMethod(DiffusionQL):
             return plan, subgoal, refused
 
         def retry(carry):
-            tries, plan, subgoal, refused = carry
+            tries, used, plan, subgoal, refused = carry
             new_plan, new_subgoal, new_refused = draw(jax.random.fold_in(rng, tries + 1))
             take = refused[:, None]
-            return (tries + 1, jnp.where(take[..., None], new_plan, plan), jnp.where(take, new_subgoal, subgoal),
-                    refused & new_refused)
+            return (tries + 1, used + refused, jnp.where(take[..., None], new_plan, plan),
+                    jnp.where(take, new_subgoal, subgoal), refused & new_refused)
 
-        first = draw(jax.random.fold_in(rng, 0))
-        _, plan, subgoal, refused = jax.lax.while_loop(
-            lambda c: (c[0] < pc.retries) & jnp.any(c[3] & active & (to_goal > pc.straight_distance)), retry,
-            (0, *first))
-        near = to_goal <= pc.straight_distance
-        return jnp.where(near[:, None], subgoal.at[:, self.xy].set(goal), subgoal), plan, refused & ~near
+        plan, subgoal, refused = draw(jax.random.fold_in(rng, 0))
+        _, used, plan, subgoal, _ = jax.lax.while_loop(
+            lambda c: (c[0] < pc.retries) & jnp.any(c[4] & active), retry,
+            (0, jnp.zeros(refused.shape, jnp.int32), plan, subgoal, refused))
+        return subgoal, plan, used >= pc.retries
 
     def policy(self) -> Policy:
         return SubgoalPolicy(self)
@@ -223,11 +222,18 @@ class SubgoalPolicy(Policy):
         due = (policy_state["age"] >= pc.replan_every) | (reached & ~policy_state["refused"])
 
         def replan(state):
-            subgoal, plan, refused = m.choose_subgoals(params, rng_plan, obs, due)
-            keep = ~due
-            return {"subgoal": jnp.where(keep[:, None], state["subgoal"], subgoal),
-                    "plan": jnp.where(keep[:, None, None], state["plan"], plan),
-                    "age": jnp.where(keep, state["age"], 0), "refused": jnp.where(keep, state["refused"], refused)}
+            goal = obs[..., m.goal_slice]
+            near = jnp.linalg.norm(m.position(obs) - goal, axis=-1) <= pc.straight_distance
+            planning = due & ~near
+            subgoal, plan, exhausted = jax.lax.cond(
+                jnp.any(planning), lambda: m.choose_subgoals(params, rng_plan, obs, planning),
+                lambda: (state["subgoal"], state["plan"], state["refused"]))
+            # near the goal the sub-goal is the goal (official: the previous sub-goal moved onto it)
+            subgoal = jnp.where(near[:, None], state["subgoal"].at[:, m.xy].set(goal), subgoal)
+            return {"subgoal": jnp.where(due[:, None], subgoal, state["subgoal"]),
+                    "plan": jnp.where(planning[:, None, None], plan, state["plan"]),
+                    "age": jnp.where(due, 0, state["age"]),
+                    "refused": jnp.where(due, exhausted & ~near, state["refused"])}
 
         state = jax.lax.cond(jnp.any(due), replan, lambda s: s, policy_state)
         return m.perform(params, rng_act, obs, state["subgoal"]), {**state, "age": state["age"] + 1}

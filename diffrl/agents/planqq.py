@@ -12,6 +12,7 @@ PlanDQ's (refusal rules, retries, straight to the goal near it). The Q-Performer
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from diffrl.agents.dql import ActorCriticStage, Transitions
 from diffrl.agents.plandq import PerformerStage, SubgoalMethod
@@ -29,11 +30,12 @@ class QConductorStage(ActorCriticStage):
         if len(starts) == 0:
             raise ValueError(f"no chunk of {k} steps fits in an episode of {m.info.dataset_id}")
         rows, last = jnp.asarray(starts), jnp.asarray(starts + k - 1)
-        shaped = qc.reward_scale * (store.rewards + qc.reward_shift)
-        summed = jnp.concatenate([jnp.zeros(1), jnp.cumsum(shaped)])  # R_K = summed[t + K] - summed[t]
+        shaped = qc.reward_scale * (np.asarray(store.rewards, np.float64) + qc.reward_shift)
+        summed = np.concatenate([[0.0], np.cumsum(shaped)])  # R_K = summed[t + K] - summed[t], exact in float64
         first, later = m.state(store.observations[rows]), m.state(store.next_observations[last])
-        return Transitions(inputs=first, actions=m.normalizer.normalize(later), rewards=summed[last + 1] - summed[rows],
-                           next_inputs=later, not_done=1.0 - store.terminations[last].astype(jnp.float32))
+        return Transitions(inputs=first, actions=m.normalizer.normalize(later),
+                           rewards=jnp.asarray(summed[starts + k] - summed[starts], jnp.float32), next_inputs=later,
+                           not_done=1.0 - store.terminations[last].astype(jnp.float32))
 
 
 class PlanQQ(SubgoalMethod):

@@ -230,13 +230,13 @@ def count_chunks(episode_lengths, horizon: int) -> int:
     return int(np.maximum(np.asarray(episode_lengths) - horizon + 1, 0).sum())
 
 
-def jumpy_starts(store: DatasetStore, num_states: int, stride: int, xy: slice | None = None,
+def jumpy_starts(store: DatasetStore, num_states: int, stride: int, xy: slice | np.ndarray | None = None,
                  min_displacement: float = 0.0) -> np.ndarray:
     """Every row where ``M = num_states`` states ``s_t, s_{t+K}, ..., s_{t+(M-1)K}`` (``K = stride``) fit in the
     episode, ``t + (M - 1) K <= L`` (the last may be the final observation): the sub-goal sequences of PlanDQ's
     D-Conductor. With ``min_displacement > 0`` only those whose first and last states lie farther apart than it in
     the ``xy`` columns are kept (PlanDQ official ``datasets/sequence.py``: windows where the agent barely moves are
-    dropped)."""
+    dropped); ``xy`` is a slice or an index array of observation columns."""
     if num_states < 2 or stride < 1:
         raise ValueError(f"need num_states >= 2 and stride >= 1, got num_states={num_states}, stride={stride}")
     span = (num_states - 1) * stride
