@@ -111,15 +111,11 @@ def _fake_performer(params, key, obs, subgoal):
     return jnp.clip(subgoal - obs[:, :2], -1.0, 1.0)
 
 
-def _reference_step(state, xy, goal, rng_plan):
-    """The official per-environment rules for one step of every environment (plain Python)."""
-    n = len(xy)
+def _reference_choose(state, xy, goal, rng_plan, due):
+    """The official rules for a new sub-goal in every ``due`` environment (plain Python)."""
     draws = [np.asarray(_fake_plan(None, jax.random.fold_in(rng_plan, j), jnp.asarray(xy), jnp.asarray(goal)))[:, 1]
              for j in range(RULES["retries"] + 1)]
-    for i in range(n):
-        reached = np.linalg.norm(xy[i] - state["subgoal"][i]) <= RULES["reach"]
-        if not (state["age"][i] >= RULES["replan_every"] or (reached and not state["refused"][i])):
-            continue
+    for i in np.flatnonzero(due):
         to_goal = np.linalg.norm(xy[i] - goal[i])
         if to_goal <= RULES["straight_distance"]:
             state["subgoal"][i], state["refused"][i] = goal[i], False
@@ -131,6 +127,13 @@ def _reference_step(state, xy, goal, rng_plan):
                     break
             state["subgoal"][i], state["refused"][i] = draw[i], retries >= RULES["retries"]
         state["age"][i] = 0
+
+
+def _reference_step(state, xy, goal, rng_plan):
+    """One step of every environment: new sub-goals where due, then the performer's action."""
+    reached = np.linalg.norm(xy - state["subgoal"], axis=-1) <= RULES["reach"]
+    due = (state["age"] >= RULES["replan_every"]) | (reached & ~state["refused"])
+    _reference_choose(state, xy, goal, rng_plan, due)
     action = np.clip(state["subgoal"] - xy, -1.0, 1.0)
     state["age"] = state["age"] + 1
     return action
@@ -153,8 +156,10 @@ def test_orchestration_matches_a_plain_python_reference_of_the_official_loop():
     params = {"conductor": None, "performer": None}
     act = jax.jit(policy.act)
     state = policy.init(params, jax.random.PRNGKey(0), jnp.asarray(np.concatenate([xy, goal], -1)))
-    reference = {"subgoal": np.zeros((n, 2), np.float32), "age": np.full(n, RULES["replan_every"]),
-                 "refused": np.zeros(n, bool)}
+    reference = {"subgoal": np.zeros((n, 2), np.float32), "age": np.zeros(n, int), "refused": np.zeros(n, bool)}
+    _reference_choose(reference, xy, goal, jax.random.PRNGKey(0), np.ones(n, bool))  # the first sub-goals, in init
+    np.testing.assert_allclose(state["subgoal"], reference["subgoal"], atol=1e-6)
+    np.testing.assert_allclose(policy.planned_states(state)[:, 1], reference["subgoal"], atol=1e-6)
     replans = refusals = 0
     for t in range(steps):
         key = jax.random.fold_in(jax.random.PRNGKey(2), t)

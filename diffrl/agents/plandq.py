@@ -203,7 +203,8 @@ class PlanDQ(SubgoalMethod):
 
 
 class SubgoalPolicy(Policy):
-    """The orchestration of the module docstring, batched over environments."""
+    """The orchestration of the module docstring, batched over environments; the first sub-goals are chosen in
+    :meth:`init`, so that the initial plans can be drawn."""
 
     def __init__(self, method: SubgoalMethod):
         self.method = method
@@ -212,30 +213,32 @@ class SubgoalPolicy(Policy):
         m = self.method
         n = obs.shape[0]
         plan = jax.eval_shape(lambda: m.draw_plan(params, rng, obs))
-        return {"subgoal": jnp.zeros((n, m.state_dim)), "plan": jnp.zeros(plan.shape, plan.dtype),
-                "age": jnp.full((n,), m.config.plan.replan_every, jnp.int32), "refused": jnp.zeros((n,), bool)}
+        state = {"subgoal": jnp.zeros((n, m.state_dim)), "plan": jnp.zeros(plan.shape, plan.dtype),
+                 "age": jnp.zeros((n,), jnp.int32), "refused": jnp.zeros((n,), bool)}
+        return self.new_subgoals(params, rng, obs, state, jnp.ones((n,), bool))
+
+    def new_subgoals(self, params, rng, obs, state: dict, due: jnp.ndarray) -> dict:
+        """``state`` with new sub-goals where ``due`` (the goal itself near it, else a conductor's choice)."""
+        m, pc = self.method, self.method.config.plan
+        goal = obs[..., m.goal_slice]
+        near = jnp.linalg.norm(m.position(obs) - goal, axis=-1) <= pc.straight_distance
+        planning = due & ~near
+        subgoal, plan, exhausted = jax.lax.cond(
+            jnp.any(planning), lambda: m.choose_subgoals(params, rng, obs, planning),
+            lambda: (state["subgoal"], state["plan"], state["refused"]))
+        # near the goal the sub-goal is the goal (official: the previous sub-goal moved onto it)
+        subgoal = jnp.where(near[:, None], state["subgoal"].at[:, m.xy].set(goal), subgoal)
+        return {"subgoal": jnp.where(due[:, None], subgoal, state["subgoal"]),
+                "plan": jnp.where(planning[:, None, None], plan, state["plan"]),
+                "age": jnp.where(due, 0, state["age"]), "refused": jnp.where(due, exhausted & ~near, state["refused"])}
 
     def act(self, params, policy_state, obs, t, rng):
         m, pc = self.method, self.method.config.plan
         rng_plan, rng_act = jax.random.split(rng)
         reached = jnp.linalg.norm(m.position(obs) - policy_state["subgoal"][:, m.xy], axis=-1) <= pc.reach
         due = (policy_state["age"] >= pc.replan_every) | (reached & ~policy_state["refused"])
-
-        def replan(state):
-            goal = obs[..., m.goal_slice]
-            near = jnp.linalg.norm(m.position(obs) - goal, axis=-1) <= pc.straight_distance
-            planning = due & ~near
-            subgoal, plan, exhausted = jax.lax.cond(
-                jnp.any(planning), lambda: m.choose_subgoals(params, rng_plan, obs, planning),
-                lambda: (state["subgoal"], state["plan"], state["refused"]))
-            # near the goal the sub-goal is the goal (official: the previous sub-goal moved onto it)
-            subgoal = jnp.where(near[:, None], state["subgoal"].at[:, m.xy].set(goal), subgoal)
-            return {"subgoal": jnp.where(due[:, None], subgoal, state["subgoal"]),
-                    "plan": jnp.where(planning[:, None, None], plan, state["plan"]),
-                    "age": jnp.where(due, 0, state["age"]),
-                    "refused": jnp.where(due, exhausted & ~near, state["refused"])}
-
-        state = jax.lax.cond(jnp.any(due), replan, lambda s: s, policy_state)
+        state = jax.lax.cond(jnp.any(due), lambda s: self.new_subgoals(params, rng_plan, obs, s, due), lambda s: s,
+                             policy_state)
         return m.perform(params, rng_act, obs, state["subgoal"]), {**state, "age": state["age"] + 1}
 
     def planned_states(self, policy_state):
