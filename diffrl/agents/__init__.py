@@ -21,5 +21,5 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-__all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method", "PlanDQ", "PlanQQ", "Policy", "Stage",
-           "TrainState", "apply_loss", "method_class"]
+__all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method",
+           "PlanDQ", "PlanQQ", "Policy", "Stage", "TrainState", "apply_loss", "method_class"]
