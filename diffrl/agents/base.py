@@ -66,6 +66,16 @@ class DatasetInfo:
         values["action_low"], values["action_high"] = tuple(values["action_low"]), tuple(values["action_high"])
         return cls(**values)
 
+    def to_unit_action(self, action):
+        """The action box onto ``[-1, 1]``."""
+        low, high = np.asarray(self.action_low, np.float32), np.asarray(self.action_high, np.float32)
+        return 2.0 * (action - low) / (high - low) - 1.0
+
+    def from_unit_action(self, unit_action):
+        """``[-1, 1]`` onto the action box."""
+        low, high = np.asarray(self.action_low, np.float32), np.asarray(self.action_high, np.float32)
+        return low + (unit_action + 1.0) * 0.5 * (high - low)
+
     def columns(self, keys: str | tuple[str, ...] | None) -> np.ndarray:
         """Columns of the flat observation holding ``keys``, concatenated in their order (``None``: all)."""
         keys = (keys,) if keys is None or isinstance(keys, str) else tuple(keys)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from diffrl.agents.base import AdamStage, Method, Policy
 from diffrl.agents.train_state import TrainState, apply_loss
@@ -43,7 +42,7 @@ class PolicyStage(AdamStage):
 
     def update(self, state, batch, rng):
         def loss_fn(params):
-            actions = self.method.to_action(self.method.net.apply(params, batch["obs"]))
+            actions = self.method.info.from_unit_action(self.method.net.apply(params, batch["obs"]))
             return jnp.mean(jnp.square(actions - batch["action"])), {}
 
         return apply_loss(state, self.optimizer, loss_fn, prefix=self.name, learning_rate=self.learning_rate)
@@ -57,14 +56,9 @@ class BC(Method):
         super().__init__(config, info, normalizer)
         self.net = MLPPolicy(hidden=tuple(config.model.hidden), action_dim=info.action_size)
         self.state_slice = info.slice(config.task.state_key)
-        self.action_low = np.asarray(info.action_low, np.float32)
-        self.action_high = np.asarray(info.action_high, np.float32)
 
     def inputs(self, obs):
         return self.normalizer.normalize(obs)[..., self.state_slice]
-
-    def to_action(self, squashed):
-        return self.action_low + (squashed + 1.0) * 0.5 * (self.action_high - self.action_low)
 
     def policy(self) -> Policy:
         return BCPolicy(self)
@@ -79,4 +73,4 @@ class BCPolicy(Policy):
 
     def act(self, params, policy_state, obs, t, rng):
         m = self.method
-        return m.to_action(m.net.apply(params["policy"], m.inputs(obs))), policy_state
+        return m.info.from_unit_action(m.net.apply(params["policy"], m.inputs(obs))), policy_state

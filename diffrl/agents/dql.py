@@ -31,7 +31,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import struct
 
@@ -87,7 +86,7 @@ class ActorCriticStage(Stage):
 
     def prepare(self, store: DatasetStore) -> Transitions:
         m, qc = self.method, self.q
-        return Transitions(inputs=m.inputs(store.observations), actions=m.to_unit_action(store.actions),
+        return Transitions(inputs=m.inputs(store.observations), actions=m.info.to_unit_action(store.actions),
                            rewards=qc.reward_scale * (store.rewards + qc.reward_shift),
                            next_inputs=m.inputs(store.next_observations),
                            not_done=1.0 - store.terminations.astype(jnp.float32))
@@ -207,8 +206,6 @@ class DiffusionQL(Method):
         self.goal_slice = info.slice(config.task.goal_key) if config.task.goal_key else None
         self.action_dim = info.action_size
         self.state_dim = len(self.state_columns)
-        self.action_low = np.asarray(info.action_low, np.float32)
-        self.action_high = np.asarray(info.action_high, np.float32)
         goal_dim = 0 if self.goal_slice is None else self.goal_slice.stop - self.goal_slice.start
         self.learner = self.make_learner(self.state_dim + goal_dim)
 
@@ -230,13 +227,6 @@ class DiffusionQL(Method):
             return obs[..., self.state_columns]
         return jnp.concatenate([obs[..., self.state_columns], obs[..., self.goal_slice]], axis=-1)
 
-    def to_unit_action(self, action: jnp.ndarray) -> jnp.ndarray:
-        """The action box onto ``[-1, 1]``."""
-        return 2.0 * (action - self.action_low) / (self.action_high - self.action_low) - 1.0
-
-    def to_env_action(self, unit_action: jnp.ndarray) -> jnp.ndarray:
-        return self.action_low + (unit_action + 1.0) * 0.5 * (self.action_high - self.action_low)
-
     def policy(self) -> Policy:
         return DiffusionQLPolicy(self)
 
@@ -250,4 +240,4 @@ class DiffusionQLPolicy(Policy):
 
     def act(self, params, policy_state, obs, t, rng):
         m = self.method
-        return m.to_env_action(m.learner.choose(params["ql"], rng, m.inputs(obs))), policy_state
+        return m.info.from_unit_action(m.learner.choose(params["ql"], rng, m.inputs(obs))), policy_state

@@ -92,8 +92,9 @@ class PerformerStage(ActorCriticStage):
         subgoal = m.state(out["subgoals"])
         distance = jnp.linalg.norm(m.position(out["next_observations"]) - subgoal[..., m.xy], axis=-1)
         reward = qc.reward_scale * (out["rewards"] + qc.reward_shift) + jnp.exp(-distance / qc.intrinsic_length)
-        return {"input": m.performer_input(out["observations"], subgoal), "action": m.to_unit_action(out["actions"]),
-                "reward": reward, "next_input": m.performer_input(out["next_observations"], subgoal),
+        return {"input": m.performer_input(out["observations"], subgoal),
+                "action": m.info.to_unit_action(out["actions"]), "reward": reward,
+                "next_input": m.performer_input(out["next_observations"], subgoal),
                 "not_done": (1.0 - out["terminations"]) * (distance > 0)}
 
 
@@ -133,7 +134,8 @@ class SubgoalMethod(DiffusionQL):
 
     def perform(self, params, rng, obs: jnp.ndarray, subgoal: jnp.ndarray) -> jnp.ndarray:
         """The Q-Performer's action towards the sub-goal state (Diffusion-QL's choice among its samples)."""
-        return self.to_env_action(self.learner.choose(params["performer"], rng, self.performer_input(obs, subgoal)))
+        unit_action = self.learner.choose(params["performer"], rng, self.performer_input(obs, subgoal))
+        return self.info.from_unit_action(unit_action)
 
     # -- sub-goals -----------------------------------------------------------------------------------------------
     def draw_plan(self, params, rng, obs: jnp.ndarray) -> jnp.ndarray:
