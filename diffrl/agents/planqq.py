@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from diffrl.agents.dql import ActorCriticStage, Transitions
+from diffrl.agents.dql import ActorCriticStage, DiffusionActorCritic, Transitions
 from diffrl.agents.plandq import PerformerStage, SubgoalMethod
 from diffrl.data.store import DatasetStore, chunk_starts
 
@@ -45,8 +45,8 @@ class PlanQQ(SubgoalMethod):
     def __init__(self, config, info, normalizer):
         super().__init__(config, info, normalizer)
         c = config
-        self.conductor_learner = type(self.learner)(c.model, c.diffusion, c.conductor, self.state_dim, self.state_dim,
-                                                    c.plan.num_candidates)
+        self.conductor_learner = DiffusionActorCritic(c.model, c.diffusion, c.conductor, self.state_dim, self.state_dim,
+                                                      c.plan.num_candidates)
 
     def actor_critic(self, stage: str):
         if stage == "conductor":
