@@ -8,7 +8,7 @@ episodes, and write both maze scores to ``results/<device>.md``.
 maze2d-<maze>``, the protocol of the papers' numbers), ``pointmaze-<maze>`` or ``multi2d-<maze>`` (Minari's
 pointmaze-v2 data). ``--set METHOD KEY=VALUE ...`` overrides that method's config (repeatable). Methods:
 bc, diffuser, diar, dql, plandq (``configs/<method>.py:<variant>``), ldcq, ldgc, ldcp (``configs/ldcq.py:<variant>[-ldgc|-ldcp]``),
-planqq (``configs/plandq.py:<variant>-planqq``)
+planqq, planqd, plandd (``configs/plandq.py:<variant>-<method>``)
 and diar-noar: diar's trained workdir evaluated without Adaptive Revaluation (list it after diar; it trains
 nothing of its own and takes diar's overrides).
 Each row pools all seeds x episodes (mean and standard error) and lists the per-seed means; the "paper" column
@@ -35,7 +35,7 @@ from diffrl.train.pipeline import load_trained, train
 
 METHODS = {"bc": "bc.py:{}", "diffuser": "diffuser.py:{}", "ldcq": "ldcq.py:{}", "ldgc": "ldcq.py:{}-ldgc",
            "ldcp": "ldcq.py:{}-ldcp", "diar": "diar.py:{}", "diar-noar": "diar.py:{}", "dql": "dql.py:{}", "plandq": "plandq.py:{}",
-           "planqq": "plandq.py:{}-planqq"}
+           "planqq": "plandq.py:{}-planqq", "planqd": "plandq.py:{}-planqd", "plandd": "plandq.py:{}-plandd"}
 # Methods that evaluate another method's training under other settings: (trained method, evaluation overrides).
 EVALUATED_AS = {"diar-noar": ("diar", ["plan.adaptive_revaluation=False"])}
 # D4RL maze2d-v1 scores the papers report: Diffuser (Janner et al., Table 1), BC and LDCQ on U-Maze and Medium

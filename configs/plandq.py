@@ -1,5 +1,6 @@
-"""PlanDQ (Chen et al. 2024): ``--config=configs/plandq.py:<task>``, and its family member PlanQQ (Sec. 3.3, a
-Q-Conductor over the same Q-Performer) as ``<task>-planqq``; ``diffrl train`` runs the stages ``conductor`` and
+"""PlanDQ (Chen et al. 2024): ``--config=configs/plandq.py:<task>``, and its family (Sec. 3.3) as ``<task>-planqq``
+(a Q-Conductor over the Q-Performer), ``<task>-planqd`` (the Q-Conductor over a Diffuser performer) and
+``<task>-plandd`` (the D-Conductor over a Diffuser performer); ``diffrl train`` runs the stages ``conductor`` and
 ``performer`` (independent of each other, as the paper trains them) in WORKDIR/<stage>.
 
 "Sec." and "App. C" cite the paper, "code" the official changchencc/PlanDQ branch ``antmaze``
@@ -20,14 +21,16 @@ import ml_collections
 MAZE2D = {"umaze": (8, 1.0), "medium": (12, 1.0), "large": (16, 1.5)}
 ANTMAZE = {"medium-diverse": (12, 4.0), "large-diverse": (16, 6.0)}  # code: dist_thr 4 (medium), 6 (large)
 TASKS = tuple(f"maze2d-{m}" for m in MAZE2D) + tuple(f"antmaze-{m}" for m in ANTMAZE)
-VARIANTS = TASKS + tuple(f"{t}-planqq" for t in TASKS)
+FAMILY = ("plandq", "planqq", "planqd", "plandd")  # conductor D / Q, performer Q / D (Sec. 3.3)
+VARIANTS = TASKS + tuple(f"{t}-{member}" for member in FAMILY[1:] for t in TASKS)
 
 
 def get_config(variant: str) -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    method = "planqq" if variant.endswith("-planqq") else "plandq"
-    kind, _, rest = variant.removesuffix("-planqq").partition("-")
+    method = next((m for m in FAMILY[1:] if variant.endswith(f"-{m}")), "plandq")
+    kind, _, rest = variant.removesuffix(f"-{method}").partition("-")
+    d_conductor, q_performer = method in ("plandq", "plandd"), method in ("plandq", "planqq")
     antmaze = kind == "antmaze"
     num_states, straight_distance = (ANTMAZE if antmaze else MAZE2D)[rest]  # num_states: PlanDQ's conductor
     scale = 1.0 if antmaze else 0.25  # the evaluation loop's distances, in maze2d units
@@ -42,8 +45,9 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c.task = dict(kind="goal", state_key=("achieved_goal", "observation") if antmaze else "observation",
                   goal_key="desired_goal", xy=(0, 2),
                   subgoal=(0, 15) if antmaze else (0, 2),
-                  normalizer="limits")  # code: LimitsNormalizer for the conductor; the performer reads raw states
-    if method == "plandq":
+                  normalizer="limits")  # code: LimitsNormalizer for the conductor; the Q-Performer reads raw states
+    shaping = dict(reward_scale=4.0 if antmaze else 1.0, reward_shift=-0.5 if antmaze else 0.0)  # code: cql_antmaze
+    if d_conductor:
         c.conductor = dict(
             num_states=num_states,
             stride=30,  # App. C: K = 30 in the long-horizon tasks
@@ -53,43 +57,58 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
             clip_x0=1.0,  # code clip_denoised
             min_displacement=0.01 * scale,  # code dist_thre x horizon
         )
-    else:  # Sec. 3.3: the Q-Conductor learns as the Q-Performer does; its settings are the performer's
+    else:  # Sec. 3.3: the Q-Conductor learns as the Q-Performer does; its settings are the performer's (and the
+        # task's reward shaping, which its K-step returns sum)
         c.conductor = dict(stride=30, discount=0.99, tau=0.005, eta=1.0, max_q_backup=False, backup_samples=10,
-                           grad_norm=7.0, critic_learning_rate=3e-4, num_critics=2, lcb_coef=None)
-    c.model = dict(hidden=256, depth=3, time_dim=16, critic_hidden=256, critic_depth=3)  # Sec. 3.2: Diffusion-QL's MLPs
-    c.diffusion = dict(num_steps=5, beta_min=0.1, beta_max=10.0)  # code: T = 5, vp schedule
-    c.q = dict(
-        discount=0.99, tau=0.005,  # code
-        eta=1.0,  # code eta
-        max_q_backup=False, backup_samples=10,  # code
-        # Sec. 3.2: Diffusion-QL's clipped double Q. The code scores by 64 critics' mean - 4 std (with ReLU critics
-        # and no Q gradient reaching its policy); num_critics=64, lcb_coef=4.0 gives that ensemble and bound here.
-        num_critics=2, lcb_coef=None,
-        grad_norm=7.0,  # code gn
-        critic_learning_rate=3e-4,  # code
-        reward_scale=4.0 if antmaze else 1.0, reward_shift=-0.5 if antmaze else 0.0,  # code: cql_antmaze shaping
-        subgoal_p=0.2,  # Sec. 3.2 / code p: Delta ~ Geometric(0.2)
-        intrinsic_length=scale,  # App. C / code: r_int = exp(-||s'_xy - g_xy|| / intrinsic_length)
-    )
+                           grad_norm=7.0, critic_learning_rate=3e-4, num_critics=2, lcb_coef=None, **shaping)
+    if q_performer or not d_conductor:  # Diffusion-QL's networks: the Q-Performer's, the Q-Conductor's
+        c.model = dict(hidden=256, depth=3, time_dim=16, critic_hidden=256, critic_depth=3)  # Sec. 3.2
+        c.diffusion = dict(num_steps=5, beta_min=0.1, beta_max=10.0)  # code: T = 5, vp schedule
+    if not q_performer:  # Sec. 3.3: "a Diffuser at the low level"; settings of Diffuser's receding-horizon
+        # (locomotion) config, jannerm/diffuser config/locomotion.py, as neither the paper nor the code gives them
+        c.performer = dict(
+            horizon=32,  # K + 2: the sub-goal at most K = 30 steps ahead, a multiple of 8 for the U-Net's levels
+            dim=32, dim_mults=(1, 2, 4, 8), num_steps=20, prediction="x0",  # Diffuser locomotion
+            clip_x0=1.0,  # Diffuser maze2d clip_denoised (every column lies on [-1, 1])
+            action_weight=10.0,  # Diffuser locomotion: the executed first action up-weighted
+        )
+    if q_performer:
+        c.q = dict(
+            discount=0.99, tau=0.005,  # code
+            eta=1.0,  # code eta
+            max_q_backup=False, backup_samples=10,  # code
+            # Sec. 3.2: Diffusion-QL's clipped double Q. The code scores by 64 critics' mean - 4 std (with ReLU critics
+            # and no Q gradient reaching its policy); num_critics=64, lcb_coef=4.0 gives that ensemble and bound here.
+            num_critics=2, lcb_coef=None,
+            grad_norm=7.0,  # code gn
+            critic_learning_rate=3e-4,  # code
+            **shaping,
+            subgoal_p=0.2,  # Sec. 3.2 / code p: Delta ~ Geometric(0.2)
+            intrinsic_length=scale,  # App. C / code: r_int = exp(-||s'_xy - g_xy|| / intrinsic_length)
+        )
     c.plan = dict(
-        num_candidates=50,  # code sample_action: 50 performer samples, one drawn by softmax over Q
         replan_every=15,  # code replan: performer steps per sub-goal
         retries=5,  # code: up to 5 more plans while the sub-goal is refused
         too_far=7.0 * scale, reach=0.5 * scale,  # code: refuse a sub-goal > 7 or <= 0.5 away; 0.5: reached
         straight_distance=straight_distance * scale,
     )
-    if method == "plandq":
+    if q_performer or not d_conductor:
+        c.plan.num_candidates = 50  # code sample_action: 50 samples, one drawn by softmax over Q
+    if d_conductor:
         c.plan.sampler_steps = 256  # the D-Conductor's reverse steps per plan (code: all 256)
     c.train = dict(
         log_every=1000, checkpoint_every=10_000, keep_checkpoints=2,
         # code: batch 32 x 2 accumulated, lr 2e-4, 2.5M steps, EMA 0.995 every 10 steps from step 2000
         conductor=dict(steps=2_500_000, batch_size=32, gradient_accumulation=2, learning_rate=2e-4, ema_decay=0.995,
-                       ema_every=10, ema_start=2000) if method == "plandq" else
+                       ema_every=10, ema_start=2000) if d_conductor else
         dict(steps=2_000_000, batch_size=256, gradient_accumulation=1, learning_rate=3e-4, ema_decay=0.995, ema_every=5,
-             ema_start=1000),  # the Q-Conductor: the performer's schedule
+             ema_start=1000),  # the Q-Conductor: the Q-Performer's schedule
         # code: batch 256, lr 3e-4, 2000 epochs x 1000 steps, EMA policy 0.995 every 5 steps from step 1000
         performer=dict(steps=2_000_000, batch_size=256, gradient_accumulation=1, learning_rate=3e-4, ema_decay=0.995,
-                       ema_every=5, ema_start=1000),
+                       ema_every=5, ema_start=1000) if q_performer else
+        # the Diffuser performer: Diffuser locomotion's batch 32 x 2, lr 2e-4, 1M steps, EMA 0.995 / 10 from 2000
+        dict(steps=1_000_000, batch_size=32, gradient_accumulation=2, learning_rate=2e-4, ema_decay=0.995,
+             ema_every=10, ema_start=2000),
     )
     c.eval = dict(episodes=100, seed=0, multi_goal=False, plot_episodes=8, every=0)
     return c

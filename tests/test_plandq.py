@@ -1,6 +1,7 @@
-"""PlanDQ: the Q-Performer's relabelled batches (intrinsic reward, done, inputs) by hand, the D-Conductor's
-inpainted ends, and the orchestration of sub-goals against a plain-Python reference of the official loop on a
-toy point with a stand-in conductor and performer."""
+"""PlanDQ's family: the Q-Performer's relabelled batches (intrinsic reward, done, inputs) by hand, the D-Conductor's
+inpainted ends, the Q-Conductor's K-step chunks, the Diffuser performer's conditions and what it learns on a toy
+point, and the orchestration of sub-goals against a plain-Python reference of the official loop on a toy point with a
+stand-in conductor and performer."""
 
 import dataclasses
 
@@ -8,9 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffrl.agents import DatasetInfo, PlanDQ, PlanQQ
+from diffrl.agents import METHODS, DatasetInfo, PlanDQ
 from diffrl.config import apply_overrides, load_config
 from diffrl.data import LimitsNormalizer, OfflineData, make_store
+from diffrl.train.loop import init_carry, make_train_chunk
+from diffrl.train.sharding import make_mesh, put_replicated
 
 TINY = ["conductor.num_states=4", "conductor.stride=3", "conductor.dim=8", "conductor.dim_mults=(1, 2)",
         "conductor.num_steps=8", "plan.sampler_steps=4", "model.hidden=16", "model.critic_hidden=16",
@@ -29,8 +32,7 @@ def _line_data(steps: int = 60) -> OfflineData:
 def _agent(data, *overrides, variant="maze2d-umaze"):
     config = apply_overrides(load_config(f"plandq.py:{variant}"), [*overrides])
     state = data.observations[:, :4]
-    return {"plandq": PlanDQ, "planqq": PlanQQ}[config.method](config, DatasetInfo.from_data(data),
-                                                               LimitsNormalizer.fit(state))
+    return METHODS[config.method](config, DatasetInfo.from_data(data), LimitsNormalizer.fit(state))
 
 
 def test_performer_batches_add_the_intrinsic_reward_and_end_where_the_subgoal_is_the_next_state():
@@ -93,6 +95,49 @@ def test_q_conductor_learns_from_k_step_chunks_of_summed_reward_towards_the_norm
     assert plan.shape == (5, 2, 4)
     np.testing.assert_allclose(plan[:, 0], data.observations[:5, :4])
     assert np.all((plan[:, 1, 0] >= 0) & (plan[:, 1, 0] <= 5.9))  # a state inside the data's limits
+
+
+def _two_way_data(steps: int = 12) -> OfflineData:
+    """Ten episodes of a point with zero velocity columns, from x = -0.6 .. 0.6, each start once moving +0.1 a step
+    (action 0.5) and once -0.1 (action -0.5): the state alone does not tell the way, a sub-goal ahead does."""
+    x = np.concatenate([start + d * 0.1 * np.arange(steps) for start in (-0.6, -0.3, 0.0, 0.3, 0.6) for d in (1, -1)])
+    zeros = np.zeros_like(x)
+    obs = np.stack([x, zeros, zeros, zeros, np.full_like(x, 5.0), zeros], -1).astype(np.float32)
+    actions = np.stack([np.tile(np.repeat([0.5, -0.5], steps), 5), zeros], -1).astype(np.float32)
+    return OfflineData.from_arrays(obs, actions, zeros.astype(np.float32), [steps] * 10,
+                                   observation_slices={"observation": slice(0, 4), "desired_goal": slice(4, 6)})
+
+
+def test_diffuser_performer_plans_from_the_state_to_the_subgoal_k_ahead_and_learns_which_way_to_go():
+    data = _two_way_data()
+    agent = _agent(data, "conductor.num_states=4", "conductor.stride=6", "conductor.dim=8",
+                   "conductor.dim_mults=(1, 2)", "conductor.num_steps=8", "plan.sampler_steps=4",
+                   "performer.horizon=8", "performer.dim=16", "performer.dim_mults=(1,)", "performer.num_steps=10",
+                   "train.performer.batch_size=64", "train.performer.gradient_accumulation=1",
+                   "train.performer.learning_rate=1e-3", "train.performer.ema_start=0",
+                   "train.performer.ema_every=1", "train.performer.ema_decay=0.9", variant="maze2d-umaze-plandd")
+    stage = agent.stage("performer")
+    store = stage.prepare(make_store(data))
+    x = jax.jit(stage.sample_batch)(store, jax.random.PRNGKey(0), None)["x"]
+    np.testing.assert_allclose(np.abs(x[:, 0, :2]), [[0.5, 0.0]] * 64)  # actions in the box [-1, 1] as they are
+    np.testing.assert_allclose(np.abs(np.diff(x[..., 2], axis=1)), 0.1 / 1.7, rtol=1e-4)  # limits [-1.7, 1.7]
+    mask = np.asarray(agent.performer_conditions(x.shape, x[:, 0, 2:], x[:, 6, 2:]).mask)
+    expected = np.zeros(mask.shape, bool)
+    expected[:, 0, 2:] = True  # the first state (after the 2 action columns)
+    expected[:, 6, 2:4] = True  # the sub-goal's xy, K = 6 steps ahead
+    np.testing.assert_array_equal(mask, expected)
+
+    mesh = make_mesh(jax.devices()[:1])
+    carry, _ = make_train_chunk(stage, mesh, 1000)(init_carry(stage, 0), put_replicated(store, mesh))
+    params = {"performer": stage.export(carry["state"])}
+    obs = jnp.zeros((4, 6)).at[:, 0].set(jnp.array([0.0, 0.0, 0.6, -0.6])).at[:, 4].set(5.0)
+    subgoal = jnp.zeros((4, 4)).at[:, 0].set(jnp.array([0.6, -0.6, 0.0, 0.0]))
+    plan = np.asarray(agent.performer_plan(params, jax.random.PRNGKey(1), obs, subgoal))
+    np.testing.assert_allclose(plan[:, 0, 2:], np.asarray(agent.normalizer.normalize(obs[:, :4])), atol=1e-6)
+    np.testing.assert_allclose(plan[:, 6, 2:4], np.asarray(agent.normalizer.normalize(subgoal))[:, :2], atol=1e-6)
+    action = np.asarray(agent.perform(params, jax.random.PRNGKey(1), obs, subgoal))
+    np.testing.assert_allclose(action, np.clip(plan[:, 0, :2], -1, 1), atol=1e-6)  # the first action
+    np.testing.assert_allclose(action[:, 0], [0.5, -0.5, -0.5, 0.5], atol=0.15)  # towards the sub-goal
 
 
 # The official loop on a toy point: state = goal-free xy, s' = s + 0.1 a; the stand-in conductor's plan[1] is

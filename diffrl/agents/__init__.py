@@ -8,11 +8,13 @@ from diffrl.agents.dql import DiffusionQL
 from diffrl.agents.ldcp import LDCP
 from diffrl.agents.ldcq import LDCQ
 from diffrl.agents.ldgc import LDGC
+from diffrl.agents.plandd import PlanDD, PlanQD
 from diffrl.agents.plandq import PlanDQ
 from diffrl.agents.planqq import PlanQQ
 from diffrl.agents.train_state import EMA, TrainState, apply_loss
 
-METHODS = {method.name: method for method in (Diffuser, BC, LDCQ, LDGC, LDCP, DIAR, DiffusionQL, PlanDQ, PlanQQ)}
+METHODS = {method.name: method for method in (Diffuser, BC, LDCQ, LDGC, LDCP, DIAR, DiffusionQL, PlanDQ, PlanQQ, PlanQD,
+                                              PlanDD)}
 
 
 def method_class(name: str) -> type[Method]:
@@ -22,4 +24,4 @@ def method_class(name: str) -> type[Method]:
 
 
 __all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method",
-           "PlanDQ", "PlanQQ", "Policy", "Stage", "TrainState", "apply_loss", "method_class"]
+           "PlanDD", "PlanDQ", "PlanQD", "PlanQQ", "Policy", "Stage", "TrainState", "apply_loss", "method_class"]

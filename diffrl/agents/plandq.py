@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from diffrl import diffusion
-from diffrl.agents.base import Policy
+from diffrl.agents.base import Method, Policy
 from diffrl.agents.diffuser import TrajectoryStage
-from diffrl.agents.dql import ActorCriticStage, DiffusionQL
+from diffrl.agents.dql import ActorCriticStage, DiffusionActorCritic
 from diffrl.agents.train_state import TrainState, apply_loss
 from diffrl.data.minari_io import OfflineData
 from diffrl.data.store import DatasetStore, gather_jumpy_states, jumpy_starts, sample_subgoal_transitions
@@ -98,23 +99,42 @@ class PerformerStage(ActorCriticStage):
                 "not_done": (1.0 - out["terminations"]) * (distance > 0)}
 
 
-class SubgoalMethod(DiffusionQL):
+class SubgoalMethod(Method):
     """What PlanDQ's family shares (Sec. 3.3): a conductor that proposes sub-goal states ``K = conductor.stride``
-    steps ahead, the Q-Performer that reaches them, and the official orchestration (:class:`SubgoalPolicy`). A
-    member defines its conductor's stages and :meth:`draw_plan`."""
+    steps ahead, a performer that reaches them, and the official orchestration (:class:`SubgoalPolicy`). A member
+    defines its conductor's stages and :meth:`draw_plan`; the performer is the Q-Performer (:class:`PerformerStage`)
+    unless the member overrides :meth:`make_performer` and :meth:`perform`."""
 
     def __init__(self, config, info, normalizer):
         super().__init__(config, info, normalizer)
-        if self.goal_slice is None:
+        task = config.task
+        if not task.goal_key:
             raise ValueError(f"{self.name} plans to the goal: set task.goal_key to the observation key holding it")
-        self.xy = slice(*config.task.xy)  # the position's columns within the state
-        self.subgoal_columns = slice(*config.task.subgoal)  # the performer's goal: these columns of a state
+        # task.state_key: one observation key or several, concatenated (AntMaze: D4RL's [x, y, observation])
+        self.state_columns = info.columns(task.state_key)
+        self.state_dim = len(self.state_columns)
+        self.goal_slice = info.slice(task.goal_key)
+        self.action_dim = info.action_size
+        self.xy = slice(*task.xy)  # the position's columns within the state
+        self.subgoal_columns = slice(*task.subgoal)  # the performer's goal: these columns of a state
         if not (0 <= self.xy.start < self.xy.stop <= self.state_dim
                 and 0 <= self.subgoal_columns.start < self.subgoal_columns.stop <= self.state_dim):
-            raise ValueError(f"task.xy={tuple(config.task.xy)} and task.subgoal={tuple(config.task.subgoal)} must be "
+            raise ValueError(f"task.xy={tuple(task.xy)} and task.subgoal={tuple(task.subgoal)} must be "
                              f"column ranges of the {self.state_dim}-d state")
         self.stride = config.conductor.stride
-        self.learner = self.make_learner(self.state_dim + self.subgoal_columns.stop - self.subgoal_columns.start)
+        self.performer = self.make_performer()
+
+    def make_performer(self) -> DiffusionActorCritic:
+        """The Q-Performer's policy and critics over ``[s, g]``."""
+        c, goal_dim = self.config, self.subgoal_columns.stop - self.subgoal_columns.start
+        return DiffusionActorCritic(c.model, c.diffusion, c.q, self.state_dim + goal_dim, self.action_dim,
+                                    c.plan.num_candidates)
+
+    def actor_critic(self, stage: str) -> tuple[DiffusionActorCritic, ml_collections.ConfigDict]:
+        """The networks and settings of the actor-critic stage ``stage`` (:class:`ActorCriticStage`)."""
+        if stage != "performer":
+            raise ValueError(f"{self.name} has no actor-critic stage {stage!r}")
+        return self.performer, self.config.q
 
     @classmethod
     def normalized_columns(cls, config, info, data: OfflineData) -> np.ndarray:
@@ -133,8 +153,8 @@ class SubgoalMethod(DiffusionQL):
         return jnp.concatenate([self.state(obs), subgoal[..., self.subgoal_columns]], axis=-1)
 
     def perform(self, params, rng, obs: jnp.ndarray, subgoal: jnp.ndarray) -> jnp.ndarray:
-        """The Q-Performer's action towards the sub-goal state (Diffusion-QL's choice among its samples)."""
-        unit_action = self.learner.choose(params["performer"], rng, self.performer_input(obs, subgoal))
+        """The action towards the sub-goal state: the Q-Performer's (Diffusion-QL's choice among its samples)."""
+        unit_action = self.performer.choose(params["performer"], rng, self.performer_input(obs, subgoal))
         return self.info.from_unit_action(unit_action)
 
     # -- sub-goals -----------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 The Q-Conductor is a diffusion policy ``pi(s_{t+K} | s_t)`` whose action is the state ``K`` steps ahead (as HIQL's
 high level), learned as Diffusion-QL is (:class:`~diffrl.agents.dql.ActorCriticStage`, the ``conductor`` group's
 settings) over every ``K``-step chunk of the dataset with the TD target
-``R_K + gamma (1 - done) Q'(s_{t+K}, s')``, ``R_K = sum_{i<K} r_{t+i}`` (of the task's shaped reward) and
+``R_K + gamma (1 - done) Q'(s_{t+K}, s')``, ``R_K = sum_{i<K} r_{t+i}`` (of the reward shaped by
+``conductor.reward_scale`` and ``conductor.reward_shift``) and
 ``s' ~ pi_EMA(. | s_{t+K})``. Its action is the sub-goal state normalised onto ``[-1, 1]`` (the limits normaliser);
 one is chosen among ``plan.num_candidates`` samples by softmax over Q and goes through the same orchestration as
 PlanDQ's (refusal rules, retries, straight to the goal near it). The Q-Performer is PlanDQ's.
@@ -25,7 +26,7 @@ class QConductorStage(ActorCriticStage):
     name = "conductor"
 
     def prepare(self, store: DatasetStore) -> Transitions:
-        m, qc, k = self.method, self.config.q, self.method.stride
+        m, qc, k = self.method, self.q, self.method.stride
         starts = chunk_starts(store, k)
         if len(starts) == 0:
             raise ValueError(f"no chunk of {k} steps fits in an episode of {m.info.dataset_id}")

@@ -58,6 +58,10 @@ class Inpainting:
             values = values.at[:, step, feature_start:stop].set(value)
         return cls(mask=mask, values=values)
 
+    def __or__(self, other: "Inpainting") -> "Inpainting":
+        """Both conditions; where they overlap, ``other``'s value."""
+        return Inpainting(mask=self.mask | other.mask, values=jnp.where(other.mask, other.values, self.values))
+
 
 @struct.dataclass
 class ClassifierFreeGuidance:
