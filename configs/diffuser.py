@@ -46,6 +46,7 @@ def _base() -> ml_collections.ConfigDict:
         loss_discount=1.0,  # code
         use_padding=True,  # code
         max_path_length=None,  # code 1000 (locomotion) / 40000 (maze); None: the longest episode
+        jump=1,  # one column per step (PlanDQ's Gym conductor: 4)
     )
     c.value = dict(
         enabled=False,

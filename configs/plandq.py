@@ -15,6 +15,8 @@ scaling (D4RL builds AntMaze cells 4 units wide, maze2d cells 1).
 
 import ml_collections
 
+from diffrl.configs.dql import get_config as dql_config
+
 # (M sub-goal states, straight-to-goal distance): code horizon H = M K with K = 30 (App. C: H K = 270 / 450 for
 # AntMaze Medium / Large); here M is a multiple of 4 for the U-Net's (1, 4, 8) levels (the code shapes odd lengths
 # with special kernels): maze2d U-Maze 8, Medium 12, Large 16 states, spanning 210 / 330 / 450 steps.
@@ -22,12 +24,21 @@ MAZE2D = {"umaze": (8, 1.0), "medium": (12, 1.0), "large": (16, 1.5)}
 ANTMAZE = {"medium-diverse": (12, 4.0), "large-diverse": (16, 6.0)}  # code: dist_thr 4 (medium), 6 (large)
 TASKS = tuple(f"maze2d-{m}" for m in MAZE2D) + tuple(f"antmaze-{m}" for m in ANTMAZE)
 FAMILY = ("plandq", "planqq", "planqd", "plandd")  # conductor D / Q, performer Q / D (Sec. 3.3)
-VARIANTS = TASKS + tuple(f"{t}-{member}" for member in FAMILY[1:] for t in TASKS)
+# Gym-MuJoCo (the official branch dmc): the D-Conductor's value guidance per task, code config/locomotion_hl.py
+# 'plan' (scale, t_stopgrad, n_guide_steps), its defaults 0.1 / 2 / 2 where no override names the task
+GUIDANCE = {"halfcheetah-medium": (0.001, 4, 1), "halfcheetah-medium-replay": (0.001, 4, 1),
+            "halfcheetah-medium-expert": (0.001, 4, 1), "hopper-medium": (0.0001, 2, 1),
+            "hopper-medium-replay": (0.0001, 4, 1), "hopper-medium-expert": (0.0001, 2, 1),
+            "walker2d-medium": (0.0001, 2, 1), "walker2d-medium-replay": (0.1, 4, 2),
+            "walker2d-medium-expert": (0.0001, 2, 1)}
+VARIANTS = TASKS + tuple(f"{t}-{member}" for member in FAMILY[1:] for t in TASKS) + tuple(GUIDANCE)
 
 
 def get_config(variant: str) -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if variant in GUIDANCE:
+        return _gym(variant)
     method = next((m for m in FAMILY[1:] if variant.endswith(f"-{m}")), "plandq")
     kind, _, rest = variant.removesuffix(f"-{method}").partition("-")
     d_conductor, q_performer = method in ("plandq", "plandd"), method in ("plandq", "planqq")
@@ -84,6 +95,7 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
             critic_learning_rate=3e-4,  # code
             **shaping,
             subgoal_p=0.2,  # Sec. 3.2 / code p: Delta ~ Geometric(0.2)
+            intrinsic_reward="distance",  # App. C, navigation tasks
             intrinsic_length=scale,  # App. C / code: r_int = exp(-||s'_xy - g_xy|| / intrinsic_length)
         )
     c.plan = dict(
@@ -111,4 +123,41 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
              ema_every=10, ema_start=2000),
     )
     c.eval = dict(episodes=100, seed=0, multi_goal=False, plot_episodes=8, every=0)
+    return c
+
+
+def _gym(variant: str) -> ml_collections.ConfigDict:
+    """PlanDQ on a Gym-MuJoCo task (``diffrl.agents.plandq_gym``): a value-guided jumpy Diffuser over a Q-Performer.
+    "code" cites the branch ``dmc`` (``config/locomotion_hl.py``, ``Diffusion-Policies-for-Offline-RL/main.py``)."""
+    c = dql_config(variant)  # the Q-Performer: Diffusion-QL with its per-task table, which the code's main.py repeats
+    c.method = "plandq-gym"
+    c.task.update(subgoal=None,  # code: the whole state is the sub-goal
+                  normalizer="gaussian")  # code: the conductor's GaussianNormalizer; the performer reads raw states
+    scale, t_stopgrad, n_guide_steps = GUIDANCE[variant]
+    c.conductor = dict(
+        stride=4,  # App. C: K = 4 on Gym-MuJoCo (code jump 4, jump_action False: K actions per column)
+        num_states=8,  # App. C: H K = 32 (code horizon 36, 9 columns; 8 fit the U-Net's (1, 2, 4, 8) levels)
+        model=dict(dim=32, dim_mults=(1, 2, 4, 8)),  # code
+        diffusion=dict(num_steps=20, schedule="cosine", prediction="x0", clip_x0=None, action_weight=1.0,
+                       loss_discount=1.0, use_padding=True, max_path_length=None),  # code (max_path_length 1000)
+        value=dict(enabled=True, dim=32, dim_mults=(1, 2, 4, 8), discount=0.997, termination_penalty=-100.0),  # code
+        plan=dict(candidates=64,  # code: the best of a batch of 64 guided plans
+                  guide_scale=scale, t_stopgrad=t_stopgrad, n_guide_steps=n_guide_steps, scale_grad_by_std=True,
+                  warm_start_steps=0),  # code
+    )
+    # Sec. 3.2: Delta ~ Geometric(0.2) (the code's argparse default p is 1.0); App. C: cosineMax on Gym. The code also
+    # noises each sub-goal by the conductor's forward process at a random step (GoalDiffusion), which the paper
+    # does not mention and which the published main.py cannot construct (args.goal_diff is never defined): not done.
+    c.q.update(subgoal_p=0.2, intrinsic_reward="cosine_max")
+    performer = {key: c.train[key] for key in ("steps", "batch_size", "learning_rate", "ema_decay", "ema_every",
+                                               "ema_start")}
+    c.train = dict(
+        log_every=1000, checkpoint_every=10_000, keep_checkpoints=2,
+        # code (locomotion_hl.py): batch 32 x 2, lr 2e-4, 1M steps, EMA 0.995 every 10 steps from 2000; values 400k
+        conductor=dict(steps=1_000_000, batch_size=32, gradient_accumulation=2, learning_rate=2e-4, ema_decay=0.995,
+                       ema_every=10, ema_start=2000),
+        value=dict(steps=400_000, batch_size=32, gradient_accumulation=2, learning_rate=2e-4, ema_decay=0.995,
+                   ema_every=10, ema_start=2000),
+        performer=dict(gradient_accumulation=1, **performer),
+    )
     return c

@@ -140,6 +140,81 @@ def test_diffuser_performer_plans_from_the_state_to_the_subgoal_k_ahead_and_lear
     np.testing.assert_allclose(action[:, 0], [0.5, -0.5, -0.5, 0.5], atol=0.15)  # towards the sub-goal
 
 
+GYM_TINY = ["conductor.model.dim=8", "conductor.model.dim_mults=(1, 2)", "conductor.value.dim=16",
+            "conductor.value.dim_mults=(1, 2)", "conductor.num_states=4", "conductor.stride=2",
+            "conductor.plan.candidates=3", "model.hidden=16", "model.critic_hidden=16",
+            "train.performer.batch_size=512"]
+
+
+def _gym_data(steps: int = 40) -> OfflineData:
+    """A 3-d state ``[t, 2 - t, (-1)^t] / 10`` and the 2-d action ``[t, -t] / 40``, reward ``t / 100``."""
+    t = np.arange(steps, dtype=np.float32)
+    obs = np.stack([t, 2 - t, (-1.0) ** t], -1) / 10
+    return OfflineData.from_arrays(obs, np.stack([t, -t], -1) / 40, t / 100, [steps // 2, steps // 2],
+                                   terminal_last=True)
+
+
+def _gym_agent(data, *overrides):
+    config = apply_overrides(load_config("plandq.py:hopper-medium"), [*GYM_TINY, *overrides])
+    return METHODS[config.method].from_data(config, data)
+
+
+def test_gym_conductor_columns_hold_a_state_and_the_k_actions_from_it_and_invert():
+    data = _gym_data()
+    agent = _gym_agent(data)
+    conductor = agent.conductor
+    assert (conductor.jump, conductor.horizon, conductor.transition_dim) == (2, 4, 2 * 2 + 3)
+    obs, actions = jnp.asarray(data.observations[None, :8]), jnp.asarray(data.actions[None, :8])
+    x = np.asarray(conductor.to_trajectory(obs, actions))[0]
+    normalized = np.asarray(agent.normalizer.normalize(np.concatenate([data.actions, data.observations], -1)[:8]))
+    np.testing.assert_allclose(x[:, 4:], normalized[::2, 2:], atol=1e-6)  # s_0, s_2, s_4, s_6
+    np.testing.assert_allclose(x[:, :4], normalized[:, :2].reshape(4, 4), atol=1e-6)  # [a_2i, a_2i+1]
+    back_actions, back_states = conductor.unnormalize(jnp.asarray(x))
+    np.testing.assert_allclose(back_states, data.observations[:8:2], atol=1e-5)
+    np.testing.assert_allclose(back_actions, data.actions[:8].reshape(4, 4), atol=1e-5)
+    expected = np.zeros((4, 7), bool)
+    expected[0, 4:] = True  # the first state, after the 2 x 2 actions of its column
+    np.testing.assert_array_equal(np.asarray(conductor.conditions(jnp.asarray(x[None])).mask)[0], expected)
+
+
+def test_gym_performer_batches_relabel_whole_state_subgoals_with_the_cosine_max_reward():
+    data = _gym_data()
+    agent = _gym_agent(data)
+    stage = agent.stage("performer")
+    batch = jax.tree.map(np.asarray, jax.jit(stage.sample_batch)(stage.prepare(make_store(data)),
+                                                                 jax.random.PRNGKey(0), None))
+    state, goal = batch["input"][:, :3], batch["input"][:, 3:]
+    t = np.round(state[:, 0] * 10).astype(int)
+    reached = data.observations[np.minimum(t + 1, 39)]  # s' (from_arrays: the next row; the last repeats)
+    np.testing.assert_allclose(batch["next_input"][:, :3], reached, atol=1e-6)
+    scale = np.maximum(np.linalg.norm(goal, axis=-1), np.linalg.norm(reached, axis=-1))
+    np.testing.assert_allclose(batch["reward"], t / 100 + np.sum(goal * reached, -1) / scale**2, rtol=1e-4, atol=1e-6)
+    last = (t == 19) | (t == 39)  # episode ends (terminal_last): done there only
+    np.testing.assert_array_equal(batch["not_done"], (~last).astype(np.float32))
+    g = np.round(goal[:, 0] * 10).astype(int)
+    assert (g - t).min() == 0 and (g - t).max() > 2  # s_{t + o}, o ~ U{0 .. 2 Delta - 1}
+    assert np.all(g <= np.where(t < 20, 20, 39))  # at most the episode's final (next) observation
+
+
+def test_gym_subgoal_is_the_second_state_of_the_highest_valued_plan():
+    data = _gym_data()
+    agent = _gym_agent(data)
+    plans = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 3, 4, 7)), jnp.float32)
+    values = jnp.array([[0.1, 0.9, 0.3], [2.0, -1.0, 1.0]])
+    calls = []
+
+    def fake_plan(params, rng, states, candidates):
+        calls.append((params, candidates))
+        return plans, values
+
+    agent.conductor.plan = fake_plan
+    params = {"conductor": "c", "value": "v", "performer": None}
+    subgoals = np.asarray(agent.subgoals(params, jax.random.PRNGKey(0), jnp.zeros((2, 3))))
+    np.testing.assert_allclose(subgoals[0], agent.conductor.unnormalize(plans[0, 1, 1])[1], atol=1e-6)
+    np.testing.assert_allclose(subgoals[1], agent.conductor.unnormalize(plans[1, 0, 1])[1], atol=1e-6)
+    assert calls == [({"denoiser": "c", "value": "v"}, 3)]
+
+
 # The official loop on a toy point: state = goal-free xy, s' = s + 0.1 a; the stand-in conductor's plan[1] is
 # s + (g - s) u + 0.4 (u - 0.5) (1, -1) with u ~ U(0, 1) from the plan's key; the stand-in performer heads for the
 # sub-goal, a = clip(g' - s, -1, 1).

@@ -10,11 +10,12 @@ from diffrl.agents.ldcq import LDCQ
 from diffrl.agents.ldgc import LDGC
 from diffrl.agents.plandd import PlanDD, PlanQD
 from diffrl.agents.plandq import PlanDQ
+from diffrl.agents.plandq_gym import PlanDQGym
 from diffrl.agents.planqq import PlanQQ
 from diffrl.agents.train_state import EMA, TrainState, apply_loss
 
 METHODS = {method.name: method for method in (Diffuser, BC, LDCQ, LDGC, LDCP, DIAR, DiffusionQL, PlanDQ, PlanQQ, PlanQD,
-                                              PlanDD)}
+                                              PlanDD, PlanDQGym)}
 
 
 def method_class(name: str) -> type[Method]:
@@ -24,4 +25,5 @@ def method_class(name: str) -> type[Method]:
 
 
 __all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method",
-           "PlanDD", "PlanDQ", "PlanQD", "PlanQQ", "Policy", "Stage", "TrainState", "apply_loss", "method_class"]
+           "PlanDD", "PlanDQ", "PlanDQGym", "PlanQD", "PlanQQ", "Policy", "Stage", "TrainState", "apply_loss",
+           "method_class"]

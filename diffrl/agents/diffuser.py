@@ -119,14 +119,19 @@ class Diffuser(Method):
         self.goal_slice = info.slice(task.goal_key) if task.kind == "goal" else None
         self.action_dim = info.action_size
         self.state_dim = self.state_slice.stop - self.state_slice.start
-        self.transition_dim = self.action_dim + self.state_dim
+        # diffusion.jump = K > 1: a column holds s_{t+iK} and the K actions from it (PlanDQ's Gym conductor,
+        # official changchencc/PlanDQ branch dmc, datasets/sequence.py with jump_action False)
+        self.jump = dc.jump
+        self.action_width = self.jump * self.action_dim
+        self.transition_dim = self.action_width + self.state_dim
         self.horizon = task.horizon
         self.schedule = diffusion.make_schedule(dc.schedule, dc.num_steps)
         self.net = TemporalUNet(transition_dim=self.transition_dim, dim=config.model.dim,
                                 dim_mults=tuple(config.model.dim_mults))
         self.value_net = (ValueUNet(dim=config.value.dim, dim_mults=tuple(config.value.dim_mults))
                           if config.value.enabled else None)
-        weights = diffusion.first_action_weights(self.horizon, self.transition_dim, self.action_dim, dc.action_weight)
+        weights = diffusion.first_action_weights(self.horizon, self.transition_dim, self.action_width,
+                                                 dc.action_weight)
         self.loss_weights = weights * (dc.loss_discount ** np.arange(self.horizon, dtype=np.float32))[:, None]
         self.sampler = diffusion.SamplerConfig(method="ddpm", prediction=dc.prediction, clip_x0=dc.clip_x0)
 
@@ -143,21 +148,26 @@ class Diffuser(Method):
         return jnp.zeros((1, self.horizon, self.transition_dim), jnp.float32), jnp.zeros((1,), jnp.int32)
 
     def to_trajectory(self, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
-        """``[..., H, obs], [..., H, act] -> normalised [..., H, act + state]``."""
-        return self.normalizer.normalize(jnp.concatenate([actions, observations[..., self.state_slice]], axis=-1))
+        """``[..., H K, obs], [..., H K, act] -> normalised [..., H, K act + state]`` (``K = diffusion.jump``)."""
+        x = self.normalizer.normalize(jnp.concatenate([actions, observations[..., self.state_slice]], axis=-1))
+        if self.jump == 1:
+            return x
+        lead = x.shape[:-2]
+        jumpy_actions = x[..., : self.action_dim].reshape(lead + (self.horizon, self.action_width))
+        return jnp.concatenate([jumpy_actions, x[..., :: self.jump, self.action_dim:]], axis=-1)
 
     def sample_windows(self, store: DatasetStore, rng, batch_size: int) -> dict:
         dc = self.config.diffusion
-        windows = sample_trajectory_windows(store, rng, batch_size, self.horizon, use_padding=dc.use_padding,
-                                            max_path_length=dc.max_path_length)
+        windows = sample_trajectory_windows(store, rng, batch_size, self.horizon * self.jump,
+                                            use_padding=dc.use_padding, max_path_length=dc.max_path_length)
         return {"x": self.to_trajectory(windows["observations"], windows["actions"]), "indices": windows["indices"]}
 
     def conditions(self, x: jnp.ndarray) -> diffusion.Inpainting:
         """Training-time inpainting: the first state, and the last state for goal tasks (official datasets)."""
-        steps = {0: x[:, 0, self.action_dim:]}
+        steps = {0: x[:, 0, self.action_width:]}
         if self.goal_slice is not None:
-            steps[self.horizon - 1] = x[:, -1, self.action_dim:]
-        return diffusion.Inpainting.at_timesteps(x.shape, steps, feature_start=self.action_dim)
+            steps[self.horizon - 1] = x[:, -1, self.action_width:]
+        return diffusion.Inpainting.at_timesteps(x.shape, steps, feature_start=self.action_width)
 
     # -- planning ------------------------------------------------------------------------------------------------
     def value(self, params, x: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
@@ -180,7 +190,7 @@ class Diffuser(Method):
         if self.goal_slice is not None:
             goal_state = jnp.zeros((n, self.state_dim)).at[:, :2].set(goals)  # goal position at rest
             steps[self.horizon - 1] = self.normalize_states(jnp.repeat(goal_state, candidates, axis=0))
-        inpainting = diffusion.Inpainting.at_timesteps(shape, steps, feature_start=self.action_dim)
+        inpainting = diffusion.Inpainting.at_timesteps(shape, steps, feature_start=self.action_width)
         guide = None
         if self.value_net is not None and pc.guide_scale > 0:
             guide = diffusion.GradientGuidance(
@@ -205,9 +215,13 @@ class Diffuser(Method):
         return self.normalizer.normalize(padded)[..., self.action_dim:]
 
     def unnormalize(self, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """Normalised trajectories -> ``(actions, states)`` in data units."""
-        raw = self.normalizer.unnormalize(x)
-        return raw[..., : self.action_dim], raw[..., self.action_dim:]
+        """Normalised trajectories -> ``(actions [..., K act], states)`` in data units."""
+        actions = x[..., : self.action_width].reshape(x.shape[:-1] + (self.jump, self.action_dim))
+        padded = jnp.concatenate([actions, jnp.zeros(actions.shape[:-1] + (self.state_dim,))], axis=-1)
+        actions = self.normalizer.unnormalize(padded)[..., : self.action_dim].reshape(x.shape[:-1] + (-1,))
+        states = x[..., self.action_width:]
+        padded = jnp.concatenate([jnp.zeros(states.shape[:-1] + (self.action_dim,)), states], axis=-1)
+        return actions, self.normalizer.unnormalize(padded)[..., self.action_dim:]
 
     def policy(self) -> Policy:
         if self.goal_slice is not None:
@@ -279,4 +293,4 @@ class RecedingHorizonPolicy(Policy):
         best = jnp.argmax(values, axis=1)
         best_plans = jnp.take_along_axis(plans, best[:, None, None, None], axis=1)[:, 0]
         actions, _ = a.unnormalize(best_plans[:, 0])
-        return actions, plans
+        return actions[:, : a.action_dim], plans

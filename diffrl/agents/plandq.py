@@ -91,36 +91,39 @@ class PerformerStage(ActorCriticStage):
         m, qc = self.method, self.config.q
         out = sample_subgoal_transitions(store, rng, self.batch_size, qc.subgoal_p, m.stride)
         subgoal = m.state(out["subgoals"])
-        distance = jnp.linalg.norm(m.position(out["next_observations"]) - subgoal[..., m.xy], axis=-1)
-        reward = qc.reward_scale * (out["rewards"] + qc.reward_shift) + jnp.exp(-distance / qc.intrinsic_length)
+        if qc.intrinsic_reward == "distance":  # App. C, navigation: exp(-||s'_xy - g_xy||); done at the sub-goal
+            distance = jnp.linalg.norm(m.position(out["next_observations"]) - subgoal[..., m.xy], axis=-1)
+            intrinsic, not_done = jnp.exp(-distance / qc.intrinsic_length), distance > 0
+        else:  # App. C, other tasks: cosineMax of Director (official dmc data_sampler.py), on the sub-goal columns
+            goal = subgoal[..., m.subgoal_columns]
+            reached = m.state(out["next_observations"])[..., m.subgoal_columns]
+            scale = jnp.maximum(jnp.linalg.norm(goal, axis=-1), jnp.linalg.norm(reached, axis=-1)) + 1e-12
+            intrinsic, not_done = jnp.sum(goal * reached, axis=-1) / scale**2, True
         return {"input": m.performer_input(out["observations"], subgoal),
-                "action": m.info.to_unit_action(out["actions"]), "reward": reward,
+                "action": m.info.to_unit_action(out["actions"]),
+                "reward": qc.reward_scale * (out["rewards"] + qc.reward_shift) + intrinsic,
                 "next_input": m.performer_input(out["next_observations"], subgoal),
-                "not_done": (1.0 - out["terminations"]) * (distance > 0)}
+                "not_done": (1.0 - out["terminations"]) * not_done}
 
 
 class SubgoalMethod(Method):
     """What PlanDQ's family shares (Sec. 3.3): a conductor that proposes sub-goal states ``K = conductor.stride``
-    steps ahead, a performer that reaches them, and the official orchestration (:class:`SubgoalPolicy`). A member
-    defines its conductor's stages and :meth:`draw_plan`; the performer is the Q-Performer (:class:`PerformerStage`)
-    unless the member overrides :meth:`make_performer` and :meth:`perform`."""
+    steps ahead and a performer that reaches them. A member defines its conductor's stages and its policy; the
+    performer is the Q-Performer (:class:`PerformerStage`) unless the member overrides :meth:`make_performer` and
+    :meth:`perform`."""
 
     def __init__(self, config, info, normalizer):
         super().__init__(config, info, normalizer)
         task = config.task
-        if not task.goal_key:
-            raise ValueError(f"{self.name} plans to the goal: set task.goal_key to the observation key holding it")
         # task.state_key: one observation key or several, concatenated (AntMaze: D4RL's [x, y, observation])
         self.state_columns = info.columns(task.state_key)
         self.state_dim = len(self.state_columns)
-        self.goal_slice = info.slice(task.goal_key)
         self.action_dim = info.action_size
-        self.xy = slice(*task.xy)  # the position's columns within the state
-        self.subgoal_columns = slice(*task.subgoal)  # the performer's goal: these columns of a state
-        if not (0 <= self.xy.start < self.xy.stop <= self.state_dim
-                and 0 <= self.subgoal_columns.start < self.subgoal_columns.stop <= self.state_dim):
-            raise ValueError(f"task.xy={tuple(task.xy)} and task.subgoal={tuple(task.subgoal)} must be "
-                             f"column ranges of the {self.state_dim}-d state")
+        # the performer's goal: these columns of a state (None: all of them)
+        self.subgoal_columns = slice(0, self.state_dim) if task.subgoal is None else slice(*task.subgoal)
+        if not 0 <= self.subgoal_columns.start < self.subgoal_columns.stop <= self.state_dim:
+            raise ValueError(f"task.subgoal={tuple(task.subgoal)} must be a column range of the {self.state_dim}-d "
+                             "state")
         self.stride = config.conductor.stride
         self.performer = self.make_performer()
 
@@ -144,9 +147,6 @@ class SubgoalMethod(Method):
     def state(self, obs: jnp.ndarray) -> jnp.ndarray:
         return obs[..., self.state_columns]
 
-    def position(self, obs: jnp.ndarray) -> jnp.ndarray:
-        return self.state(obs)[..., self.xy]
-
     def performer_input(self, obs: jnp.ndarray, subgoal: jnp.ndarray) -> jnp.ndarray:
         """``[s, g]`` for a sub-goal state ``[..., S]``, in raw units (the performer reads raw states, as
         Diffusion-QL)."""
@@ -156,6 +156,23 @@ class SubgoalMethod(Method):
         """The action towards the sub-goal state: the Q-Performer's (Diffusion-QL's choice among its samples)."""
         unit_action = self.performer.choose(params["performer"], rng, self.performer_input(obs, subgoal))
         return self.info.from_unit_action(unit_action)
+
+
+class GoalSubgoalMethod(SubgoalMethod):
+    """The family on goal tasks (mazes): sub-goals on the way to the goal in the observation, chosen by the official
+    orchestration (:class:`SubgoalPolicy`). A member defines :meth:`draw_plan`."""
+
+    def __init__(self, config, info, normalizer):
+        if not config.task.goal_key:
+            raise ValueError(f"{config.method} plans to the goal: set task.goal_key to the observation key holding it")
+        super().__init__(config, info, normalizer)
+        self.goal_slice = info.slice(config.task.goal_key)
+        self.xy = slice(*config.task.xy)  # the position's columns within the state
+        if not 0 <= self.xy.start < self.xy.stop <= self.state_dim:
+            raise ValueError(f"task.xy={tuple(config.task.xy)} must be a column range of the {self.state_dim}-d state")
+
+    def position(self, obs: jnp.ndarray) -> jnp.ndarray:
+        return self.state(obs)[..., self.xy]
 
     # -- sub-goals -----------------------------------------------------------------------------------------------
     def draw_plan(self, params, rng, obs: jnp.ndarray) -> jnp.ndarray:
@@ -196,7 +213,7 @@ class SubgoalMethod(Method):
         return SubgoalPolicy(self)
 
 
-class PlanDQ(SubgoalMethod):
+class PlanDQ(GoalSubgoalMethod):
     name = "plandq"
     stages = (ConductorStage, PerformerStage)
 
@@ -228,7 +245,7 @@ class SubgoalPolicy(Policy):
     """The orchestration of the module docstring, batched over environments; the first sub-goals are chosen in
     :meth:`init`, so that the initial plans can be drawn."""
 
-    def __init__(self, method: SubgoalMethod):
+    def __init__(self, method: GoalSubgoalMethod):
         self.method = method
 
     def init(self, params, rng, obs):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffrl.agents.dql import ActorCriticStage, DiffusionActorCritic, Transitions
-from diffrl.agents.plandq import PerformerStage, SubgoalMethod
+from diffrl.agents.plandq import GoalSubgoalMethod, PerformerStage
 from diffrl.data.store import DatasetStore, chunk_starts
 
 
@@ -39,7 +39,7 @@ class QConductorStage(ActorCriticStage):
                            not_done=1.0 - store.terminations[last].astype(jnp.float32))
 
 
-class PlanQQ(SubgoalMethod):
+class PlanQQ(GoalSubgoalMethod):
     name = "planqq"
     stages = (QConductorStage, PerformerStage)
 
