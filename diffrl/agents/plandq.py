@@ -12,7 +12,8 @@ Two stages, trained independently (Sec. 3; official ``changchencc/PlanDQ``, bran
   relabelled from the same episode (:func:`~diffrl.data.sample_subgoal_transitions`, ``Delta ~
   Geometric(q.subgoal_p)``), reward ``r' + exp(-||s'_xy - g_xy|| / q.intrinsic_length)`` (App. C; ``r'`` the
   extrinsic reward after the task's shift and scale) and ``done`` where the sub-goal is the next state itself
-  (official ``data_sampler.py``).
+  (official ``data_sampler.py``); with ``q.intrinsic_reward = "cosine_max"`` (Gym-MuJoCo, App. C) the reward is
+  Director's cosineMax on the ``task.subgoal`` columns and only the data ends episodes.
 
 Acting (official ``main_Antmaze.py: eval_policy``), for ``N`` environments inside the rollout's scan: a new sub-goal
 is chosen after ``plan.replan_every`` steps, or as soon as the agent is within ``plan.reach`` of it; it is the
@@ -20,6 +21,10 @@ second state of a plan from ``s`` to the goal (at rest), drawn again up to ``pla
 farther than ``plan.too_far``, within ``plan.reach``, or farther from the goal than the agent; within
 ``plan.straight_distance`` of the goal the sub-goal is the goal itself (no plan is drawn). If every retry was needed
 the performer runs the whole ``replan_every`` steps towards the last draw.
+
+:class:`SubgoalMethod` holds what every member of the family shares (the performer and its inputs),
+:class:`GoalSubgoalMethod` adds this orchestration for goal tasks; PlanQQ (``planqq.py``), PlanQD and PlanDD
+(``plandd.py``) are members, and PlanDQ on Gym-MuJoCo (``plandq_gym.py``) plans with a value-guided conductor instead.
 """
 
 from __future__ import annotations
