@@ -19,7 +19,9 @@ for maze in umaze large; do
     q.pool_batch=8192 --set diar train.vae.steps=5000 train.prior.steps=10000 train.qv.steps=10000 q.pool_size=100 \
     q.num_candidates=100 q.pool_steps=20 q.pool_batch=8192
 done
-# Diffusion-QL, PlanDQ and PlanQQ on maze2d-large next to BC (the PlanDQ issue's rows)
-scores --variant maze2d-large --methods dql plandq planqq --set dql train.steps=50000 \
+# Diffusion-QL, PlanDQ, PlanQQ, PlanQD and PlanDD on maze2d-large next to BC (the PlanDQ issue's rows)
+scores --variant maze2d-large --methods dql plandq planqq planqd plandd --set dql train.steps=50000 \
   --set plandq train.conductor.steps=50000 train.performer.steps=50000 \
-  --set planqq train.conductor.steps=50000 train.performer.steps=50000
+  --set planqq train.conductor.steps=50000 train.performer.steps=50000 \
+  --set planqd train.conductor.steps=50000 train.performer.steps=50000 \
+  --set plandd train.conductor.steps=50000 train.performer.steps=50000
