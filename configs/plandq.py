@@ -24,7 +24,7 @@ MAZE2D = {"umaze": (8, 1.0), "medium": (12, 1.0), "large": (16, 1.5)}
 ANTMAZE = {"medium-diverse": (12, 4.0), "large-diverse": (16, 6.0)}  # code: dist_thr 4 (medium), 6 (large)
 TASKS = tuple(f"maze2d-{m}" for m in MAZE2D) + tuple(f"antmaze-{m}" for m in ANTMAZE)
 FAMILY = ("plandq", "planqq", "planqd", "plandd")  # conductor D / Q, performer Q / D (Sec. 3.3)
-# Gym-MuJoCo (the official branch dmc): the D-Conductor's value guidance per task, code config/locomotion_hl.py
+# Gym-MuJoCo (the official branch dmc): the D-Conductor's value guidance per task, code dmc/config/locomotion_hl.py
 # 'plan' (scale, t_stopgrad, n_guide_steps), its defaults 0.1 / 2 / 2 where no override names the task
 GUIDANCE = {"halfcheetah-medium": (0.001, 4, 1), "halfcheetah-medium-replay": (0.001, 4, 1),
             "halfcheetah-medium-expert": (0.001, 4, 1), "hopper-medium": (0.0001, 2, 1),
@@ -128,7 +128,9 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
 
 def _gym(variant: str) -> ml_collections.ConfigDict:
     """PlanDQ on a Gym-MuJoCo task (``diffrl.agents.plandq_gym``): a value-guided jumpy Diffuser over a Q-Performer.
-    "code" cites the branch ``dmc`` (``config/locomotion_hl.py``, ``Diffusion-Policies-for-Offline-RL/main.py``)."""
+    "code" cites the branch ``dmc`` (``dmc/config/locomotion_hl.py``, ``dmc/Diffusion-Policies-for-Offline-RL/``).
+    Deviations: 100 evaluation episodes (code: 10 on v2 tasks); the performer trains on every row, terminal
+    transitions included (the code's sampler skips rows within K steps of an episode's end)."""
     c = dql_config(variant)  # the Q-Performer: Diffusion-QL with its per-task table, which the code's main.py repeats
     c.method = "plandq-gym"
     c.task.update(subgoal=None,  # code: the whole state is the sub-goal

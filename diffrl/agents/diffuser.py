@@ -120,8 +120,13 @@ class Diffuser(Method):
         self.action_dim = info.action_size
         self.state_dim = self.state_slice.stop - self.state_slice.start
         # diffusion.jump = K > 1: a column holds s_{t+iK} and the K actions from it (PlanDQ's Gym conductor,
-        # official changchencc/PlanDQ branch dmc, datasets/sequence.py with jump_action False)
-        self.jump = dc.jump
+        # official changchencc/PlanDQ branch dmc, dmc/diffuser/datasets/sequence.py with jump_action False). Read
+        # with a default: workdirs saved before the key existed hold one column per step.
+        self.jump = dc.get("jump", 1)
+        if self.jump > 1 and (task.kind == "goal" or config.plan.warm_start_steps):
+            raise ValueError(f"diffusion.jump={self.jump} plans K-step columns, which neither the maze controller "
+                             "nor warm starts (shifted by one step) read: use it on reward tasks without "
+                             "plan.warm_start_steps")
         self.action_width = self.jump * self.action_dim
         self.transition_dim = self.action_width + self.state_dim
         self.horizon = task.horizon

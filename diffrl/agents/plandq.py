@@ -89,6 +89,13 @@ class PerformerStage(ActorCriticStage):
 
     name = "performer"
 
+    def __init__(self, method: "SubgoalMethod", upstream=None):
+        super().__init__(method, upstream)
+        kind = self.config.q.intrinsic_reward
+        if kind not in ("distance", "cosine_max") or (kind == "distance" and not isinstance(method, GoalSubgoalMethod)):
+            raise ValueError(f"q.intrinsic_reward={kind!r}: 'distance' (goal tasks, to the sub-goal's position) or "
+                             "'cosine_max'")
+
     def prepare(self, store: DatasetStore) -> DatasetStore:
         return store
 

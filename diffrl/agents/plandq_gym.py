@@ -1,7 +1,7 @@
 """PlanDQ on Gym-MuJoCo (Chen et al. 2024, App. C; official ``changchencc/PlanDQ`` branch ``dmc``).
 
 On the dense-reward locomotion tasks the D-Conductor is Diffuser with value guidance over jumpy trajectories
-(``config/locomotion_hl.py``): a column ``i`` holds ``s_{t+iK}`` and the ``K`` actions that follow it
+(``dmc/config/locomotion_hl.py``): a column ``i`` holds ``s_{t+iK}`` and the ``K`` actions that follow it
 (``K = conductor.stride = 4``, ``jump_action`` False), ``conductor.num_states`` columns (App. C: ``H K = 32``), the
 first state inpainted, x0-prediction, 20 cosine steps, a Gaussian normaliser, and a value function J regressed on the
 discounted return from the window's first step. The stages:
@@ -9,9 +9,12 @@ discounted return from the window's first step. The stages:
 * ``conductor`` and ``value``: Diffuser's denoiser and value stages (:mod:`diffrl.agents.diffuser`) of the Diffuser
   that ``conductor`` configures;
 * ``performer``: the Q-Performer on ``[s, g]`` with the whole state as the sub-goal and the cosineMax intrinsic
-  reward (App. C; official ``data_sampler.py``).
+  reward (App. C; official ``utils/data_sampler.py``). That sampler draws only rows whose next ``K`` steps end no
+  episode, so its critics never see a terminal transition; diffrl draws every row and ends the return at
+  terminations, as Diffusion-QL on its own does.
 
-Acting (official ``main.py: eval_policy``): at every step ``plan.candidates`` guided plans from ``s``; the sub-goal is
+Plans are ranked by J of the final sample at ``t = 0`` (:meth:`Diffuser.plan`); the official sampler ranks by J of
+the last step's input. Acting (official ``main.py: eval_policy``): at every step ``plan.candidates`` guided plans from ``s``; the sub-goal is
 the second state of the one J values highest (``K`` steps ahead) and the Q-Performer acts towards it.
 """
 
