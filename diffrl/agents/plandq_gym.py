@@ -13,9 +13,10 @@ discounted return from the window's first step. The stages:
   episode, so its critics never see a terminal transition; diffrl draws every row and ends the return at
   terminations, as Diffusion-QL on its own does.
 
-Plans are ranked by J of the final sample at ``t = 0`` (:meth:`Diffuser.plan`); the official sampler ranks by J of
-the last step's input. Acting (official ``main.py: eval_policy``): at every step ``plan.candidates`` guided plans from ``s``; the sub-goal is
-the second state of the one J values highest (``K`` steps ahead) and the Q-Performer acts towards it.
+Acting (official ``main.py: eval_policy``): at every step ``plan.candidates`` guided plans from ``s``; the sub-goal
+is the second state of the one J values highest (``K`` steps ahead) and the Q-Performer acts towards it. Plans are
+ranked by J of the final sample at ``t = 0`` (:meth:`Diffuser.plan`); the official sampler ranks by J of the last
+step's input.
 """
 
 from __future__ import annotations
