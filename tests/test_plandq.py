@@ -132,10 +132,11 @@ def test_diffuser_performer_plans_from_the_state_to_the_subgoal_k_ahead_and_lear
     params = {"performer": stage.export(carry["state"])}
     obs = jnp.zeros((4, 6)).at[:, 0].set(jnp.array([0.0, 0.0, 0.6, -0.6])).at[:, 4].set(5.0)
     subgoal = jnp.zeros((4, 4)).at[:, 0].set(jnp.array([0.6, -0.6, 0.0, 0.0]))
-    plan = np.asarray(agent.performer_plan(params, jax.random.PRNGKey(1), obs, subgoal))
+    # one program for both (one compilation): the plan and the action drawn with the same key
+    plan, action = jax.tree.map(np.asarray, jax.jit(lambda *a: (agent.performer_plan(*a), agent.perform(*a)))(
+        params, jax.random.PRNGKey(1), obs, subgoal))
     np.testing.assert_allclose(plan[:, 0, 2:], np.asarray(agent.normalizer.normalize(obs[:, :4])), atol=1e-6)
     np.testing.assert_allclose(plan[:, 6, 2:4], np.asarray(agent.normalizer.normalize(subgoal))[:, :2], atol=1e-6)
-    action = np.asarray(agent.perform(params, jax.random.PRNGKey(1), obs, subgoal))
     np.testing.assert_allclose(action, np.clip(plan[:, 0, :2], -1, 1), atol=1e-6)  # the first action
     np.testing.assert_allclose(action[:, 0], [0.5, -0.5, -0.5, 0.5], atol=0.15)  # towards the sub-goal
 
