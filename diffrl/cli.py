@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stage", nargs="+", default=None, metavar="STAGE",
                        help="train only these stages (Diffuser: denoiser [value]; BC: policy; LDCQ: vae prior q; LDGC, "
                             "LDCP: vae prior; DIAR: vae prior qv; Diffusion-QL: ql; PlanDQ and its family: conductor "
-                            "performer, on Gym conductor value performer); default: all, skipping finished ones. Each "
+                            "performer, on Gym conductor value performer; LatentDiffuser: vae prior energy); default: all, skipping finished ones. Each "
                             "stage runs in WORKDIR/<stage>")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)

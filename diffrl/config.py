@@ -115,14 +115,16 @@ POSITIVE_INTS = frozenset({
     "pool_steps", "latent_dim", "dim", "embed_dim", "gru_layers", "q_hidden", "time_dim", "depth", "per_beta_every",
     "hidden", "dim_mults", "prior_hidden_dims", "prior_steps", "prior_width", "prior_layers", "prior_heads",
     "prior_time_dim", "lr_decay_epochs", "backup_samples", "critic_hidden", "critic_depth",
-    "num_states", "stride", "num_critics",
+    "num_states", "stride", "num_critics", "latent_step", "width", "layers", "heads", "inverse_hidden",
+    "return_hidden", "prior_dim", "prior_dim_mults", "embed_hidden", "energy_hidden", "energy_depth", "num_supports",
+    "support_steps", "support_batch",
 })
 NON_NEGATIVE_INTS = frozenset({"eval.every", "ema_start", "extra_steps", "pool_extra_steps", "warm_start_steps",
                                "replan_every", "t_stopgrad", "n_guide_steps", "plot_episodes", "seed", "retries"})
 POSITIVE_FLOATS = frozenset({"learning_rate", "min_snr_gamma", "prior_min_snr_gamma", "grad_clip", "beta_min",
                              "beta_max", "too_far", "reach", "straight_distance",
-                             "lcb_coef", "intrinsic_length"})
-UNIT_INTERVAL = frozenset({"discount", "ema_decay", "target_rate", "per_beta_start", "per_beta_end",
+                             "lcb_coef", "intrinsic_length", "guidance_weight", "energy_scale"})
+UNIT_INTERVAL = frozenset({"discount", "temperature", "ema_decay", "target_rate", "per_beta_start", "per_beta_end",
                            "lr_decay_rate", "tau", "subgoal_p"})  # (0, 1]
 PROBABILITIES = frozenset({"drop_prob"})  # [0, 1)
 

@@ -5,6 +5,7 @@ from diffrl.agents.bc import BC
 from diffrl.agents.diar import DIAR
 from diffrl.agents.diffuser import Diffuser
 from diffrl.agents.dql import DiffusionQL
+from diffrl.agents.latent_diffuser import LatentDiffuser
 from diffrl.agents.ldcp import LDCP
 from diffrl.agents.ldcq import LDCQ
 from diffrl.agents.ldgc import LDGC
@@ -15,7 +16,7 @@ from diffrl.agents.planqq import PlanQQ
 from diffrl.agents.train_state import EMA, TrainState, apply_loss
 
 METHODS = {method.name: method for method in (Diffuser, BC, LDCQ, LDGC, LDCP, DIAR, DiffusionQL, PlanDQ, PlanQQ, PlanQD,
-                                              PlanDD, PlanDQGym)}
+                                              PlanDD, PlanDQGym, LatentDiffuser)}
 
 
 def method_class(name: str) -> type[Method]:
@@ -24,6 +25,6 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-__all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "METHODS", "DatasetInfo", "Diffuser", "Method",
+__all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "LatentDiffuser", "METHODS", "DatasetInfo", "Diffuser", "Method",
            "PlanDD", "PlanDQ", "PlanDQGym", "PlanQD", "PlanQQ", "Policy", "Stage", "TrainState", "apply_loss",
            "method_class"]

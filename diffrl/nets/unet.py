@@ -120,9 +120,10 @@ def _batched(owner: str, x, t):
     return x, t, unbatched
 
 
-def _time_mlp(dim: int) -> TimeEmbedding:
-    """Official ``time_mlp``: ``SinusoidalPosEmb(dim) -> Linear(4 dim) -> Mish -> Linear(dim)``."""
-    return TimeEmbedding(dim=dim, hidden=4 * dim, out_dim=dim, name="time_mlp")
+def _time_mlp(dim: int, hidden: int | None = None) -> TimeEmbedding:
+    """Official ``time_mlp``: ``SinusoidalPosEmb(dim) -> Linear(4 dim) -> Mish -> Linear(dim)`` (``hidden`` replaces
+    the ``4 dim``)."""
+    return TimeEmbedding(dim=dim, hidden=4 * dim if hidden is None else hidden, out_dim=dim, name="time_mlp")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -253,16 +254,23 @@ class TemporalUNet(nn.Module):
     (``attention=False`` in all official configs). The horizon must be a multiple of ``2**(len(dim_mults) - 1)``.
     Official configs: ``dim=32``; ``dim_mults=(1, 2, 4, 8)``, horizon 32 for locomotion (``(1, 4, 8)``, horizon 4 for
     HalfCheetah); ``(1, 4, 8)`` with horizons 128 / 256 / 384 for Maze2D (the paper's "265" is 256 there).
+
+    With ``condition_dim > 0`` the network is Decision Diffuser's conditional U-Net (Ajay et al. 2023; LatentDiffuser
+    App. E.2.1): ``cond = {"state": [B, condition_dim], "keep": [B]}`` goes through its own 2-layer Mish MLP
+    (``embed_hidden`` units, ``dim`` out), is zeroed where ``keep`` is 0 (the null condition of classifier-free
+    guidance) and is concatenated with the step embedding. Without it, ``cond`` is ignored: Diffuser conditions by
+    inpainting in the sampler.
     """
 
     transition_dim: int
     dim: int = 32
     dim_mults: Sequence[int] = (1, 2, 4, 8)
     kernel_size: int = 5
+    condition_dim: int = 0
+    embed_hidden: int | None = None  # the embedding MLPs' hidden width; None: 4 dim, as the official time_mlp
 
     @nn.compact
     def __call__(self, x, t, cond=None):
-        del cond  # Diffuser conditions by inpainting in the sampler
         x, t, unbatched = _batched("TemporalUNet", x, t)
         if not self.dim_mults:
             raise ValueError("TemporalUNet: dim_mults must not be empty")
@@ -277,7 +285,13 @@ class TemporalUNet(nn.Module):
         _check_groups("TemporalUNet", widths + [self.dim], self.dim, self.dim_mults)
         n = len(widths)
 
-        t_emb = _time_mlp(self.dim)(t)
+        t_emb = _time_mlp(self.dim, self.embed_hidden)(t)
+        if self.condition_dim:
+            state = jnp.asarray(cond["state"]).reshape(x.shape[0], self.condition_dim)
+            hidden = 4 * self.dim if self.embed_hidden is None else self.embed_hidden
+            c_emb = nn.Dense(self.dim, name="cond_mlp_1")(jax.nn.mish(nn.Dense(hidden, name="cond_mlp_0")(state)))
+            keep = jnp.broadcast_to(jnp.asarray(cond["keep"], c_emb.dtype), (x.shape[0],))
+            t_emb = jnp.concatenate([t_emb, c_emb * keep[:, None]], axis=-1)
         h, skips = x, []
         for i, width in enumerate(widths):
             h = ResidualTemporalBlock(width, self.kernel_size, name=f"down_{i}_res_0")(h, t_emb)

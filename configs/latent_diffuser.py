@@ -1,0 +1,91 @@
+"""LatentDiffuser (Li et al. 2023, "Efficient Planning with Latent Diffusion"): ``--config=configs/latent_diffuser.py:<task>``.
+
+``diffrl train`` runs the three stages of Algorithm 1 one after the other in WORKDIR/<stage>: ``vae`` (the latent
+action VAE and its heads), ``prior`` (the score-based prior over latent actions) and ``energy`` (the support
+latents, then the intermediate energy model of Eq. 8). "Sec." and "App." cite the paper; the paper's code is not
+public, so where it is silent the value is diffrl's choice and says why; QGPO (Lu et al. 2023, thu-ml/CEP-energy-
+guided-diffusion) is the reference for the energy model, TAP (Jiang et al. 2023, ZhengyaoJiang/latentplan) for the
+encoder the paper adopts ("almost consistent encoder design with TAP").
+"""
+
+import ml_collections
+
+LOCOMOTION = tuple(f"{env}-{level}" for env in ("hopper", "halfcheetah", "walker2d")
+                   for level in ("medium", "medium-replay", "medium-expert"))
+ADROIT = tuple(f"{env}-{level}" for env in ("pen", "hammer", "door", "relocate") for level in ("human", "cloned", "expert"))
+ANTMAZE = ("antmaze-umaze", "antmaze-umaze-diverse", "antmaze-large-diverse")
+VARIANTS = LOCOMOTION + ADROIT + ANTMAZE
+
+
+def get_config(variant: str) -> ml_collections.ConfigDict:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    kind, _, rest = variant.partition("-")
+    c = ml_collections.ConfigDict()
+    c.method = "latent-diffuser"
+    c.seed = 0
+    horizon, supports = 40, 16  # App. E.2.2: H = 40 and M = 16 for Gym locomotion and Adroit
+    if kind == "antmaze":
+        # App. E.2.2: H = 100, M = 32. Minari's AntMaze draws a goal per episode, which the observation's
+        # desired_goal holds: it is part of the state the prior is conditioned on (D4RL's had one fixed goal).
+        dataset_id, horizon, supports = f"D4RL/antmaze/{rest}-v1", 100, 32
+        task = dict(kind="goal", state_key=("achieved_goal", "observation", "desired_goal"), goal_key=None)
+    elif variant in ADROIT:
+        dataset_id = f"D4RL/{kind}/{rest}-v2"  # Minari's successors of the paper's v0/v1 ids (App. E)
+        task = dict(kind="reward", state_key=None, goal_key=None)
+    else:
+        dataset_id = f"mujoco/{kind}/{rest}-v0"  # Minari's successors of D4RL's v2 (App. E)
+        task = dict(kind="reward", state_key=None, goal_key=None)
+    c.dataset = dict(id=dataset_id, root=None, episodes="stored")
+    c.task = dict(
+        horizon=horizon,  # T of a trajectory window = the planning horizon H (App. E.2.2)
+        # L is not given. 5 makes H / L = 8 (20 for AntMaze) latent actions, a multiple of the 4 the 3-level
+        # U-Net needs; TAP's latent_step is 3, which does not divide 40.
+        latent_step=5,
+        normalizer="gaussian",  # states, rewards and returns (TAP: normalize, normalize_reward)
+        discount=0.99,  # G_t = sum_i gamma^(i-t) r_i (Sec. 3); TAP's discount
+        **task,
+    )
+    c.model = dict(
+        # the VAE (Sec. 4.1): TAP's GPT sizes (config/vqvae.py: n_layer 4, n_head 4, n_embd 128); the latent width is
+        # not given (TAP's quantised codes are 512-d): 16 per latent action here
+        latent_dim=16, width=128, layers=4, heads=4,
+        inverse_hidden=512,  # App. E.2.1: action decoder, 2 x 512 ReLU
+        return_hidden=1024,  # App. E.2.1: reward and return decoder, 3 x 1024 ReLU
+        # the prior (App. E.2.1): Decision Diffuser's U-Net, 6 residual blocks on the way down (3 levels x 2),
+        # 128-d step and condition embeddings from 2-layer Mish MLPs of 256 units
+        prior_dim=128, prior_dim_mults=(1, 4, 8), embed_hidden=256,
+        energy_hidden=256, energy_depth=4,  # App. E.2.2; QGPO's GuidanceQt: 4 x 256 SiLU
+    )
+    c.vae = dict(kl_weight=1e-6)  # Sec. 4.1: "a low-weighted (~1e-6) KL penalty towards a standard normal"
+    c.diffusion = dict(
+        num_steps=100,  # App. E.2.1: K = 100
+        schedule="cosine",  # not given; Decision Diffuser's (whose U-Net and recipe App. E.2.1 follows)
+        prediction="eps",  # App. B.2, Eq. 9
+        drop_prob=0.25,  # App. E.2.1: p of excluding s_1
+    )
+    c.energy = dict(
+        beta=3.0,  # App. E.2.2, all tasks
+        num_supports=supports,  # M
+        # The support latents are conditional prior samples (w = 1): Eq. 7 needs q(z_0 | s_1), the behaviour's.
+        support_steps=100,  # reverse steps: all K (fewer, evenly spaced, for a quicker, coarser support set)
+        support_batch=1024,  # initial states per compiled sampler call
+    )
+    c.plan = dict(
+        # App. E.2.2: w from {1.2, 1.4, 1.6, 1.8} "depending on the task"; the per-task choice is not given
+        guidance_weight=1.4,
+        temperature=0.5,  # App. B.2 / E.2.2: low-temperature sampling alpha
+        energy_scale=1.0,  # QGPO's guidance_scale default: the exact guidance of Eq. 6
+        sampler_steps=100,  # reverse steps: all K
+    )
+    c.train = dict(
+        log_every=1000, checkpoint_every=50_000, keep_checkpoints=2,
+        # The VAE's encoder and state decoder have no stated budget; its heads do (App. E.2.1: action decoder
+        # 2e6 steps, batch 32, lr 2e-4; reward and return decoder 1e6 steps, batch 64). They train together here,
+        # on the action decoder's budget.
+        vae=dict(steps=2_000_000, batch_size=32, learning_rate=2e-4),
+        prior=dict(steps=2_000_000, batch_size=32, learning_rate=2e-4),  # App. E.2.1
+        energy=dict(steps=1_000_000, batch_size=256, learning_rate=3e-4),  # App. E.2.2
+    )
+    c.eval = dict(episodes=20, seed=0, multi_goal=False, plot_episodes=4, every=0)  # App. E: 20 episodes per seed
+    return c
