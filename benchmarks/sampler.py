@@ -34,6 +34,15 @@ Samplers (random weights; timing does not depend on them):
                    one D-Conductor plan of 16 states (256 DDPM steps, start and goal inpainted; timed with
                    plan.retries=0, as each refused sub-goal adds one more plan) and the Q-Performer's action;
                    GFLOP/call counts the conductor's U-Net only.
+  latent-diffuser-plan
+                   LatentDiffuser's step (configs/latent_diffuser.py:hopper-medium) for one environment per batch
+                   row: one latent plan of 8 latent actions (U-Net (1, 4, 8), dim 128) by 100 DDPM steps with
+                   classifier-free guidance and the energy model's gradient, decoded by the transformer, and the
+                   inverse-dynamics action; GFLOP/call counts the prior U-Net (conditional and null together) only.
+  latent-diffuser-supports
+                   LatentDiffuser's support set for one initial state per batch row: M = 16 prior latents (w = 1,
+                   100 steps) and the values of their decoded plans (supports/s = 16 x samples/s); GFLOP/call counts
+                   the prior U-Net only.
   ddpm, ddim, ddpm-cfg
                    the shared samplers of diffrl.diffusion with a residual MLP denoiser (hidden 256, depth 3) on
                    16-d samples with an 8-d condition, the shape of a latent skill prior: DDPM (100 steps),
@@ -61,7 +70,7 @@ from diffrl.benchmarks.common import (compile_seconds, cost, limits_note, measur
 from diffrl.nets import MLPDenoiser
 
 SAMPLERS = ("diffuser-maze", "diffuser-guided", "ldcq-prior", "ldcq-policy", "diar-policy", "diar-act", "dql-act",
-            "plandq-policy", "ddpm", "ddim", "ddpm-cfg")
+            "plandq-policy", "latent-diffuser-plan", "latent-diffuser-supports", "ddpm", "ddim", "ddpm-cfg")
 
 
 @dataclasses.dataclass
@@ -212,6 +221,36 @@ def plandq_case(name: str, steps: int | None) -> Case:
     return Case(name, None, plan.sampler_steps, draw, inputs, step_cost)
 
 
+def latent_diffuser_case(name: str, steps: int | None) -> Case:
+    method = synthetic_method("hopper-medium", [f"plan.sampler_steps={steps}", f"energy.support_steps={steps}"]
+                              if steps else [], method="latent-diffuser")
+    params = random_params(method)
+    policy, supports = method.policy(), method.config.energy.num_supports
+    plan = name == "latent-diffuser-plan"
+
+    @jax.jit
+    def draw(params, rng, obs):
+        if plan:
+            return policy.act(params, policy.init(params, rng, obs), obs, jnp.int32(0), rng)[0]
+        s1 = method.state(obs)  # the energy stage's support set, as EnergyStage.prepare draws it
+        z = method.sample_latents(params, rng, s1, supports, guidance_weight=1.0, temperature=1.0,
+                                  steps=method.config.energy.support_steps, energy_params=None)
+        return method.plan_value(params["vae"], jnp.repeat(s1, supports, axis=0), z.reshape((-1,) + z.shape[2:]))
+
+    def inputs(batch):
+        return params, jax.random.PRNGKey(1), jnp.zeros((batch, method.info.observation_size))
+
+    def step_cost(batch):
+        rows = 2 * batch if plan else batch * supports  # the plan's CFG batches the null condition with it
+        z = jnp.zeros((rows, method.num_latents, method.config.model.latent_dim))
+        return cost(jax.jit(method.prior.apply).lower(params["prior"], z, jnp.zeros((rows,), jnp.int32),
+                                                       method.prior_condition(jnp.zeros((rows, method.state_dim))))
+                    .compile())
+
+    return Case(name, None, method.config.plan.sampler_steps if plan else method.config.energy.support_steps, draw,
+                inputs, step_cost)
+
+
 def core_case(name: str, steps: int | None, dim: int = 16, cond_dim: int = 8) -> Case:
     num_steps = steps or 100
     schedule = diffusion.make_schedule("linear", num_steps)
@@ -252,6 +291,8 @@ def cases(names, horizons, steps) -> list[Case]:
                 built.append(dql_case(name, n))
             elif name == "plandq-policy":
                 built.append(plandq_case(name, n))
+            elif name.startswith("latent-diffuser"):
+                built.append(latent_diffuser_case(name, n))
             else:
                 built.append(core_case(name, n))
     return built

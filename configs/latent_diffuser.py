@@ -24,25 +24,31 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = "latent-diffuser"
     c.seed = 0
-    horizon, supports = 40, 16  # App. E.2.2: H = 40 and M = 16 for Gym locomotion and Adroit
+    # App. E.2.2: planning horizon H = 40 and M = 16 for Gym locomotion and Adroit, H = 100 and M = 32 for AntMaze;
+    # H counts latent actions (App. G: "the planning horizon (referring to the latent rather than the raw action)").
+    plan_latents, supports = 40, 16
     if kind == "antmaze":
-        # App. E.2.2: H = 100, M = 32. Minari's AntMaze draws a goal per episode, which the observation's
-        # desired_goal holds: it is part of the state the prior is conditioned on (D4RL's had one fixed goal).
-        dataset_id, horizon, supports = f"D4RL/antmaze/{rest}-v1", 100, 32
+        # Table 3's AntMaze tasks are HDMI's (Play U-Maze-3, Diverse U-Maze-3, Diverse Large-2, MultiAnt); these are
+        # D4RL's single-goal mazes in their Minari form. Minari's AntMaze draws a goal per episode, which the
+        # observation's desired_goal holds: it is part of the state the prior is conditioned on. The support set
+        # is large here (~1e6 states x 32 x 100 x 16 float16, ~10 GB of device memory per 1e6 states).
+        dataset_id, plan_latents, supports = f"D4RL/antmaze/{rest}-v1", 100, 32
         task = dict(kind="goal", state_key=("achieved_goal", "observation", "desired_goal"), goal_key=None)
     elif variant in ADROIT:
-        dataset_id = f"D4RL/{kind}/{rest}-v2"  # Minari's successors of the paper's v0/v1 ids (App. E)
+        dataset_id = f"D4RL/{kind}/{rest}-v2"  # Minari's successors of the paper's v0 ids (App. E)
         task = dict(kind="reward", state_key=None, goal_key=None)
     else:
         dataset_id = f"mujoco/{kind}/{rest}-v0"  # Minari's successors of D4RL's v2 (App. E)
         task = dict(kind="reward", state_key=None, goal_key=None)
     c.dataset = dict(id=dataset_id, root=None, episodes="stored")
+    latent_step = 3  # L is not given; TAP's latent_step (config/vqvae.py)
     c.task = dict(
-        horizon=horizon,  # T of a trajectory window = the planning horizon H (App. E.2.2)
-        # L is not given. 5 makes H / L = 8 (20 for AntMaze) latent actions, a multiple of the 4 the 3-level
-        # U-Net needs; TAP's latent_step is 3, which does not divide 40.
-        latent_step=5,
-        normalizer="gaussian",  # states, rewards and returns (TAP: normalize, normalize_reward)
+        horizon=plan_latents * latent_step,  # T, the raw steps of a window: H latent actions of L steps each
+        latent_step=latent_step,
+        # states, rewards and returns are z-scored (TAP: normalize, normalize_reward), so Q = G_t is in units of the
+        # data's return standard deviation and beta = 3 tilts towards sum_t Q in those units (QGPO rescales its
+        # rewards by 1000 / (max return - min return) instead)
+        normalizer="gaussian",
         discount=0.99,  # G_t = sum_i gamma^(i-t) r_i (Sec. 3); TAP's discount
         **task,
     )
@@ -53,7 +59,8 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         inverse_hidden=512,  # App. E.2.1: action decoder, 2 x 512 ReLU
         return_hidden=1024,  # App. E.2.1: reward and return decoder, 3 x 1024 ReLU
         # the prior (App. E.2.1): Decision Diffuser's U-Net, 6 residual blocks on the way down (3 levels x 2),
-        # 128-d step and condition embeddings from 2-layer Mish MLPs of 256 units
+        # 128-d step and condition embeddings from 2-layer Mish MLPs of 256 units; no EMA of its parameters (the
+        # paper names none; Decision Diffuser's code keeps one) and no dropout in the transformers (TAP's GPT has it)
         prior_dim=128, prior_dim_mults=(1, 4, 8), embed_hidden=256,
         energy_hidden=256, energy_depth=4,  # App. E.2.2; QGPO's GuidanceQt: 4 x 256 SiLU
     )
@@ -75,8 +82,11 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         # App. E.2.2: w from {1.2, 1.4, 1.6, 1.8} "depending on the task"; the per-task choice is not given
         guidance_weight=1.4,
         temperature=0.5,  # App. B.2 / E.2.2: low-temperature sampling alpha
-        energy_scale=1.0,  # QGPO's guidance_scale default: the exact guidance of Eq. 6
+        # QGPO's guidance_scale default, Eq. 6's exact guidance for the chain f was fitted on (w = 1, temperature 1);
+        # with w and alpha above it tilts a sharpened prior instead, as the paper combines them
+        energy_scale=1.0,
         sampler_steps=100,  # reverse steps: all K
+        # E.2.2's "context length C = 20" has no counterpart here: the prior is conditioned on s_1 alone (Sec. 4.1)
     )
     c.train = dict(
         log_every=1000, checkpoint_every=50_000, keep_checkpoints=2,

@@ -123,7 +123,7 @@ NON_NEGATIVE_INTS = frozenset({"eval.every", "ema_start", "extra_steps", "pool_e
                                "replan_every", "t_stopgrad", "n_guide_steps", "plot_episodes", "seed", "retries"})
 POSITIVE_FLOATS = frozenset({"learning_rate", "min_snr_gamma", "prior_min_snr_gamma", "grad_clip", "beta_min",
                              "beta_max", "too_far", "reach", "straight_distance",
-                             "lcb_coef", "intrinsic_length", "guidance_weight", "energy_scale"})
+                             "lcb_coef", "intrinsic_length", "guidance_weight", "energy_scale", "beta", "kl_weight"})
 UNIT_INTERVAL = frozenset({"discount", "temperature", "ema_decay", "target_rate", "per_beta_start", "per_beta_end",
                            "lr_decay_rate", "tau", "subgoal_p"})  # (0, 1]
 PROBABILITIES = frozenset({"drop_prob"})  # [0, 1)

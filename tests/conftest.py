@@ -15,6 +15,7 @@ The two xdist workers take whole files (``--dist loadfile``); the longest files 
 """
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -42,9 +43,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
 
-@pytest.fixture
-def optimized_compilation():
-    """Compile at XLA backend optimisation level 1 for the duration of the test (see the module docstring)."""
+@contextlib.contextmanager
+def optimizing():
+    """Compile at XLA backend optimisation level 1 inside the block (see the module docstring)."""
     import jax
 
     jax.config.update("jax_disable_most_optimizations", False)
@@ -54,12 +55,19 @@ def optimized_compilation():
         jax.config.update("jax_disable_most_optimizations", True)
 
 
+@pytest.fixture
+def optimized_compilation():
+    """Compile at XLA backend optimisation level 1 for the duration of the test."""
+    with optimizing():
+        yield
+
+
 # The longest files, longest first (by their time on the 2-core CPU, 2026-11-30); the others follow in
 # their collection order.
-LONGEST_FILES = ("test_ldcq.py", "test_envs_locomotion.py", "test_diffuser.py", "test_runner.py",
-                 "test_envs_pointmaze.py", "test_plandq.py", "test_generate.py", "test_evaluation.py", "test_dql.py",
-                 "test_diar.py", "test_samplers.py", "test_benchmarks.py", "test_bad_input.py",
-                 "test_envs_registry_and_fallback.py", "test_maze2d.py", "test_demo_and_cli.py")
+LONGEST_FILES = ("test_envs_locomotion.py", "test_ldcq.py", "test_diffuser.py", "test_runner.py", "test_samplers.py",
+                 "test_envs_pointmaze.py", "test_latent_diffuser.py", "test_plandq.py", "test_generate.py",
+                 "test_benchmarks.py", "test_diar.py", "test_dql.py", "test_bad_input.py", "test_evaluation.py",
+                 "test_envs_registry_and_fallback.py", "test_demo_and_cli.py", "test_maze2d.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -95,6 +95,10 @@ def test_ddpm_step_table_is_the_precomputed_posterior():
     assert float(table.std[-1]) == 0.0  # no noise on the last step
     beta_table = step_table(s, SamplerConfig(variance="beta"))
     np.testing.assert_allclose(beta_table.std[:-1], np.sqrt(s.betas[::-1][:-1]), rtol=2e-4)
+    # low-temperature sampling (LatentDiffuser App. B.2): every step's variance times alpha, the means unchanged
+    cold = step_table(s, SamplerConfig(temperature=0.5))
+    np.testing.assert_allclose(cold.std, np.sqrt(0.5) * table.std, rtol=1e-6)
+    np.testing.assert_array_equal(cold.coef_x0, table.coef_x0)
 
 
 def test_ddim_with_eta_one_on_every_step_is_ddpm():

@@ -5,8 +5,9 @@ with ``G_t`` the discounted return-to-go (Sec. 3; states, rewards and returns no
 
 * ``vae`` (Sec. 4.1): the encoder ``q_phi(z | tau)`` giving ``T / L`` latent actions, the state decoder ``p_psi(s_{1:T}
   | s_1, z)``, the inverse-dynamics action decoder and the reward and return decoder
-  (:class:`~diffrl.nets.latent_actions.LatentActionVAE`); the loss is the mean squared reconstruction error of
-  states, actions, rewards and returns plus ``vae.kl_weight`` times the KL to ``N(0, I)``.
+  (:class:`~diffrl.nets.latent_actions.LatentActionVAE`); the loss is the mean squared reconstruction error per
+  token entry plus ``vae.kl_weight`` times the KL to ``N(0, I)``. The two heads learn from the data's states and
+  actions (App. E.2.1 trains them as models of their own), so only the states' reconstruction shapes the latent.
 * ``prior`` (Sec. 4.1, App. B.2, E.2.1): the score-based prior ``p_theta(z_0 | s_1)``, Decision Diffuser's
   conditional temporal U-Net over the ``T / L`` latents (the frozen encoder's posterior means), eps-prediction
   (Eq. 9), ``s_1`` dropped with probability ``diffusion.drop_prob`` for classifier-free guidance.
@@ -84,11 +85,14 @@ class VAEStage(WindowStage):
             out = m.vae.apply(params, batch["tokens"], states[:, 0], states, batch["actions"], rng)
             mean, std = out["mean"], out["std"]
             kl = jnp.mean(jnp.sum(0.5 * (jnp.square(mean) + jnp.square(std) - 1.0) - jnp.log(std), axis=(1, 2)))
-            terms = {"state_mse": jnp.mean(jnp.square(out["states"] - states)),
-                     "action_mse": jnp.mean(jnp.square(out["actions"] - batch["actions"][:, :-1])),
-                     "reward_mse": jnp.mean(jnp.square(out["rewards_and_returns"][..., 0] - batch["rewards"])),
-                     "return_mse": jnp.mean(jnp.square(out["rewards_and_returns"][..., 1] - batch["returns"]))}
-            return sum(terms.values()) + self.config.vae.kl_weight * kl, {**terms, "kl": kl}
+            # squared errors per token entry (s_t: S, a_t: A, r_t, G_t); a_T has no s_{T+1} to invert
+            squares = {"state": jnp.sum(jnp.square(out["states"] - states), -1),
+                       "action": jnp.sum(jnp.square(out["actions"] - batch["actions"][:, :-1]), -1),
+                       "reward": jnp.square(out["rewards_and_returns"][..., 0] - batch["rewards"]),
+                       "return": jnp.square(out["rewards_and_returns"][..., 1] - batch["returns"])}
+            mse = sum(jnp.mean(part) for part in squares.values()) / (m.state_dim + m.action_dim + 2)
+            metrics = {f"{name}_mse": jnp.mean(part) for name, part in squares.items()}
+            return mse + self.config.vae.kl_weight * kl, {**metrics, "kl": kl}
 
         return apply_loss(state, self.optimizer, loss_fn, prefix=self.name, learning_rate=self.learning_rate)
 
@@ -133,13 +137,14 @@ class EnergyStage(AdamStage):
         params = {"vae": self.upstream["vae"], "prior": self.upstream["prior"]}
 
         @jax.jit
-        def supports(rows):
-            s1 = first_states[rows]
-            z = m.sample_latents(params, jax.random.fold_in(rng, rows[0]), s1, ec.num_supports, guidance_weight=1.0,
-                                 temperature=1.0, steps=ec.support_steps, energy_params=None)
-            s1_each = jnp.repeat(s1, ec.num_supports, axis=0)
-            values = m.plan_value(params["vae"], s1_each, z.reshape((-1,) + z.shape[2:]))
+        def draw(params, s1, key):  # data and parameters as arguments: a large dataset is no program constant
+            z = m.sample_latents(params, key, s1, ec.num_supports, guidance_weight=1.0, temperature=1.0,
+                                 steps=ec.support_steps, energy_params=None)
+            values = m.plan_value(params["vae"], jnp.repeat(s1, ec.num_supports, axis=0), z.reshape((-1,) + z.shape[2:]))
             return z.astype(jnp.float16), values.reshape(z.shape[:2])
+
+        def supports(rows):
+            return draw(params, first_states[rows], jax.random.fold_in(rng, rows[0]))
 
         rows = np.arange(len(starts), dtype=np.int32)
         latents, values = batched_over_rows(supports, rows, ec.support_batch, "support latents", m.progress)
@@ -243,15 +248,17 @@ class LatentDiffuser(Method):
     # -- the decoder and the value of a plan ---------------------------------------------------------------------
     def decode(self, vae_params, first_state, z) -> dict:
         """States ``[B, T, S]`` (``s_1`` itself first), the inverse-dynamics actions between them ``[B, T - 1, A]``
-        and their ``Q(s_t, a_t)`` ``[B, T - 1]``, in normalised units."""
+        (clipped to the action box) and their ``Q(s_t, a_t)`` ``[B, T - 1]``, in normalised units."""
         states = self.vae.apply(vae_params, first_state, z, method=LatentActionVAE.decode_states)
         states = states.at[:, 0].set(first_state)
-        actions = self.vae.apply(vae_params, states[:, :-1], states[:, 1:], method=LatentActionVAE.actions)
+        actions = jnp.clip(self.vae.apply(vae_params, states[:, :-1], states[:, 1:], method=LatentActionVAE.actions),
+                           -1.0, 1.0)
         q = self.vae.apply(vae_params, states[:, :-1], actions, method=LatentActionVAE.rewards_and_returns)[..., 1]
         return {"states": states, "actions": actions, "q": q}
 
     def plan_value(self, vae_params, first_state, z) -> jnp.ndarray:
-        """``-E_0(h(z, s_1)) = sum_t Q(s_t, a_t)`` over the decoded plan (Eq. 5)."""
+        """``-E_0(h(z, s_1)) = sum_t Q(s_t, a_t)`` over the decoded plan (Eq. 5), ``t < T``: the last step has no
+        ``s_{T+1}`` to invert into an action."""
         return jnp.sum(self.decode(vae_params, first_state, z)["q"], axis=-1)
 
     # -- sampling ------------------------------------------------------------------------------------------------
@@ -307,7 +314,7 @@ class LatentPlanPolicy(Policy):
     def act(self, params, policy_state, obs, t, rng):
         m = self.method
         plan = m.plan(params, rng, obs)
-        action = m.info.from_unit_action(jnp.clip(plan["actions"][:, 0], -1.0, 1.0))
+        action = m.info.from_unit_action(plan["actions"][:, 0])
         return action, {"plan": m.unnormalize_states(plan["states"])}
 
     def planned_states(self, policy_state):

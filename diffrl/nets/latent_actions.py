@@ -108,7 +108,6 @@ class LatentActionVAE(nn.Module):
     def setup(self):
         self.encoder = Transformer(self.width, self.layers, self.heads)
         self.to_latent = nn.Dense(2 * self.latent_dim)
-        self.decoder_input = nn.Dense(self.width)
         self.decoder = Transformer(self.width, self.layers, self.heads)
         self.state_head = nn.Dense(self.state_dim)
         self.inverse_dynamics = InverseDynamics(self.action_dim, self.inverse_hidden)
@@ -124,7 +123,7 @@ class LatentActionVAE(nn.Module):
         """``s_1 [B, S]`` and ``z [B, T / L, Z]`` -> the states ``[B, T, S]``."""
         tiled = tile_latents(z, self.latent_step)
         first = jnp.broadcast_to(first_state[:, None], tiled.shape[:2] + first_state.shape[-1:])
-        return self.state_head(self.decoder(self.decoder_input(jnp.concatenate([tiled, first], -1))))
+        return self.state_head(self.decoder(jnp.concatenate([tiled, first], -1)))  # the projection: its input layer
 
     def actions(self, states, next_states):
         return self.inverse_dynamics(states, next_states)

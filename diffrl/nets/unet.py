@@ -11,8 +11,9 @@ Layout is channel-last: ``x`` is ``[B, H, transition_dim]`` (the official code t
 internally); ``t`` is the 0-indexed diffusion step of shape ``[B]`` (or a scalar, broadcast over the batch),
 fed to the sinusoidal embedding as given. An unbatched ``x`` of shape ``[H, transition_dim]`` with a scalar
 ``t`` is accepted too, so the modules can be ``jax.vmap``-ed per example (GroupNorm statistics are per example,
-so this agrees with the batched call). ``cond`` is accepted and ignored: Diffuser conditions by inpainting, done
-by the sampler, not by the network.
+so this agrees with the batched call). ``cond`` is ignored unless the U-Net is built with ``condition_dim``
+(Decision Diffuser's conditional form, see :class:`TemporalUNet`): Diffuser conditions by inpainting, done by the
+sampler, not by the network.
 """
 
 from __future__ import annotations
