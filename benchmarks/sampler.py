@@ -36,7 +36,7 @@ Samplers (random weights; timing does not depend on them):
                    GFLOP/call counts the conductor's U-Net only.
   latent-diffuser-plan
                    LatentDiffuser's step (configs/latent_diffuser.py:hopper-medium) for one environment per batch
-                   row: one latent plan of 8 latent actions (U-Net (1, 4, 8), dim 128) by 100 DDPM steps with
+                   row: one latent plan of 40 latent actions (120 steps; U-Net (1, 4, 8), dim 128) by 100 DDPM steps with
                    classifier-free guidance and the energy model's gradient, decoded by the transformer, and the
                    inverse-dynamics action; GFLOP/call counts the prior U-Net (conditional and null together) only.
   latent-diffuser-supports
@@ -223,7 +223,7 @@ def plandq_case(name: str, steps: int | None) -> Case:
 
 def latent_diffuser_case(name: str, steps: int | None) -> Case:
     method = synthetic_method("hopper-medium", [f"plan.sampler_steps={steps}", f"energy.support_steps={steps}"]
-                              if steps else [], method="latent-diffuser")
+                              if steps else [], method="latent_diffuser")
     params = random_params(method)
     policy, supports = method.policy(), method.config.energy.num_supports
     plan = name == "latent-diffuser-plan"

@@ -29,7 +29,7 @@ r + gamma V(s_{t+H})), Diffusion-QL on hopper-medium (batch 256: the critics' st
 next actions, then the policy's denoising loss and Q through its 5-step chain), and PlanDQ's two stages on
 maze2d-large (the D-Conductor's U-Net over 16 sub-goal states, 2 x 32 per update, every window kept: the synthetic
 random walk barely moves; the Q-Performer, Diffusion-QL on relabelled sub-goals), and LatentDiffuser's three stages
-on hopper-medium (the transformer VAE with its heads, batch 32 windows of 40 steps; the latent prior's U-Net on the
+on hopper-medium (the transformer VAE with its heads, batch 32 windows of 120 steps; the latent prior's U-Net on the
 frozen encoder's latents; the energy model's Eq. 8 step over 256 x 16 supports, whose set is drawn with a 1-step
 prior to keep the preparation short). ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q step that draws its
 candidates inside the step instead (100 + 5 DDPM steps for 128 x 500 latents per update).
@@ -54,8 +54,8 @@ RUNS = ("diffuser:pointmaze-umaze", "diffuser:hopper-medium", "diffuser:hopper-m
         "ldcq:pointmaze-umaze:q,q.pool_steps=1,q.pool_extra_steps=0", "diar:pointmaze-umaze:vae",
         "diar:pointmaze-umaze:qv,q.pool_steps=1,q.pool_extra_steps=0", "dql:hopper-medium",
         "plandq:maze2d-large:conductor,conductor.min_displacement=0.0", "plandq:maze2d-large:performer",
-        "latent-diffuser:hopper-medium:vae", "latent-diffuser:hopper-medium:prior",
-        "latent-diffuser:hopper-medium:energy,energy.support_steps=1")
+        "latent_diffuser:hopper-medium:vae", "latent_diffuser:hopper-medium:prior",
+        "latent_diffuser:hopper-medium:energy,energy.support_steps=1")
 
 
 def parse_run(run: str) -> tuple[str, str, str | None, list[str]]:

@@ -9,7 +9,7 @@ from diffrl.data.generate import write_minari_dataset
 
 # A Diffuser small enough to compile and train in seconds: the runner tests share its compiled programs.
 TINY = [
-    "task.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)",
+    "task.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1,)",
     "train.batch_size=4", "train.gradient_accumulation=2", "train.steps=40", "train.log_every=10",
     "train.checkpoint_every=10", "train.ema_start=0", "eval.episodes=4",
 ]

@@ -38,7 +38,7 @@ def test_demo_runs_the_whole_pipeline_and_writes_its_outputs(tmp_path, capsys, c
     write_pointmaze_dataset(tmp_path / "datasets")
     # The tiny model of test_runner.py, undoing the demo's own training overrides, so the session's compilation
     # cache already holds the programs.
-    tiny = ["task.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)",
+    tiny = ["task.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1,)",
             "train.batch_size=4", "train.gradient_accumulation=2", "train.steps=10", "train.log_every=10",
             "train.checkpoint_every=10", "train.ema_start=0", "train.learning_rate=2e-4", "eval.episodes=4"]
     assert main(["demo", "--workdir", str(tmp_path), "--no-progress", *(f"--config.{o}" for o in tiny)]) == 0

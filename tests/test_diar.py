@@ -63,11 +63,11 @@ def test_q_and_v_targets_of_a_hand_made_stream():
     agent = DIAR(config, DatasetInfo.from_data(data), GaussianNormalizer.fit(obs))
     agent.progress = False
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
-    vae = agent.stage("vae").export(agent.stage("vae").init(keys[0]))
-    stage = agent.stage("qv", {"vae": vae, "prior": agent.init_prior(keys[1])})
+    vae = agent.stage("vae").export(jax.jit(agent.stage("vae").init)(keys[0]))  # jitted: eager inits take seconds
+    stage = agent.stage("qv", {"vae": vae, "prior": jax.jit(agent.init_prior)(keys[1])})
     store = make_store(agent.preprocess(data))
     train_data = stage.prepare(store)
-    state = stage.init(keys[2])
+    state = jax.jit(stage.init)(keys[2])
     batch = jax.jit(stage.sample_batch)(train_data, keys[3], state)
 
     starts = agent.chunk_starts(store)[np.asarray(batch["rows"])]
@@ -82,14 +82,16 @@ def test_q_and_v_targets_of_a_hand_made_stream():
     assert stage.candidate_conditions(train_data) is train_data.conditions
 
     v_params = state["v"].params
-    v = lambda s: np.asarray(agent.v_net.apply(v_params, jnp.asarray(s, jnp.float32)[:, None]))  # noqa: E731
+    v_apply = jax.jit(agent.v_net.apply)
+    v = lambda s: np.asarray(v_apply(v_params, jnp.asarray(s, jnp.float32)[:, None]))  # noqa: E731
     expected_y = chunk_reward + 0.9 * (chunk_reward == 0) * v(norm(np.minimum(starts + 3, steps - 1)))
     np.testing.assert_allclose(stage.q_targets(v_params, batch), expected_y, rtol=1e-5, atol=1e-6)
 
     target_q = state["q"].ema_params
     candidates = np.asarray(batch["candidates"])  # [B, 3, Z]
     pairs = np.repeat(norm(starts)[:, None], 3, axis=1)[..., None]
-    q = np.asarray(jax.vmap(lambda p: agent.q_net.apply(p, jnp.asarray(pairs, jnp.float32), candidates))(target_q))
+    q = np.asarray(jax.jit(jax.vmap(agent.q_net.apply, (0, None, None)))(target_q, jnp.asarray(pairs, jnp.float32),
+                                                                      candidates))
     u = q.min(0) - v(norm(starts))[:, None]
     expected_loss = np.mean(np.asarray(batch["weights"])[:, None] * np.where(u < 0, 0.1, 0.9) * u**2)
     loss, _ = stage.value_loss(v_params, target_q, batch, keys[3])

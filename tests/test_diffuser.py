@@ -84,7 +84,7 @@ def maze_agent(tmp_path_factory):
     root = tmp_path_factory.mktemp("minari")
     write_pointmaze_dataset(root)
     config = apply_overrides(load_config("configs/diffuser.py:pointmaze-umaze"),
-                             ["task.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1, 2)"])
+                             ["task.horizon=16", "diffusion.num_steps=8", "model.dim=8", "model.dim_mults=(1,)"])
     return Diffuser.from_data(config, load_dataset(config.dataset.id, root=root))
 
 

@@ -115,8 +115,8 @@ def test_sigterm_saves_and_resume_reproduces_the_uninterrupted_run(maze_root, tm
 def test_resuming_with_another_model_is_refused(maze_root, tmp_path):
     train(tiny_config(maze_root, "train.steps=10"), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="another model"):
-        # a one-level U-Net: the refused run compiles its init before it reads the checkpoint, this one's in ~2 s
-        train(tiny_config(maze_root, "train.steps=20", "model.dim_mults=(1,)"), tmp_path, progress=False)
+        # a twice as wide U-Net: the refused run compiles its init before it reads the checkpoint (~2 s)
+        train(tiny_config(maze_root, "train.steps=20", "model.dim=16"), tmp_path, progress=False)
 
 
 def test_config_comparison_reads_missing_groups_as_none_and_tuples_as_lists():
