@@ -116,11 +116,13 @@ class QStage(Stage):
         rng = jax.random.PRNGKey(self.config.seed + 2 if seed is None else seed)
 
         @jax.jit
-        def sample(rows):
-            key = jax.random.fold_in(rng, rows[0])
-            z = m.sample_latents(self.upstream["prior"], key, conditions[rows], qc.pool_size, steps=qc.pool_steps,
+        def draw(prior, condition, key):  # data and parameters as arguments: a large dataset is no program constant
+            z = m.sample_latents(prior, key, condition, qc.pool_size, steps=qc.pool_steps,
                                  extra_steps=qc.pool_extra_steps, guidance_weight=qc.guidance_weight)
             return z.astype(jnp.dtype(qc.pool_dtype))
+
+        def sample(rows):
+            return draw(self.upstream["prior"], conditions[rows], jax.random.fold_in(rng, rows[0]))
 
         started = time.perf_counter()
         rows = np.arange(conditions.shape[0], dtype=np.int32)
