@@ -28,10 +28,11 @@ pool's rate), and DIAR's VAE stage (the skill VAE with its state decoder and the
 r + gamma V(s_{t+H})), Diffusion-QL on hopper-medium (batch 256: the critics' step with the EMA policy's 5-step
 next actions, then the policy's denoising loss and Q through its 5-step chain), and PlanDQ's two stages on
 maze2d-large (the D-Conductor's U-Net over 16 sub-goal states, 2 x 32 per update, every window kept: the synthetic
-random walk barely moves; the Q-Performer, Diffusion-QL on relabelled sub-goals), and LatentDiffuser's three stages
+random walk barely moves; the Q-Performer, Diffusion-QL on relabelled sub-goals), and LatentDiffuser's VAE and prior
 on hopper-medium (the transformer VAE with its heads, batch 32 windows of 120 steps; the latent prior's U-Net on the
-frozen encoder's latents; the energy model's Eq. 8 step over 256 x 16 supports, whose set is drawn with a 1-step
-prior to keep the preparation short). ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q step that draws its
+frozen encoder's latents). Its energy stage first decodes 16 support plans for each of the synthetic data's 17,620
+window starts, which takes a GPU: ``--runs "latent_diffuser:hopper-medium:energy,energy.support_steps=1"`` times
+its Eq. 8 step over 256 x 16 supports. ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q step that draws its
 candidates inside the step instead (100 + 5 DDPM steps for 128 x 500 latents per update).
 """
 
@@ -54,8 +55,7 @@ RUNS = ("diffuser:pointmaze-umaze", "diffuser:hopper-medium", "diffuser:hopper-m
         "ldcq:pointmaze-umaze:q,q.pool_steps=1,q.pool_extra_steps=0", "diar:pointmaze-umaze:vae",
         "diar:pointmaze-umaze:qv,q.pool_steps=1,q.pool_extra_steps=0", "dql:hopper-medium",
         "plandq:maze2d-large:conductor,conductor.min_displacement=0.0", "plandq:maze2d-large:performer",
-        "latent_diffuser:hopper-medium:vae", "latent_diffuser:hopper-medium:prior",
-        "latent_diffuser:hopper-medium:energy,energy.support_steps=1")
+        "latent_diffuser:hopper-medium:vae", "latent_diffuser:hopper-medium:prior")
 
 
 def parse_run(run: str) -> tuple[str, str, str | None, list[str]]:
