@@ -84,7 +84,7 @@ def _interrupted(args: argparse.Namespace) -> str:
     if args.command in ("train", "demo"):
         return _latest_checkpoints(pathlib.Path(args.workdir))
     if args.command == "data" and args.data_command in ("generate", "download"):
-        return "no dataset was written"
+        return "no dataset was written (a SAC run of a locomotion dataset resumes from its last checkpoint)"
     return "nothing was written" if args.command == "evaluate" else "stopped"
 
 
@@ -138,7 +138,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if plot is None and not args.no_plot:
         plot = pathlib.Path(args.workdir) / "evaluation" / "rollouts.png"
     summary = evaluate_checkpoint(args.workdir, step=args.step, episodes=args.episodes, seed=args.seed,
-                                  overrides=args.overrides, json_path=args.json, plot_path=plot)
+                                  overrides=args.overrides, json_path=args.json, plot_path=plot,
+                                  backend=args.backend)
     print(format_summary(summary))
     if "plot" in summary:
         print(f"plot: {summary['plot']}")
@@ -184,17 +185,35 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _data_generate(args: argparse.Namespace) -> int:
-    from diffrl.data.generate import D4RL_MAZE2D_REF_SCORES, DEFAULT_STEPS, generate_maze_dataset
+    from diffrl.data.generate import (
+        D4RL_MAZE2D_REF_SCORES,
+        DEFAULT_STEPS,
+        generate_maze_dataset,
+    )
+    from diffrl.experts.locomotion_data import (
+        ENV_IDS,
+        LEVELS,
+        generate_locomotion_dataset,
+    )
 
     protocol, _, maze = args.env.partition("-")
-    choices = [f"pointmaze-{m}" for m in DEFAULT_STEPS] + [f"maze2d-{m}" for m in D4RL_MAZE2D_REF_SCORES]
+    locomotion = [f"{e}-{level}" for e in ENV_IDS for level in LEVELS]
+    choices = [f"pointmaze-{m}" for m in DEFAULT_STEPS] + [f"maze2d-{m}" for m in D4RL_MAZE2D_REF_SCORES] + locomotion
     if args.env not in choices:
         raise ValueError(f"unknown environment {args.env!r}; choose one of {', '.join(choices)}")
-    summary = generate_maze_dataset(
-        maze, args.steps, reward_type="dense" if args.dense else "sparse", num_envs=args.num_envs,
-        seed=args.seed, dataset_id=args.dataset_id, root=args.root, overwrite=args.overwrite,
-        progress=not args.no_progress, protocol=protocol,
-    )
+    if args.env in locomotion:
+        summary = generate_locomotion_dataset(
+            args.env, args.steps, expert_steps=args.expert_steps, seed=args.seed, num_envs=args.num_envs or 10,
+            dataset_id=args.dataset_id, root=args.root, experts_root=args.experts, overwrite=args.overwrite,
+            progress=not args.no_progress)
+        print(f"expert SAC: {summary['recipe']['expert_steps']} steps, evaluation return "
+              f"{summary['expert_eval_return']:.1f}; dataset mean return {summary['mean_return']:.1f}")
+    else:
+        summary = generate_maze_dataset(
+            maze, args.steps, reward_type="dense" if args.dense else "sparse", num_envs=args.num_envs or 64,
+            seed=args.seed, dataset_id=args.dataset_id, root=args.root, overwrite=args.overwrite,
+            progress=not args.no_progress, protocol=protocol,
+        )
     print(f"wrote {summary['dataset_id']}: {summary['steps']} steps in {summary['episodes']} episodes, "
           f"ref_min_score {summary['ref_min_score']:.2f}, ref_max_score {summary['ref_max_score']:.2f}\n"
           f"  at {summary['path']}")
@@ -264,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint in parallel MJX environments",
+    evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint in parallel MJX (or gymnasium) environments",
                               description="Load a checkpoint, roll out the episodes in parallel in MJX in one jitted "
                                           "call, print the normalized score (mean +/- standard error) and success "
                                           "rate, and save a plot of plans and trajectories.",
@@ -278,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plot", default=None, metavar="PATH",
                           help="PNG of plans and trajectories (default: WORKDIR/evaluation/rollouts.png)")
     evaluate.add_argument("--no-plot", action="store_true", help="do not write the plot")
+    evaluate.add_argument("--backend", choices=("auto", "mjx", "gym"), default="auto",
+                          help="mjx: parallel MJX envs; gym: gymnasium envs on the CPU (MuJoCo C); auto (default): "
+                               "gym for envs without an MJX port and for locomotion when JAX runs on the CPU")
     evaluate.set_defaults(handler=_evaluate)
     demo = sub.add_parser("demo", help="run the embedded end-to-end demo (a few minutes on a 2-core CPU)",
                           description="Generate a small PointMaze U-Maze dataset (if absent), train Diffuser briefly, "
@@ -305,21 +327,32 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Offline datasets in Minari format (the local root is $MINARI_DATASETS_PATH "
                                       "or ~/.minari/datasets).")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    gen = data_sub.add_parser("generate", help="generate an expert maze dataset in MJX",
-                              description="Generate a maze dataset with the waypoint expert in parallel MJX envs and "
-                                          "write it with Minari. pointmaze-*: Minari's pointmaze-v2 recipe (episodes "
-                                          "end at every reached goal, reference scores measured); maze2d-*: D4RL's "
-                                          "maze2d-v1 recipe (one stream per env, rewards against the fixed "
-                                          "evaluation target, D4RL's evaluation env and reference scores).")
+    gen = data_sub.add_parser("generate", help="generate a maze dataset in MJX or a locomotion dataset with SAC",
+                              description="Generate a dataset and write it with Minari. pointmaze-*: Minari's "
+                                          "pointmaze-v2 recipe (waypoint expert in parallel MJX envs; episodes end at "
+                                          "every reached goal, reference scores measured); maze2d-*: D4RL's maze2d-v1 "
+                                          "recipe (one stream per env, rewards against the fixed evaluation target, "
+                                          "D4RL's evaluation env and reference scores); hopper-*, halfcheetah-*, "
+                                          "walker2d-*: the Minari / D4RL locomotion recipe (a SAC expert trained here "
+                                          "and cached, medium = stopped at a third of the expert's return, "
+                                          "medium-replay = that run's replay buffer; gymnasium v5 envs).")
     gen.add_argument("env", help="pointmaze-umaze | pointmaze-open | pointmaze-medium | pointmaze-large | "
-                                 "maze2d-umaze | maze2d-medium | maze2d-large")
+                                 "maze2d-umaze | maze2d-medium | maze2d-large | {hopper,halfcheetah,walker2d}-"
+                                 "{expert,medium,medium-replay}")
     gen.add_argument("--steps", type=_count(1), default=None,
-                     help="transitions to generate (default: 1e6 umaze/open, 2e6 medium, 4e6 large, as D4RL)")
-    gen.add_argument("--num-envs", type=_count(1), default=64, help="parallel environments (default: 64)")
+                     help="transitions to generate (default: 1e6 umaze/open and locomotion, 2e6 medium, 4e6 large, "
+                          "as D4RL)")
+    gen.add_argument("--num-envs", type=_count(1), default=None,
+                     help="parallel environments (default: 64 MJX mazes, 10 gymnasium locomotion envs)")
     gen.add_argument("--seed", type=_count(0), default=0, help="random seed (default: 0)")
+    gen.add_argument("--expert-steps", type=_count(1), default=1_000_000,
+                     help="locomotion: SAC steps of the expert (default: 1e6, D4RL's budget); a cached shorter run "
+                          "is resumed")
+    gen.add_argument("--experts", default=None,
+                     help="locomotion: folder of the cached SAC runs (default: ~/.cache/diffrl/experts)")
     gen.add_argument("--dense", action="store_true", help="dense reward exp(-distance) instead of sparse")
     gen.add_argument("--dataset-id", default=None,
-                     help="Minari id (default: diffrl/pointmaze/<maze>[-dense]-v0, diffrl/maze2d/<maze>-v1)")
+                     help="Minari id (default: diffrl/pointmaze/<maze>[-dense]-v0, diffrl/maze2d/<maze>-v1, diffrl/<env>/<level>-v0)")
     gen.add_argument("--root", default=None, help="Minari datasets root (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")

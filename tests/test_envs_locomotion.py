@@ -37,6 +37,7 @@ import numpy as np
 import pytest
 
 from diffrl.envs.base import EnvState
+from diffrl.envs.gym_fallback import evaluate_gym
 from diffrl.envs.locomotion import HalfCheetah, Hopper, LocomotionEnv, Walker2d, make_locomotion_env
 
 # Walker2d's MJX step compiles for ~90 s on the 2-core CPU of the suite: its parity runs with the long checks
@@ -211,6 +212,30 @@ def test_truncation_at_max_episode_steps(rollouts):
     np.testing.assert_array_equal(late.truncated, steps_so_far + 1 >= 1000)  # gymnasium's TimeLimit
     np.testing.assert_array_equal(late.terminated, rollouts.terminated[:, 0])  # kept apart from truncation
     np.testing.assert_array_equal(late.obs, rollouts.obs[:, 0])
+
+
+def test_the_gymnasium_evaluator_scores_a_policy_as_the_mjx_rollout_does(rollouts):
+    """``diffrl evaluate``'s two backends on the same linear feedback policy over 8 episodes of at most 200
+    steps: the MJX rollout (the compiled step, from MJX's resets) and gymnasium's envs (seeds 0..7, other reset
+    noise) give the same mean return within noise, and the zero policy does not."""
+    env = rollouts.env
+    gains = np.random.default_rng(1).normal(0, 0.3, (env.observation_size, env.action_size)).astype(np.float32)
+
+    def mjx_mean_return(gain):
+        state, total, alive = rollouts.initial, np.zeros(BATCH), np.ones(BATCH, bool)
+        for _ in range(200):
+            state = rollouts.batch_step(state, np.clip(np.asarray(state.obs) @ gain, -1, 1))
+            total += np.where(alive, np.asarray(state.reward), 0.0)
+            alive &= ~np.asarray(state.terminated)
+        return total.mean(), total.std() / np.sqrt(BATCH)
+
+    mjx, mjx_stderr = mjx_mean_return(gains)
+    gym_returns = evaluate_gym(env.name, lambda obs: (), lambda s, obs, t: (np.clip(obs @ gains, -1, 1), s),
+                               episodes=BATCH, num_envs=BATCH, max_episode_steps=200)["returns"]
+    tolerance = 3 * np.hypot(mjx_stderr, gym_returns.std() / np.sqrt(BATCH)) + 0.02 * abs(mjx)
+    assert abs(gym_returns.mean() - mjx) < tolerance
+    still, _ = mjx_mean_return(0 * gains)  # no action: the runners stand (or lie) still
+    assert abs(still - mjx) > tolerance
 
 
 @pytest.mark.parametrize(

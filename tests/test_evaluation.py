@@ -11,7 +11,8 @@ import pytest
 
 from diffrl.cli import main
 from diffrl.config import apply_overrides, load_config
-from diffrl.eval.evaluate import Evaluator
+from diffrl.envs.registry import NoMJXPortError
+from diffrl.eval.evaluate import Evaluator, choose_backend
 from diffrl.train.pipeline import load_trained, train
 from synthetic import write_pendulum_dataset, write_pointmaze_dataset
 from tensorboard_reader import read_image_tags, read_scalars
@@ -86,3 +87,16 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(tmp
     assert summary["episodes"] == 3 and summary["success_rate"] is None
     assert summary["return_mean"] == pytest.approx(np.mean(returns), rel=1e-4)
     assert summary["normalized_score"] == pytest.approx(100 * (np.mean(returns) + 1500) / 1500, rel=1e-4)
+
+
+def test_the_backend_is_mujoco_c_for_locomotion_on_a_cpu_and_for_envs_without_an_mjx_port(caplog):
+    caplog.set_level(logging.INFO, logger="diffrl")
+    assert choose_backend(gym.spec("Hopper-v5")) == "gym"
+    assert "Hopper-v5: evaluating in 10 gymnasium environments (MuJoCo C), faster than MJX on a CPU" in caplog.text
+    assert choose_backend(gym.spec("Hopper-v5"), "mjx") == "mjx"
+    assert choose_backend(gym.spec("Pendulum-v1"), num_envs=3) == "gym"
+    assert "Pendulum-v1 has no MJX port: evaluating in 3 gymnasium environments on the CPU" in caplog.text
+    with pytest.raises(NoMJXPortError, match="'Pendulum-v1' has no MJX port"):
+        choose_backend(gym.spec("Pendulum-v1"), "mjx")
+    with pytest.raises(ValueError, match="unknown evaluation backend 'warp'; choose one of auto, mjx, gym"):
+        choose_backend(gym.spec("Hopper-v5"), "warp")

@@ -133,6 +133,7 @@ def random_walk(tmp_path_factory):
     return data, config, run
 
 
+@pytest.mark.benchmark  # ~125 s on the suite's 2-core CPU (training all three stages): python -m pytest -m benchmark
 def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(random_walk, optimized_compilation):
     """App. D with H = 1: the behaviour steps 0.8..1 left or right. Decoded diffusion-prior samples keep out of
     the middle where the VAE's Gaussian prior puts its mass, and the Q-learned policy walks straight to an end

@@ -55,7 +55,10 @@ from flax import struct
 from tqdm.auto import tqdm
 
 from diffrl.envs.pointmaze import MAZE2D_V1, MAZE_MAPS, MazeLayout, PointMaze, maze2d_id
-from diffrl.envs.third_party import import_gymnasium_robotics_quietly, removing_maze_xml_files
+from diffrl.envs.third_party import (
+    import_gymnasium_robotics_quietly,
+    removing_maze_xml_files,
+)
 from diffrl.locking import exclusive_lock
 
 # D4RL-sized defaults (steps) and the time limits of the evaluation env.
@@ -332,15 +335,15 @@ def _minari_root(root: Path):
             os.environ["MINARI_DATASETS_PATH"] = previous
 
 
-def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, reward_type: str, ref_min: float,
-                         ref_max: float, root: Path, overwrite: bool = False, protocol: str = "pointmaze") -> Path:
-    """Write episodes through Minari's buffer API into a temporary root, then move the dataset into place.
+def create_dataset_atomically(dataset_id: str, buffers: list, root: Path, overwrite: bool = False,
+                              extra_metadata: dict | None = None, **create_kwargs) -> Path:
+    """``minari.create_dataset_from_buffers`` into a temporary root, then move the dataset into place (with
+    ``extra_metadata`` added to its ``metadata.json``).
 
     An interrupted write leaves nothing under ``root``; an existing dataset is replaced only with ``overwrite``.
     """
     import gymnasium as gym
     import minari
-    from minari.data_collector import EpisodeBuffer
 
     gym.register_envs(import_gymnasium_robotics_quietly())
     root = Path(root).resolve()  # Minari re-joins a relative root onto itself when it sizes the written files
@@ -350,28 +353,13 @@ def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, rewar
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".diffrl-staging-", dir=root))
     try:
-        buffers = []
-        for k, ep in enumerate(episodes):
-            obs = ep["observations"].astype(np.float64)
-            n = len(ep["actions"])
-            buffers.append(EpisodeBuffer(
-                id=k,
-                observations={"observation": obs[:, :4], "achieved_goal": obs[:, 4:6], "desired_goal": obs[:, 6:8]},
-                actions=ep["actions"].astype(np.float32),
-                rewards=ep["rewards"].astype(np.float64),
-                terminations=np.zeros(n, bool),
-                truncations=np.arange(n) == n - 1,
-                infos={"success": np.asarray(ep["success"], bool)} if "success" in ep else None,
-            ))
         with removing_maze_xml_files(), _minari_root(staging), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*author_email.*")
             warnings.filterwarnings("ignore", message=".*code_permalink.*")  # no code URL to give
-            minari.create_dataset_from_buffers(
-                dataset_id=dataset_id, buffer=buffers, env=_env_spec(maze, reward_type, eval_env=False),
-                eval_env=_env_spec(maze, reward_type, True, protocol), ref_min_score=float(ref_min),
-                ref_max_score=float(ref_max), algorithm_name="QIteration waypoint expert + N(0, 0.5^2) noise (diffrl)",
-                author="diffrl", description=DESCRIPTIONS[protocol].format(maze=maze, reward_type=reward_type),
-            )
+            dataset = minari.create_dataset_from_buffers(dataset_id=dataset_id, buffer=buffers, author="diffrl",
+                                                         **create_kwargs)
+            if extra_metadata:
+                dataset.storage.update_metadata(extra_metadata)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(final)
@@ -379,6 +367,32 @@ def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, rewar
         return final
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, reward_type: str, ref_min: float,
+                         ref_max: float, root: Path, overwrite: bool = False, protocol: str = "pointmaze") -> Path:
+    """Write maze episodes as a Minari dataset (:func:`create_dataset_atomically`)."""
+    from minari.data_collector import EpisodeBuffer
+
+    buffers = []
+    for k, ep in enumerate(episodes):
+        obs = ep["observations"].astype(np.float64)
+        n = len(ep["actions"])
+        buffers.append(EpisodeBuffer(
+            id=k,
+            observations={"observation": obs[:, :4], "achieved_goal": obs[:, 4:6], "desired_goal": obs[:, 6:8]},
+            actions=ep["actions"].astype(np.float32),
+            rewards=ep["rewards"].astype(np.float64),
+            terminations=np.zeros(n, bool),
+            truncations=np.arange(n) == n - 1,
+            infos={"success": np.asarray(ep["success"], bool)} if "success" in ep else None,
+        ))
+    return create_dataset_atomically(
+        dataset_id, buffers, root, overwrite, env=_env_spec(maze, reward_type, eval_env=False),
+        eval_env=_env_spec(maze, reward_type, True, protocol), ref_min_score=float(ref_min),
+        ref_max_score=float(ref_max), algorithm_name="QIteration waypoint expert + N(0, 0.5^2) noise (diffrl)",
+        description=DESCRIPTIONS[protocol].format(maze=maze, reward_type=reward_type),
+    )
 
 
 def generate_maze_dataset(maze: str, steps: int | None = None, *, reward_type: str = "sparse",

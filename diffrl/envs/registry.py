@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 
 from diffrl.envs.base import Env
-from diffrl.envs.pointmaze import GYM_IDS, MAX_EPISODE_STEPS, MAZE2D_V1, POINTMAZE_V3, PointMaze, evaluation_map
+from diffrl.envs.pointmaze import (
+    GYM_IDS,
+    MAX_EPISODE_STEPS,
+    MAZE2D_V1,
+    POINTMAZE_V3,
+    PointMaze,
+    evaluation_map,
+)
 
 _POINTMAZE_ID = re.compile(r"^PointMaze_(UMaze|Open|Medium|Large)(Dense)?-v3$")
 _MAZE2D_ID = re.compile(r"^diffrl/Maze2D_(UMaze|Medium|Large)-v1$")
@@ -52,6 +59,12 @@ def make_env(env, **overrides) -> Env:
         f"{', '.join(LOCOMOTION_IDS)}); "
         "evaluate it on the CPU with diffrl.envs.gym_fallback.evaluate_gym"
     )
+
+
+def has_mjx_port(env) -> bool:
+    """Whether :func:`make_env` can build ``env`` (an id or ``EnvSpec``), without building it."""
+    env_id = getattr(env, "id", env)
+    return bool(_POINTMAZE_ID.match(env_id) or _MAZE2D_ID.match(env_id)) or env_id in LOCOMOTION_IDS
 
 
 def protocol_name(env) -> str | None:
