@@ -48,22 +48,24 @@ def write_pointmaze_dataset(root, dataset_id: str = "diffrl/pointmaze/umaze-v0",
     return dataset_id
 
 
-def write_pendulum_dataset(root, dataset_id: str = "toy/pendulum/random-v0", episodes: int = 3, steps: int = 40) -> str:
-    """Random-action episodes of gymnasium's ``Pendulum-v1``, an environment with no MJX port."""
-    import gymnasium as gym
+def write_random_dataset(root, env_id: str = "Pendulum-v1", dataset_id: str = "toy/pendulum/random-v0",
+                         episodes: int = 3, steps: int = 40, ref_scores: tuple[float, float] = (-1500.0, 0.0)) -> str:
+    """Uniform-random-action episodes of a gymnasium env with flat Box spaces (``Pendulum-v1``, the Adroit hands:
+    environments with no MJX port)."""
     import minari
     from minari.data_collector import EpisodeBuffer
 
     from diffrl.data.generate import _minari_root
+    from diffrl.envs.gym_fallback import make_gym_env
 
-    env = gym.make("Pendulum-v1")
+    env = make_gym_env(env_id)
     rng = np.random.default_rng(0)
     buffers = []
     for k in range(episodes):
         obs, _ = env.reset(seed=k)
         observations, actions, rewards = [obs], [], []
         for _ in range(steps):
-            action = rng.uniform(-2, 2, size=1).astype(np.float32)
+            action = rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
             obs, reward, *_ = env.step(action)
             observations.append(obs), actions.append(action), rewards.append(reward)
         buffers.append(EpisodeBuffer(id=k, observations=np.asarray(observations), actions=np.asarray(actions),
@@ -71,6 +73,6 @@ def write_pendulum_dataset(root, dataset_id: str = "toy/pendulum/random-v0", epi
                                      truncations=np.arange(steps) == steps - 1, infos={}))
     with _minari_root(root):
         minari.create_dataset_from_buffers(dataset_id=dataset_id, buffer=buffers, env=env.spec,
-                                           ref_min_score=-1500.0, ref_max_score=0.0, author="diffrl",
+                                           ref_min_score=ref_scores[0], ref_max_score=ref_scores[1], author="diffrl",
                                            algorithm_name="uniform random actions", description="test data")
     return dataset_id

@@ -8,14 +8,15 @@ import gymnasium as gym
 import jax
 import numpy as np
 import pytest
+from synthetic import write_pointmaze_dataset, write_random_dataset
+from tensorboard_reader import read_image_tags, read_scalars
 
 from diffrl.cli import main
 from diffrl.config import apply_overrides, load_config
+from diffrl.envs.gym_fallback import make_gym_env
 from diffrl.envs.registry import NoMJXPortError
 from diffrl.eval.evaluate import Evaluator, choose_backend
 from diffrl.train.pipeline import load_trained, train
-from synthetic import write_pendulum_dataset, write_pointmaze_dataset
-from tensorboard_reader import read_image_tags, read_scalars
 
 TINY_BC = ["model.hidden=(8,)", "train.steps=10", "train.log_every=10", "train.checkpoint_every=10",
            "train.batch_size=8"]
@@ -56,9 +57,13 @@ def test_an_evaluator_compiles_its_rollout_once(tmp_path, caplog):
     assert read_image_tags(tmp_path / "run" / "policy" / "tensorboard") == ["eval/rollouts"]
 
 
-def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(tmp_path, capsys, caplog):
+@pytest.mark.parametrize("env_id,reports_success", [("Pendulum-v1", False), ("AdroitHandDoor-v1", True)])
+def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env_id, reports_success, tmp_path, capsys,
+                                                                             caplog):
+    """A classic-control env and an Adroit hand (the dataset's own eval spec, 200-step episodes): the score of the
+    CPU evaluator equals the same policy stepped by hand in gymnasium; the hand reports success."""
     root = tmp_path / "data"
-    dataset_id = write_pendulum_dataset(root)
+    dataset_id = write_random_dataset(root, env_id, f"toy/{env_id.lower()}/random-v0", steps=10)
     config = apply_overrides(load_config("bc.py:hopper-medium"), [*TINY_BC, f"dataset.root={root}",
                                                                    f"dataset.id={dataset_id}"])
     train(config, tmp_path / "run", progress=False)
@@ -66,7 +71,7 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(tmp
     json_path = tmp_path / "not" / "yet" / "eval.json"  # its folders are created
     assert main(["evaluate", "--workdir", str(tmp_path / "run"), "--episodes", "3", "--seed", "7",
                  "--json", str(json_path)]) == 0
-    assert "Pendulum-v1 has no MJX port: evaluating in 3 gymnasium environments on the CPU" in caplog.text
+    assert f"{env_id} has no MJX port: evaluating in 3 gymnasium environments on the CPU" in caplog.text
     assert "evaluating 3 episodes of 200 steps in 3 gymnasium environments on the CPU ..." in caplog.text
     assert "evaluated 3 episodes in " in caplog.text
     summary = json.loads(json_path.read_text())
@@ -76,7 +81,7 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(tmp
     policy = method.policy()
     returns = []
     for k in range(3):
-        env = gym.make("Pendulum-v1")
+        env = make_gym_env(env_id)
         obs, _ = env.reset(seed=7 + k)
         total, done = 0.0, False
         while not done:
@@ -84,7 +89,7 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(tmp
             obs, reward, terminated, truncated, _ = env.step(np.asarray(action)[0])
             total, done = total + reward, terminated or truncated
         returns.append(total)
-    assert summary["episodes"] == 3 and summary["success_rate"] is None
+    assert summary["episodes"] == 3 and (summary["success_rate"] is not None) == reports_success
     assert summary["return_mean"] == pytest.approx(np.mean(returns), rel=1e-4)
     assert summary["normalized_score"] == pytest.approx(100 * (np.mean(returns) + 1500) / 1500, rel=1e-4)
 

@@ -119,6 +119,8 @@ def test_sac_learns_pendulum_on_the_host_backend_and_resumes(tmp_path, optimized
     assert run.evaluations[0][1] == first.evaluations[0][1]  # carried over by the checkpoint
     assert run.evaluations[-1][1] > -400
     assert int(run.state.critic.step) == 5000 - 500  # one update per step after learning_starts, across the resume
+    buffer = jax.device_get(run.state.buffer)  # the episode cut by the resume ends (truncated) at its last row
+    assert buffer.done[2499] and not buffer.terminated[2499] and buffer.done.sum() == 24 + 1
     logged = read_scalars(tmp_path / "tensorboard")
     assert [step for step, _ in logged["eval/return"]] == [2500, 5000]
     # every finished episode (200 steps each): 12 before the resume, whose episode in progress restarts, 12 after
@@ -136,7 +138,7 @@ def test_locomotion_datasets_follow_the_recipe(tmp_path):
     replay = generate_locomotion_dataset("hopper-medium-replay", **common)
     expert = generate_locomotion_dataset("hopper-expert", steps=2500, **common)
     assert replay["recipe"]["medium_eval_return"] >= replay["recipe"]["medium_threshold"]
-    cached = json.loads((tmp_path / "experts" / "Hopper-v5" / "expert-seed0" / "reference_scores.json").read_text())
+    cached = json.loads((tmp_path / "experts" / "Hopper-v5" / "expert-gym-seed0" / "reference_scores.json").read_text())
     reference = gym.make("Hopper-v5")
     for summary in (replay, expert):
         dataset = _load(tmp_path / "datasets", summary)

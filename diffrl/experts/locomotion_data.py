@@ -1,15 +1,17 @@
 """Locomotion datasets made here, by the recipe of the public ones: ``diffrl data generate hopper-medium``.
 
-Recipe (Minari ``minari-dataset-generation-scripts/scripts/mujoco``: ``train.py``, ``create_dataset.py``; D4RL
-``scripts/generation/mujoco``):
+Recipe: Minari's collection and reference scores (``minari-dataset-generation-scripts/scripts/mujoco``:
+``train.py``, ``create_dataset.py``) and D4RL's definitions of the medium and medium-replay policies (Fu et al.
+2020, Sec. 5; Minari instead trains "medium" for a fixed budget, 4M Hopper / 6M Walker2d and HalfCheetah steps, and
+has no medium-replay for these envs, only "simple-replay", a fresh 1M-step single-env run):
 
 * envs: gymnasium ``Hopper-v5``, ``HalfCheetah-v5``, ``Walker2d-v5`` (the v5 spec is the dataset's env spec and
   evaluation spec), 1,000-step time limit.
-* expert: SAC with SB3's defaults and Minari's ``learning_starts = 10_000``
+* expert: SAC with SB3's defaults (PyTorch's layer initialisation) and Minari's ``learning_starts = 10_000``
   (:class:`diffrl.experts.sac.SACConfig`), trained for ``expert_steps`` environment steps, one environment
   (default 1M, D4RL's SAC budget; Minari trained SB3 SAC for far longer with 5 environments: Hopper 25M, Walker2d
   25M, HalfCheetah TQC 25M for "expert"). The run is cached under ``experts_root`` and resumed, so a longer
-  ``expert_steps`` continues it.
+  ``expert_steps`` continues it. Runs are cached per env, role, backend and seed (``Hopper-v5/expert-gym-seed0``).
 * medium: D4RL's definition, a policy "trained to about a third of the expert's performance": a second SAC run
   (seed + 1) evaluated every ``medium_eval_every`` steps (10 episodes of the policy's mode) stops as soon as that
   return reaches a third of the expert's; the policy at that moment is the medium policy.
@@ -41,7 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from diffrl.experts.sac import SACConfig
-from diffrl.experts.training import SACRun, train_sac
+from diffrl.experts.training import SACRun, choose_backend, train_sac
 
 logger = logging.getLogger(__name__)
 
@@ -70,18 +72,26 @@ def default_experts_root() -> Path:
     return Path.home() / ".cache" / "diffrl" / "experts"
 
 
+def run_folder(experts_root, env: str, name: str, seed: int) -> Path:
+    """Where a cached SAC run lives: by env, role, backend (a host run and a device run carry different states)
+    and seed."""
+    return Path(experts_root) / ENV_IDS[env] / f"{name}-{choose_backend(ENV_IDS[env])}-seed{seed}"
+
+
 def train_expert(env: str, experts_root, steps: int = DEFAULT_EXPERT_STEPS, seed: int = 0,
                  progress: bool = True) -> SACRun:
     """The cached expert SAC run of ``env`` (trained, or resumed, up to ``steps``)."""
-    workdir = Path(experts_root) / ENV_IDS[env] / f"expert-seed{seed}"
+    workdir = run_folder(experts_root, env, "expert", seed)
     return train_sac(ENV_IDS[env], workdir, steps=steps, config=SACConfig(), seed=seed, eval_every=10_000,
                      eval_episodes=10, checkpoint_every=25_000, progress=progress)
 
 
-def train_medium(env: str, experts_root, expert_return: float, seed: int = 0, eval_every: int = 5_000,
+def train_medium(env: str, experts_root, expert: SACRun, seed: int = 0, eval_every: int = 5_000,
                  max_steps: int = MEDIUM_MAX_STEPS, progress: bool = True) -> SACRun:
-    """A SAC run (seed + 1) stopped when its evaluation return reaches a third of ``expert_return``."""
-    workdir = Path(experts_root) / ENV_IDS[env] / f"medium-seed{seed}"
+    """A SAC run (seed + 1) stopped when its evaluation return reaches a third of the expert's last one; cached
+    per expert (a longer expert sets another threshold)."""
+    expert_return = expert.evaluations[-1][1]
+    workdir = run_folder(experts_root, env, f"medium-of-expert{expert.steps}", seed)
     run = train_sac(ENV_IDS[env], workdir, steps=max_steps, config=SACConfig(buffer_size=max_steps), seed=seed + 1,
                     eval_every=eval_every, eval_episodes=10, checkpoint_every=25_000,
                     stop_at_return=MEDIUM_FRACTION * expert_return, progress=progress)
@@ -224,14 +234,14 @@ def generate_locomotion_dataset(name: str, steps: int | None = None, *, expert_s
     with exclusive_lock(experts_root / env_id, f"the SAC runs of {env_id} under {experts_root}"):
         expert = train_expert(env, experts_root, expert_steps, seed, progress)
         expert_return = expert.evaluations[-1][1]
-        ref_min, ref_max = reference_scores(expert, env_id, experts_root / env_id / f"expert-seed{seed}" /
+        ref_min, ref_max = reference_scores(expert, env_id, run_folder(experts_root, env, "expert", seed) /
                                             "reference_scores.json", reference_episodes)
         recipe = {"env_id": env_id, "level": level, "sac": json.loads(json.dumps(dataclasses.asdict(SACConfig()))),
                   "expert_steps": expert.steps, "expert_eval_return": expert_return, "seed": seed}
         if level == "expert":
             episodes = collect(expert, env_id, steps, num_envs, seed, progress)
         else:
-            medium = train_medium(env, experts_root, expert_return, seed, progress=progress)
+            medium = train_medium(env, experts_root, expert, seed, progress=progress)
             recipe.update(medium_steps=medium.steps, medium_eval_return=medium.evaluations[-1][1],
                           medium_threshold=MEDIUM_FRACTION * expert_return)
             episodes = collect(medium, env_id, steps, num_envs, seed, progress) if level == "medium" else \

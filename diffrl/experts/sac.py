@@ -12,7 +12,7 @@ policy's ``log pi``), critic loss ``0.5 * sum_i (Q_i(s, a) - y)^2`` with ``y = r
 updated critics, then the target update; ``alpha`` is the temperature before its own step. Only terminations
 stop the bootstrap (SB3's ``handle_timeout_termination``): a time-limit truncation keeps it.
 
-Actions live in ``[-1, 1]`` inside the agent (buffer, losses) and are mapped affinely onto the environment's box,
+Layers are initialised as PyTorch's ``nn.Linear`` (SB3's SAC keeps that default). Actions live in ``[-1, 1]`` inside the agent (buffer, losses) and are mapped affinely onto the environment's box,
 as SB3 rescales them.
 """
 
@@ -53,9 +53,18 @@ class SACConfig:
             raise ValueError(f"SAC tau must be in (0, 1] and discount in [0, 1], got {self.tau}, {self.discount}")
 
 
+def _dense(width: int, name: str, x):
+    """PyTorch's default ``nn.Linear`` (SB3 keeps it for SAC): weights and biases ``U(-1/sqrt(fan_in),
+    1/sqrt(fan_in))``."""
+    bound = 1.0 / jnp.sqrt(x.shape[-1])
+    bias_init = lambda rng, shape, dtype=jnp.float32: jax.random.uniform(rng, shape, dtype, -bound, bound)
+    kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+    return nn.Dense(width, kernel_init=kernel_init, bias_init=bias_init, name=name)(x)
+
+
 def _mlp(hidden, x):
     for k, width in enumerate(hidden):
-        x = nn.relu(nn.Dense(width, name=f"hidden_{k}")(x))
+        x = nn.relu(_dense(width, f"hidden_{k}", x))
     return x
 
 
@@ -70,8 +79,8 @@ class Actor(nn.Module):
     @nn.compact
     def __call__(self, obs):
         h = _mlp(self.hidden, obs)
-        log_std = jnp.clip(nn.Dense(self.action_size, name="log_std")(h), self.log_std_min, self.log_std_max)
-        return nn.Dense(self.action_size, name="mean")(h), log_std
+        log_std = jnp.clip(_dense(self.action_size, "log_std", h), self.log_std_min, self.log_std_max)
+        return _dense(self.action_size, "mean", h), log_std
 
 
 class Critic(nn.Module):
@@ -81,7 +90,7 @@ class Critic(nn.Module):
 
     @nn.compact
     def __call__(self, obs, action):
-        return nn.Dense(1, name="q")(_mlp(self.hidden, jnp.concatenate([obs, action], axis=-1)))[..., 0]
+        return _dense(1, "q", _mlp(self.hidden, jnp.concatenate([obs, action], axis=-1)))[..., 0]
 
 
 TwinCritic = nn.vmap(Critic, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None, out_axes=0,
@@ -131,6 +140,12 @@ class ReplayBuffer:
                             terminated=put(self.terminated, terminated), done=put(self.done, done),
                             position=(self.position + rewards.shape[0]) % self.capacity,
                             size=jnp.minimum(self.size + rewards.shape[0], self.capacity))
+
+    def end_episodes(self, num_envs: int) -> ReplayBuffer:
+        """Mark the last row of each of ``num_envs`` streams as an episode end (a truncation: the bootstrap is
+        kept), where a run stopped and its environments restart."""
+        rows = (self.position - 1 - jnp.arange(num_envs)) % self.capacity
+        return self.replace(done=self.done.at[rows].set(self.done[rows] | (self.size > 0)))
 
     def sample(self, rng, batch_size: int) -> dict:
         rows = jax.random.randint(rng, (batch_size,), 0, jnp.maximum(self.size, 1))

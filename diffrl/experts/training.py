@@ -99,7 +99,7 @@ def train_sac(env: str | Env, workdir, *, steps: int, config: SACConfig | None =
     workdir = pathlib.Path(workdir)
     checkpointer = Checkpointer(workdir, keep=2)
     meta = {"env_id": env_id, "sac": json.loads(json.dumps(dataclasses.asdict(config))), "seed": seed, "backend": backend,
-            "num_envs": num_envs}
+            "num_envs": num_envs, "stop_at_return": stop_at_return}
     state = sac.init(jax.random.PRNGKey(seed))
     start, evaluations, stopped = 0, [], False
     if checkpointer.latest_step() is not None:
@@ -120,9 +120,9 @@ def train_sac(env: str | Env, workdir, *, steps: int, config: SACConfig | None =
         bar = tqdm(total=steps, initial=start, desc=f"SAC {env_id}", unit="step", disable=not progress, smoothing=0.05)
         while step < steps and not stopped:
             horizon = min(steps, next_eval, next_checkpoint)
-            carry = loop.run(carry, step, horizon, config.learning_starts)
-            bar.update(horizon - step)
-            step = horizon
+            carry, reached = loop.run(carry, step, horizon, config.learning_starts)
+            bar.update(reached - step)
+            step = reached
             if step >= next_eval or step == steps:
                 value = loop.evaluate(loop.agent(carry), eval_episodes, seed + step)
                 evaluations.append((step, value))
@@ -165,7 +165,6 @@ class _GymRunner:
         self.env_id, self.num_envs = env_id, num_envs
         self.obs = None
         self.episode_return = np.zeros(num_envs)
-        self.random = np.random.default_rng(seed)
         self.policy = SACPolicy(sac, low, high)
 
         def insert(state, obs, action, reward, next_obs, terminated, done):
@@ -194,9 +193,12 @@ class _GymRunner:
         return carry
 
     def run(self, state, step, stop, learning_starts):
-        if self.obs is None:
+        """Steps ``step .. stop`` (rounded up to whole vector steps); returns the state and the step reached."""
+        if self.obs is None:  # the start of the run, or a resume: the episodes in progress end here
+            state = state.replace(buffer=state.buffer.end_episodes(self.num_envs))
             obs, _ = self.envs.reset(seed=self.seed + step)
             self.obs = obs.astype(np.float32)
+            self.random = np.random.default_rng([self.seed, step])  # warm-up actions, fresh after a resume
         action = None
         for t in range(step, stop, self.num_envs):
             if t < learning_starts:
@@ -223,7 +225,7 @@ class _GymRunner:
                 if (t // self.num_envs) % (LOG_EVERY // self.num_envs or 1) == 0:
                     self.writer.scalars(jax.device_get(metrics), t + self.num_envs)
             self.obs = next_obs
-        return state
+        return state, step + -(-(stop - step) // self.num_envs) * self.num_envs
 
     def evaluate(self, state, episodes, seed):
         result = evaluate_gym(self.env_id, lambda obs: (), lambda s, obs, t: (
@@ -303,7 +305,7 @@ class _MJXRunner:
                 self.writer.scalar("episode/return", float(total) / int(count), step)
             if step > learning_starts:
                 self.writer.scalars(jax.device_get(metrics), step)
-        return carry
+        return carry, step
 
     def evaluate(self, agent, episodes, seed):
         if episodes not in self._eval:
