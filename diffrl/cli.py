@@ -84,7 +84,8 @@ def _interrupted(args: argparse.Namespace) -> str:
     if args.command in ("train", "demo"):
         return _latest_checkpoints(pathlib.Path(args.workdir))
     if args.command == "data" and args.data_command in ("generate", "download"):
-        return "no dataset was written (a SAC run of a locomotion dataset resumes from its last checkpoint)"
+        locomotion = getattr(args, "env", "").partition("-")[0] in ("hopper", "halfcheetah", "walker2d")
+        return "no dataset was written" + (" (its SAC runs resume from their last checkpoint)" if locomotion else "")
     return "nothing was written" if args.command == "evaluate" else "stopped"
 
 
