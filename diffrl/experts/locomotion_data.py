@@ -42,7 +42,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from diffrl.experts.sac import SACConfig
+from diffrl.experts.sac import SACConfig, to_env_action
 from diffrl.experts.training import SACRun, choose_backend, train_sac
 
 logger = logging.getLogger(__name__)
@@ -106,12 +106,10 @@ def collect(run: SACRun, env_id: str, steps: int, num_envs: int = 10, seed: int 
             progress: bool = True) -> list[dict]:
     """Whole episodes of ``run``'s stochastic policy, at most ``steps`` transitions in all (see the module
     docstring); each episode is ``{observations [T + 1], actions, rewards, terminations, truncations}``."""
-    policy = run.policy(deterministic=False)
-    act = jax.jit(lambda params, obs, rng: policy.act(params, (), obs, 0, rng)[0])
-    params = run.state.actor.params
+    act = _stochastic_policy(run)
     max_steps = gym.spec(env_id).max_episode_steps
     envs = [gym.make(env_id) for _ in range(num_envs)]
-    rng = jax.random.PRNGKey(seed)
+    draws = 0
     next_seed, reserved = FIRST_EPISODE_SEED, 0
     episodes, current, obs = [], [None] * num_envs, np.zeros((num_envs, run.sac.observation_size), np.float32)
 
@@ -123,33 +121,45 @@ def collect(run: SACRun, env_id: str, steps: int, num_envs: int = 10, seed: int 
         first, _ = envs[i].reset(seed=next_seed)
         next_seed, reserved = next_seed + 1, reserved + max_steps
         obs[i] = first
-        current[i] = {"observations": [first], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+        current[i] = {"observations": [first], "actions": [], "rewards": [], "terminations": [], "truncations": [],
+                      "seed": next_seed - 1}
 
     for i in range(num_envs):
         start(i)
     bar = tqdm(total=steps, desc=f"collecting {env_id}", unit="step", disable=not progress)
     try:
         while any(ep is not None for ep in current):
-            rng, key = jax.random.split(rng)
-            actions = np.asarray(act(params, obs, key))
+            actions = act(obs, seed, draws)
+            draws += 1
             for i, ep in enumerate(current):
                 if ep is None:
                     continue
                 o, r, terminated, truncated, _ = envs[i].step(actions[i])
-                for key_, value in (("observations", o), ("actions", actions[i]), ("rewards", r),
+                for key, value in (("observations", o), ("actions", actions[i]), ("rewards", r),
                                     ("terminations", terminated), ("truncations", truncated)):
-                    ep[key_].append(value)
+                    ep[key].append(value)
                 obs[i] = o
                 bar.update(1)
                 if terminated or truncated:
-                    episodes.append({k: np.asarray(v) for k, v in ep.items()})
+                    episodes.append({k: v if k == "seed" else np.asarray(v) for k, v in ep.items()})
                     reserved -= max_steps - len(ep["actions"])
                     start(i)
     finally:
         bar.close()
         for e in envs:
             e.close()
+    episodes.sort(key=lambda ep: ep.pop("seed"))  # in seed order, as one env collects them: episode k has seed 123 + k
     return episodes
+
+
+def _stochastic_policy(run: SACRun):
+    """``(obs [n, d], seed, k) -> actions [n, a]``: draws of ``run``'s policy in environment units, the ``k``-th
+    with the key ``fold_in(PRNGKey(seed), k)`` (one jitted call, no key handling on the host)."""
+    policy = run.policy(deterministic=False)
+    act = jax.jit(lambda params, obs, seed, k: policy.act(
+        params, (), obs.astype(np.float32), 0, jax.random.fold_in(jax.random.PRNGKey(seed), k))[0])
+    params = run.state.actor.params
+    return lambda obs, seed, k: np.asarray(act(params, obs, seed, k))
 
 
 def replay_episodes(run: SACRun, num_envs: int = 1) -> list[dict]:
@@ -173,7 +183,7 @@ def replay_episodes(run: SACRun, num_envs: int = 1) -> list[dict]:
             truncations[-1] = not terminations[-1]  # the unfinished last episode is cut by the end of the run
             episodes.append({
                 "observations": np.concatenate([buffer.observations[chunk], buffer.next_observations[chunk[-1:]]]),
-                "actions": buffer.actions[chunk] * 0.5 * (run.high - run.low) + 0.5 * (run.high + run.low),
+                "actions": to_env_action(buffer.actions[chunk], run.low, run.high),
                 "rewards": buffer.rewards[chunk], "terminations": terminations, "truncations": truncations,
             })
             begin = end
@@ -189,12 +199,9 @@ def reference_scores(run: SACRun, env_id: str, cache: Path, episodes: int = REFE
         saved = json.loads(cache.read_text())
         if saved.get("steps") == run.steps and saved.get("episodes") == episodes:
             return saved["ref_min_score"], saved["ref_max_score"]
-    policy = run.policy(deterministic=False)
-    act = jax.jit(lambda params, obs, rng: policy.act(params, (), obs[None], 0, rng)[0][0])
-    params, keys = run.state.actor.params, iter(jax.random.split(jax.random.PRNGKey(FIRST_EPISODE_SEED), 10**6))
+    act, draws = _stochastic_policy(run), iter(range(10**9))
     env = gym.make(env_id)
-    ref_max = get_average_reference_score(env, lambda o: np.asarray(act(params, o.astype(np.float32), next(keys))),
-                                          episodes)
+    ref_max = get_average_reference_score(env, lambda o: act(o[None], FIRST_EPISODE_SEED, next(draws))[0], episodes)
     env.action_space.seed(FIRST_EPISODE_SEED)
     ref_min = get_average_reference_score(env, lambda o: env.action_space.sample(), episodes)
     env.close()

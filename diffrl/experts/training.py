@@ -156,7 +156,8 @@ def _next_multiple(step: int, every: int) -> int:
 
 class _GymRunner:
     """Host stepping: gymnasium's synchronous vector env (same-step autoreset, so a finished episode's last
-    observation is in ``info["final_obs"]``) and one jitted call per step (insert, update, next action)."""
+    observation is in ``info["final_obs"]``) and two jitted calls per step: the insert, then the update with the
+    next action (one program doing both copied the whole buffer every step)."""
 
     def __init__(self, sac: SAC, env_id, low, high, num_envs, seed, writer):
         self.sac, self.low, self.high, self.writer, self.seed = sac, low, high, writer, seed
@@ -170,7 +171,7 @@ class _GymRunner:
         def insert(state, obs, action, reward, next_obs, terminated, done):
             return state.replace(buffer=state.buffer.add(obs, action, reward, next_obs, terminated, done))
 
-        def update_act(state, following_obs):  # apart from the insert: one program doing both copies the buffer
+        def update_act(state, following_obs):
             state, metrics = sac.update(state)
             rng, act_rng = jax.random.split(state.rng)
             next_action, _ = sac.sample_action(state.actor.params, following_obs, act_rng)
@@ -282,9 +283,12 @@ class _MJXRunner:
                                                                           stepped.terminated, done))
                 no_update = jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), jax.eval_shape(sac.update, agent)[1])
                 agent, metrics = jax.lax.cond(t + n > learning_starts, sac.update, lambda a: (a, no_update), agent)
-                fresh = jax.vmap(env.reset)(jax.random.split(reset_rng, n))
-                env_state = jax.tree.map(lambda f, s: jnp.where(done.reshape(done.shape + (1,) * (s.ndim - 1)), f, s),
-                                         fresh, stepped)
+                def reset_ended(stepped):  # only on steps where an episode ended
+                    fresh = jax.vmap(env.reset)(jax.random.split(reset_rng, n))
+                    return jax.tree.map(lambda f, s: jnp.where(done.reshape(done.shape + (1,) * (s.ndim - 1)), f, s),
+                                        fresh, stepped)
+
+                env_state = jax.lax.cond(jnp.any(done), reset_ended, lambda s: s, stepped)
                 episode_return = carry.episode_return + stepped.reward
                 finished = (jnp.sum(jnp.where(done, episode_return, 0.0)), jnp.sum(done))
                 carry = _MJXCarry(agent, env_state, jnp.where(done, 0.0, episode_return), rng)
