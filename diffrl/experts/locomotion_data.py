@@ -20,7 +20,7 @@ has no medium-replay for these envs, only "simple-replay", a fresh 1M-step singl
 * collection (``create_dataset.py: collect_data_from_policy``): the policy's stochastic actions (SB3's
   ``model.predict`` samples), episodes reset with seeds 123, 124, ...; an episode is started only while a whole
   one still fits into ``steps`` (Minari's trim of a trailing partial episode), ``num_envs`` episodes run side by
-  side. Terminations and truncations are kept apart.
+  side and are stored in seed order. Terminations and truncations are kept apart.
 * reference scores (Minari ``get_average_reference_score``, as ``create_dataset.py`` passes its expert policy):
   ``ref_max_score`` the mean return of 100 episodes of the expert's stochastic policy, ``ref_min_score`` of a
   uniformly random policy, from ``reset(seed=123)``; every dataset of an env carries its expert's pair. D4RL's
