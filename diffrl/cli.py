@@ -84,7 +84,9 @@ def _interrupted(args: argparse.Namespace) -> str:
     if args.command in ("train", "demo"):
         return _latest_checkpoints(pathlib.Path(args.workdir))
     if args.command == "data" and args.data_command in ("generate", "download"):
-        locomotion = getattr(args, "env", "").partition("-")[0] in ("hopper", "halfcheetah", "walker2d")
+        from diffrl.experts.locomotion_data import ENV_IDS
+
+        locomotion = getattr(args, "env", "").partition("-")[0] in ENV_IDS
         return "no dataset was written" + (" (its SAC runs resume from their last checkpoint)" if locomotion else "")
     return "nothing was written" if args.command == "evaluate" else "stopped"
 
@@ -186,16 +188,8 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _data_generate(args: argparse.Namespace) -> int:
-    from diffrl.data.generate import (
-        D4RL_MAZE2D_REF_SCORES,
-        DEFAULT_STEPS,
-        generate_maze_dataset,
-    )
-    from diffrl.experts.locomotion_data import (
-        ENV_IDS,
-        LEVELS,
-        generate_locomotion_dataset,
-    )
+    from diffrl.data.generate import D4RL_MAZE2D_REF_SCORES, DEFAULT_STEPS, generate_maze_dataset
+    from diffrl.experts.locomotion_data import ENV_IDS, LEVELS, generate_locomotion_dataset
 
     protocol, _, maze = args.env.partition("-")
     locomotion = [f"{e}-{level}" for e in ENV_IDS for level in LEVELS]

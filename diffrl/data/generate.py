@@ -55,10 +55,7 @@ from flax import struct
 from tqdm.auto import tqdm
 
 from diffrl.envs.pointmaze import MAZE2D_V1, MAZE_MAPS, MazeLayout, PointMaze, maze2d_id
-from diffrl.envs.third_party import (
-    import_gymnasium_robotics_quietly,
-    removing_maze_xml_files,
-)
+from diffrl.envs.third_party import import_gymnasium_robotics_quietly, removing_maze_xml_files
 from diffrl.locking import exclusive_lock
 
 # D4RL-sized defaults (steps) and the time limits of the evaluation env.

@@ -5,14 +5,7 @@ from __future__ import annotations
 import re
 
 from diffrl.envs.base import Env
-from diffrl.envs.pointmaze import (
-    GYM_IDS,
-    MAX_EPISODE_STEPS,
-    MAZE2D_V1,
-    POINTMAZE_V3,
-    PointMaze,
-    evaluation_map,
-)
+from diffrl.envs.pointmaze import GYM_IDS, MAX_EPISODE_STEPS, MAZE2D_V1, POINTMAZE_V3, PointMaze, evaluation_map
 
 _POINTMAZE_ID = re.compile(r"^PointMaze_(UMaze|Open|Medium|Large)(Dense)?-v3$")
 _MAZE2D_ID = re.compile(r"^diffrl/Maze2D_(UMaze|Medium|Large)-v1$")
