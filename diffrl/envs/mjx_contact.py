@@ -1,4 +1,5 @@
-"""Exact sphere-box contacts for MJX, so contacts inside the geom margin activate as in MuJoCo C.
+"""MuJoCo C's contacts where MJX differs: exact sphere-box contacts, so that contacts inside the geom margin
+activate as in MuJoCo C, and MuJoCo C's plane-capsule contact frames.
 
 MJX (mujoco-mjx 3.x) collides a sphere with a box through its generic sphere-convex routine, which reports no
 contact (``dist = 1``) as soon as one box face separates the sphere. Contacts whose distance lies in
@@ -8,9 +9,10 @@ when the ball grazes a wall corner. This module computes the exact sphere-box di
 found by clamping the sphere centre in the box frame) and registers it for MJX's (sphere, box) pair.
 
 It patches MJX internals (``collision_driver._COLLISION_FUNC``, ``collision_convex.collider``, ``math.make_frame``,
-``types.GeomType``), so :func:`use_exact_sphere_box_contacts` first checks that the installed ``mujoco-mjx`` lies
-in :data:`SUPPORTED_MJX_VERSIONS`, the releases whose internals it was written against and that pass the float64
-parity test against gymnasium-robotics (``tests/test_envs_pointmaze.py``).
+``types.GeomType``), so :func:`use_exact_sphere_box_contacts` and :func:`use_mujoco_capsule_plane_frames` first
+check that the installed ``mujoco-mjx`` lies in :data:`SUPPORTED_MJX_VERSIONS`, the releases whose internals they
+were written against and that pass the float64 parity tests against gymnasium-robotics
+(``tests/test_envs_pointmaze.py``, ``tests/test_envs_antmaze.py``).
 """
 
 from __future__ import annotations
@@ -68,14 +70,29 @@ def _unsupported(installed: str, problem: str) -> UnsupportedMJXError:
     )
 
 
-@functools.cache
-def use_exact_sphere_box_contacts() -> None:
-    """Register :func:`sphere_box_contact` for MJX's (sphere, box) pair, once per process.
+def plane_capsule_contacts(plane, capsule):
+    """``(dist [2], pos [2, 3], frame [2, 3, 3])`` of MuJoCo C's two plane-capsule contacts (one per cap centre).
 
-    Later calls do nothing, so a deliberate override made afterwards (the parity script's stock run) stays.
-    Raises :class:`UnsupportedMJXError` for an MJX release outside :data:`SUPPORTED_MJX_VERSIONS` or one that
-    lacks the private names the patch uses.
+    The first tangent is the capsule axis made orthogonal to the plane normal (``mjc_PlaneCapsule`` passes the axis
+    to ``mju_makeFrame``, which projects it), whatever the capsule's tilt; MJX 3.17 falls back to a fixed tangent
+    once the capsule is steeper than 60 degrees. With a pyramidal friction cone the tangents decide the forces, so
+    a tilted ant leg on the floor is pushed differently by the two engines without this.
     """
+    normal, axis = plane.mat[:, 2], capsule.mat[:, 2]
+    tangent = axis - normal * jnp.dot(normal, axis)
+    length = jnp.linalg.norm(tangent)
+    tangent = jnp.where(length > 1e-15, tangent / jnp.where(length > 1e-15, length, 1.0), jnp.array([1.0, 0.0, 0.0]))
+    frame = jnp.stack([normal, tangent, jnp.cross(normal, tangent)])
+    radius, segment = capsule.size[0], axis * capsule.size[1]
+    ends = jnp.stack([capsule.pos + segment, capsule.pos - segment])
+    dist = (ends - plane.pos) @ normal - radius
+    pos = ends - normal * (radius + 0.5 * dist)[:, None]
+    return dist, pos, jnp.stack([frame, frame])
+
+
+def _collision_table():
+    """MJX's private collision table, its ``collider`` decorators, ``make_frame`` and ``GeomType``, after checking
+    that the installed ``mujoco-mjx`` is one the patches here were written and parity-tested against."""
     try:
         installed = importlib.metadata.version("mujoco-mjx")
     except importlib.metadata.PackageNotFoundError:
@@ -85,14 +102,35 @@ def use_exact_sphere_box_contacts() -> None:
     if release is None or not _release(lowest) <= release < _release(first_unsupported):
         raise _unsupported(installed, "its collision internals are untested")
     try:
-        from mujoco.mjx._src import collision_convex, collision_driver
+        from mujoco.mjx._src import collision_convex, collision_driver, collision_primitive
         from mujoco.mjx._src.math import make_frame
         from mujoco.mjx._src.types import GeomType
 
-        table, collider = collision_driver._COLLISION_FUNC, collision_convex.collider
-        pair = (GeomType.SPHERE, GeomType.BOX)
+        table = collision_driver._COLLISION_FUNC
+        colliders = {"convex": collision_convex.collider, "primitive": collision_primitive.collider}
     except (ImportError, AttributeError) as err:
         raise _unsupported(installed, f"a private MJX name is missing ({err})") from err
-    if pair not in table:
-        raise _unsupported(installed, "its collision table has no (sphere, box) entry")
-    table[pair] = collider(ncon=1)(functools.partial(sphere_box_contact, make_frame=make_frame))
+    for pair in ((GeomType.SPHERE, GeomType.BOX), (GeomType.PLANE, GeomType.CAPSULE)):
+        if pair not in table:
+            raise _unsupported(installed, f"its collision table has no {pair} entry")
+    return table, colliders, make_frame, GeomType
+
+
+@functools.cache
+def use_exact_sphere_box_contacts() -> None:
+    """Register :func:`sphere_box_contact` for MJX's (sphere, box) pair, once per process.
+
+    Later calls do nothing, so a deliberate override made afterwards (the parity script's stock run) stays.
+    Raises :class:`UnsupportedMJXError` for an MJX release outside :data:`SUPPORTED_MJX_VERSIONS` or one that
+    lacks the private names the patch uses.
+    """
+    table, colliders, make_frame, geom = _collision_table()
+    contact = functools.partial(sphere_box_contact, make_frame=make_frame)
+    table[(geom.SPHERE, geom.BOX)] = colliders["convex"](ncon=1)(contact)
+
+
+@functools.cache
+def use_mujoco_capsule_plane_frames() -> None:
+    """Register :func:`plane_capsule_contacts` for MJX's (plane, capsule) pair, once per process (as above)."""
+    table, colliders, _, geom = _collision_table()
+    table[(geom.PLANE, geom.CAPSULE)] = colliders["primitive"](ncon=2)(plane_capsule_contacts)

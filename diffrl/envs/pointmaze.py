@@ -149,10 +149,10 @@ _POINT_MJCF = """<mujoco>
 class MazeLayout:
     """Cells of a maze map and the cell <-> (x, y) conversion of gymnasium-robotics ``Maze``."""
 
-    def __init__(self, maze_map: Sequence[Sequence], scaling: float = 1.0):
+    def __init__(self, maze_map: Sequence[Sequence], scaling: float = 1.0, height: float = MAZE_HEIGHT):
         self.maze_map = [list(row) for row in maze_map]
         self.length, self.width = len(self.maze_map), len(self.maze_map[0])
-        self.scaling = scaling
+        self.scaling, self.height = scaling, height
         self.x_center, self.y_center = self.width / 2 * scaling, self.length / 2 * scaling
         cells = {kind: [] for kind in (RESET, GOAL, COMBINED, 0)}
         for i, row in enumerate(self.maze_map):
@@ -169,6 +169,7 @@ class MazeLayout:
         self.goal_cells = np.array(goals + combined, np.int32).reshape(-1, 2)
         self.reset_cells = np.array(resets + combined, np.int32).reshape(-1, 2)
         self.free = np.array([[kind != 1 for kind in row] for row in self.maze_map])
+        self._walls = np.pad(~self.free, 1, constant_values=True)  # cell (i, j) at [i + 1, j + 1]
 
     def cell_to_xy(self, cells, xp=np):
         """Centres of ``cells`` (``[..., (i, j)]``); works on numpy or jax arrays."""
@@ -183,31 +184,45 @@ class MazeLayout:
         j = xp.floor((xy[..., 0] + self.x_center) / self.scaling)
         return xp.stack([i, j], axis=-1).astype(xp.int32)
 
+    def wall_box_xml(self, contype: int, conaffinity: int) -> str:
+        """:data:`WALL_BOXES` mocap bodies, each a box the size of a wall cell, parked until a step places them."""
+        h, s = self.height / 2 * self.scaling, 0.5 * self.scaling
+        return "\n".join(f'    <body name="wall_{k}" mocap="true" pos="0 0 {PARKED_Z}">\n'
+                         f'      <geom name="wall_{k}" size="{s} {s} {h}" type="box" contype="{contype}" '
+                         f'conaffinity="{conaffinity}"/>\n'
+                         '    </body>' for k in range(WALL_BOXES))
+
+    def wall_boxes(self, xy) -> jnp.ndarray:
+        """``[WALL_BOXES, 3]`` positions of the wall boxes for an agent at ``xy``: on the wall cells among its cell's
+        neighbours beside it in x, in y and diagonally, on the side of the quadrant it is in (the only walls that a
+        body reaching less than half a cell from ``xy`` can touch); a neighbour that is free gets a box parked at
+        ``PARKED_Z``."""
+        cell = self.xy_to_cell(xy, xp=jnp)
+        centre = self.cell_to_xy(cell, xp=jnp)
+        column = jnp.where(xy[0] >= centre[0], 1, -1)  # x grows with the column
+        row = jnp.where(xy[1] >= centre[1], -1, 1)  # y falls as the row grows
+        neighbours = cell + jnp.stack([jnp.stack([0, column]), jnp.stack([row, 0]), jnp.stack([row, column])])
+        is_wall = jnp.asarray(self._walls)[neighbours[:, 0] + 1, neighbours[:, 1] + 1]  # outside the map: wall
+        height = self.height / 2 * self.scaling
+        placed = jnp.concatenate([self.cell_to_xy(neighbours, xp=jnp), jnp.full((WALL_BOXES, 1), height)], -1)
+        parked = jnp.asarray([0.0, 0.0, PARKED_Z])
+        return jnp.where(is_wall[:, None], placed, parked).astype(xy.dtype)
+
     def mjcf(self) -> str:
-        """The point model with :data:`WALL_BOXES` movable wall boxes (parked until the first step places them)."""
-        h, s = MAZE_HEIGHT / 2 * self.scaling, 0.5 * self.scaling
-        walls = [f'    <body name="wall_{k}" mocap="true" pos="0 0 {PARKED_Z}">\n'
-                 f'      <geom name="wall_{k}" size="{s} {s} {h}" type="box" contype="1" conaffinity="2"/>\n'
-                 '    </body>' for k in range(WALL_BOXES)]
-        return _POINT_MJCF.replace("{walls}", "\n".join(walls))
+        """The point model with :data:`WALL_BOXES` movable wall boxes (conaffinity 2: they touch the ball only)."""
+        return _POINT_MJCF.replace("{walls}", self.wall_box_xml(contype=1, conaffinity=2))
 
 
-class PointMaze(Env):
-    """MJX PointMaze with the gymnasium-robotics ``PointMaze_*-v3`` dynamics, rewards and resets."""
+class MazeGoalEnv(Env):
+    """What PointMaze and AntMaze share (gymnasium-robotics ``maze_v4.MazeEnv``): the maze, goals and resets drawn
+    by a :class:`MazeProtocol`, the sparse or dense goal reward, ``success``, continuing tasks and goal re-draws.
 
-    observation_size = 8
-    action_size = 2
+    Subclasses build ``self.model`` and step the agent; xy is ``qpos[:2]`` in both."""
+
     reports_success = True
 
-    def __init__(
-        self,
-        maze: str | Sequence[Sequence] = "umaze",
-        reward_type: str = "sparse",
-        continuing_task: bool = True,
-        reset_target: bool = False,
-        max_episode_steps: int | None = None,
-        protocol: MazeProtocol = POINTMAZE_V3,
-    ):
+    def __init__(self, maze: str | Sequence[Sequence], reward_type: str, continuing_task: bool, reset_target: bool,
+                 protocol: MazeProtocol, scaling: float = 1.0, height: float = MAZE_HEIGHT):
         if isinstance(maze, str):
             if maze not in MAZE_MAPS:
                 raise ValueError(f"unknown maze {maze!r}; choose one of {', '.join(MAZE_MAPS)} or pass a map")
@@ -217,20 +232,13 @@ class PointMaze(Env):
         if reward_type not in ("sparse", "dense"):
             raise ValueError(f"reward_type must be 'sparse' or 'dense', got {reward_type!r}")
         self.maze_name = maze_name
-        self.layout = MazeLayout(maze_map)
+        self.layout = MazeLayout(maze_map, scaling, height)
         if len(self.layout.goal_cells) == 0 or len(self.layout.reset_cells) == 0:
             raise ValueError("the maze map has no free cell for goals or resets")
         self.reward_type = reward_type
         self.protocol = protocol
         self.continuing_task = continuing_task
         self.reset_target = reset_target
-        self.max_episode_steps = int(max_episode_steps or MAX_EPISODE_STEPS.get(maze_name, 300))
-        suffix = "Dense" if reward_type == "dense" else ""
-        self.name = f"{GYM_IDS.get(maze_name, 'PointMaze_Custom')}{suffix}-v3"
-        self.mj_model = mujoco.MjModel.from_xml_string(self.layout.mjcf())
-        self._walls = jnp.asarray(np.pad(~self.layout.free, 1, constant_values=True))  # cell (i, j) at [i + 1, j + 1]
-        use_exact_sphere_box_contacts()  # before MJX sizes (make_data) or traces (step) this model's contacts
-        self.model = mjx.put_model(self.mj_model)
         reset_cells = np.argwhere(self.layout.free) if protocol.resets_in_every_free_cell else self.layout.reset_cells
         offset = np.asarray(protocol.cell_offset) * self.layout.scaling
         self._goal_xy = jnp.asarray(self.layout.cell_to_xy(self.layout.goal_cells) + offset, jnp.float32)
@@ -246,14 +254,68 @@ class PointMaze(Env):
         return cell + self._noise(rng_noise, self.protocol.goal_noise)
 
     def _draw_reset(self, rng, goal) -> jnp.ndarray:
-        """Uniform over the reset cells (pointmaze-v3: those whose centre is further than 0.5 from the goal, the law
-        of its rejection sampling), plus the protocol's position noise."""
+        """Uniform over the reset cells (pointmaze-v3: those whose centre is further than half a cell from the goal,
+        the law of its rejection sampling), plus the protocol's position noise."""
         rng_cell, rng_noise = jax.random.split(rng)
         allowed = jnp.ones(self._reset_xy.shape[0], bool)
         if not self.protocol.resets_in_every_free_cell:
             allowed = jnp.linalg.norm(self._reset_xy - goal, axis=-1) > 0.5 * self.layout.scaling
         index = jax.random.choice(rng_cell, self._reset_xy.shape[0], p=allowed / jnp.sum(allowed))
         return self._reset_xy[index] + self._noise(rng_noise, self.protocol.position_noise)
+
+    def wall_boxes(self, qpos) -> jnp.ndarray:
+        """:meth:`MazeLayout.wall_boxes` for the agent at ``qpos[:2]``."""
+        return self.layout.wall_boxes(qpos[:2])
+
+    def _goal_outcome(self, xy, goal, rng):
+        """``(reward, success, terminated, goal, rng)`` after a step that ended at ``xy`` (``maze_v4``: reward and
+        success against the goal before any re-draw, then ``update_goal``)."""
+        distance = jnp.linalg.norm(xy - goal)
+        success = distance <= self.protocol.goal_radius
+        reward = success.astype(xy.dtype) if self.reward_type == "sparse" else jnp.exp(-distance)
+        terminated = success if not self.continuing_task else jnp.zeros((), bool)
+        rng, rng_goal = jax.random.split(rng)
+        if self.continuing_task and self.reset_target and self._goal_xy.shape[0] > 1:
+            goal = jax.lax.cond(success, lambda: self._redraw_goal(rng_goal, xy), lambda: goal)
+        return reward.astype(xy.dtype), success, terminated, goal, rng
+
+    def _redraw_goal(self, rng, achieved) -> jnp.ndarray:
+        """``maze_v4.update_goal``: draw goals until one is further than the goal radius from the point."""
+
+        def far_enough(carry):
+            return jnp.linalg.norm(achieved - carry[1]) <= self.protocol.goal_radius
+
+        def draw(carry):
+            key, _ = carry
+            key, sub = jax.random.split(key)
+            return key, self._draw_goal(sub)
+
+        return jax.lax.while_loop(far_enough, draw, draw((rng, jnp.zeros(2))))[1]
+
+
+
+class PointMaze(MazeGoalEnv):
+    """MJX PointMaze with the gymnasium-robotics ``PointMaze_*-v3`` dynamics, rewards and resets."""
+
+    observation_size = 8
+    action_size = 2
+
+    def __init__(
+        self,
+        maze: str | Sequence[Sequence] = "umaze",
+        reward_type: str = "sparse",
+        continuing_task: bool = True,
+        reset_target: bool = False,
+        max_episode_steps: int | None = None,
+        protocol: MazeProtocol = POINTMAZE_V3,
+    ):
+        super().__init__(maze, reward_type, continuing_task, reset_target, protocol)
+        self.max_episode_steps = int(max_episode_steps or MAX_EPISODE_STEPS.get(self.maze_name, 300))
+        suffix = "Dense" if reward_type == "dense" else ""
+        self.name = f"{GYM_IDS.get(self.maze_name, 'PointMaze_Custom')}{suffix}-v3"
+        self.mj_model = mujoco.MjModel.from_xml_string(self.layout.mjcf())
+        use_exact_sphere_box_contacts()  # before MJX sizes (make_data) or traces (step) this model's contacts
+        self.model = mjx.put_model(self.mj_model)
 
     # -- API -----------------------------------------------------------------------------------------------------
     def reset(self, rng: jax.Array) -> EnvState:
@@ -288,50 +350,13 @@ class PointMaze(Env):
             mocap_pos=self.wall_boxes(data.qpos),
         )
         data = mjx.step(self.model, data)
-        goal = state.info["goal"]
-        obs = self._observation(data, goal)
-        distance = jnp.linalg.norm(data.qpos[:2] - goal)
-        success = distance <= self.protocol.goal_radius
-        reward = success.astype(jnp.float32) if self.reward_type == "sparse" else jnp.exp(-distance)
-        terminated = success if not self.continuing_task else jnp.zeros((), bool)
-        rng, rng_goal = jax.random.split(state.rng)
-        if self.continuing_task and self.reset_target and self._goal_xy.shape[0] > 1:
-            goal = jax.lax.cond(success, lambda: self._redraw_goal(rng_goal, data.qpos[:2]), lambda: goal)
+        reward, success, terminated, goal, rng = self._goal_outcome(data.qpos[:2], state.info["goal"], state.rng)
         steps = state.step + 1
         return EnvState(
-            data=data, obs=obs, reward=reward.astype(data.qpos.dtype), terminated=terminated,
+            data=data, obs=self._observation(data, state.info["goal"]), reward=reward, terminated=terminated,
             truncated=steps >= self.max_episode_steps, step=steps, rng=rng,
             info={"success": success, "goal": goal},
         )
-
-    def wall_boxes(self, qpos) -> jnp.ndarray:
-        """``[WALL_BOXES, 3]`` positions of the wall boxes for a ball at ``qpos[:2]``: on the wall cells among its
-        cell's neighbours beside it in x, in y and diagonally, on the side of the quadrant it is in (the only walls
-        it can reach); a neighbour that is free gets a box parked at ``PARKED_Z``."""
-        xy = qpos[:2]
-        cell = self.layout.xy_to_cell(xy, xp=jnp)
-        centre = self.layout.cell_to_xy(cell, xp=jnp)
-        column = jnp.where(xy[0] >= centre[0], 1, -1)  # x grows with the column
-        row = jnp.where(xy[1] >= centre[1], -1, 1)  # y falls as the row grows
-        neighbours = cell + jnp.stack([jnp.stack([0, column]), jnp.stack([row, 0]), jnp.stack([row, column])])
-        is_wall = self._walls[neighbours[:, 0] + 1, neighbours[:, 1] + 1]  # outside the map reads as wall
-        height = MAZE_HEIGHT / 2 * self.layout.scaling
-        placed = jnp.concatenate([self.layout.cell_to_xy(neighbours, xp=jnp), jnp.full((WALL_BOXES, 1), height)], -1)
-        parked = jnp.asarray([0.0, 0.0, PARKED_Z])
-        return jnp.where(is_wall[:, None], placed, parked).astype(qpos.dtype)
-
-    def _redraw_goal(self, rng, achieved) -> jnp.ndarray:
-        """``maze_v4.update_goal``: draw goals until one is further than the goal radius from the point."""
-
-        def far_enough(carry):
-            return jnp.linalg.norm(achieved - carry[1]) <= self.protocol.goal_radius
-
-        def draw(carry):
-            key, _ = carry
-            key, sub = jax.random.split(key)
-            return key, self._draw_goal(sub)
-
-        return jax.lax.while_loop(far_enough, draw, draw((rng, jnp.zeros(2))))[1]
 
     @staticmethod
     def _observation(data, goal) -> jnp.ndarray:

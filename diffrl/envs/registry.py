@@ -9,6 +9,7 @@ from diffrl.envs.pointmaze import GYM_IDS, MAX_EPISODE_STEPS, MAZE2D_V1, POINTMA
 
 _POINTMAZE_ID = re.compile(r"^PointMaze_(UMaze|Open|Medium|Large)(Dense)?-v3$")
 _MAZE2D_ID = re.compile(r"^diffrl/Maze2D_(UMaze|Medium|Large)-v1$")
+_ANTMAZE_ID = re.compile(r"^AntMaze_(UMaze|Open|Medium|Large)(_Diverse_GR?)?(Dense)?-v4$")
 _MAZE_BY_GYM_NAME = {name.removeprefix("PointMaze_"): maze for maze, name in GYM_IDS.items()}
 LOCOMOTION_IDS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
 
@@ -18,8 +19,8 @@ class NoMJXPortError(ValueError):
 
 
 def make_env(env, **overrides) -> Env:
-    """The MJX env for a gymnasium id (``"PointMaze_UMaze-v3"``, ``"diffrl/Maze2D_UMaze-v1"``, ``"Hopper-v5"``) or
-    an ``EnvSpec``.
+    """The MJX env for a gymnasium id (``"PointMaze_UMaze-v3"``, ``"diffrl/Maze2D_UMaze-v1"``,
+    ``"AntMaze_Medium_Diverse_GR-v4"``, ``"Hopper-v5"``) or an ``EnvSpec``.
 
     A spec's kwargs (maze map, reward type, ``continuing_task``, ``reset_target``) and ``max_episode_steps``
     are honoured, so a Minari dataset's ``eval_env_spec`` gives its evaluation env; ``overrides`` win over both.
@@ -43,12 +44,28 @@ def make_env(env, **overrides) -> Env:
         made = PointMaze(**options)
         made.maze_name, made.name = maze, env_id
         return made
+    antmaze = _ANTMAZE_ID.match(env_id)
+    if antmaze:
+        from diffrl.envs.antmaze import AntMaze
+
+        registered = _gymnasium_robotics_spec(env_id)
+        options = {
+            "maze": kwargs.get("maze_map", registered.kwargs["maze_map"]),
+            "reward_type": kwargs.get("reward_type", "dense" if antmaze.group(3) else "sparse"),
+            "continuing_task": kwargs.get("continuing_task", True),
+            "reset_target": kwargs.get("reset_target", False),
+            "max_episode_steps": max_steps or registered.max_episode_steps,
+        }
+        options.update(overrides)
+        made = AntMaze(**options)
+        made.maze_name, made.name = _MAZE_BY_GYM_NAME[f"{antmaze.group(1)}"], env_id
+        return made
     if env_id in LOCOMOTION_IDS:
         from diffrl.envs.locomotion import make_locomotion_env
 
         return make_locomotion_env(env_id, **overrides)
     raise NoMJXPortError(
-        f"environment {env_id!r} has no MJX port (ported: PointMaze_*-v3, diffrl/Maze2D_*-v1, "
+        f"environment {env_id!r} has no MJX port (ported: PointMaze_*-v3, diffrl/Maze2D_*-v1, AntMaze_*-v4, "
         f"{', '.join(LOCOMOTION_IDS)}); "
         "evaluate it on the CPU with diffrl.envs.gym_fallback.evaluate_gym"
     )
@@ -57,7 +74,24 @@ def make_env(env, **overrides) -> Env:
 def has_mjx_port(env) -> bool:
     """Whether :func:`make_env` can build ``env`` (an id or ``EnvSpec``), without building it."""
     env_id = getattr(env, "id", env)
-    return bool(_POINTMAZE_ID.match(env_id) or _MAZE2D_ID.match(env_id)) or env_id in LOCOMOTION_IDS
+    return any(pattern.match(env_id) for pattern in (_POINTMAZE_ID, _MAZE2D_ID, _ANTMAZE_ID)) or env_id in LOCOMOTION_IDS
+
+
+def slower_than_mujoco_c_on_cpu(env) -> bool:
+    """Whether the MJX port of ``env`` (an id or ``EnvSpec``) runs slower on a CPU than its gymnasium original: the
+    contact-rich bodies (Hopper, HalfCheetah, Walker2d, the ant), not the point mass."""
+    env_id = getattr(env, "id", env)
+    return env_id in LOCOMOTION_IDS or bool(_ANTMAZE_ID.match(env_id))
+
+
+def _gymnasium_robotics_spec(env_id: str):
+    """gymnasium-robotics' registration of ``env_id`` (its maze map and time limit)."""
+    import gymnasium as gym
+
+    from diffrl.envs.third_party import import_gymnasium_robotics_quietly
+
+    gym.register_envs(import_gymnasium_robotics_quietly())
+    return gym.spec(env_id)
 
 
 def protocol_name(env) -> str | None:

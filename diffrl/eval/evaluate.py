@@ -20,7 +20,7 @@ import numpy as np
 from diffrl.agents.base import Method
 from diffrl.envs.base import Env
 from diffrl.envs.gym_fallback import evaluate_gym
-from diffrl.envs.registry import LOCOMOTION_IDS, has_mjx_port, make_env
+from diffrl.envs.registry import has_mjx_port, make_env, slower_than_mujoco_c_on_cpu
 from diffrl.eval.plots import save_figure, set_figure_title, write_atomically
 from diffrl.eval.rollout import make_rollout, score_summary
 from diffrl.train.pipeline import load_trained
@@ -51,9 +51,9 @@ def eval_env_spec(method: Method):
 def choose_backend(spec, backend: str = "auto", num_envs: int = GYM_FALLBACK_ENVS) -> str:
     """``"mjx"`` (parallel MJX envs, one compiled rollout) or ``"gym"`` (gymnasium envs, MuJoCo C on the CPU).
 
-    ``auto`` takes gymnasium for an env with no MJX port, and for the locomotion envs when JAX runs on the CPU,
-    where MJX is slower than MuJoCo C (MJX Hopper: 812 steps/s with 256 envs, one gymnasium Hopper: 4,547); the
-    choice and its reason are logged in one line.
+    ``auto`` takes gymnasium for an env with no MJX port, and for the locomotion envs and AntMaze when JAX runs on
+    the CPU, where MJX is slower than MuJoCo C (MJX Hopper: 812 steps/s with 256 envs, one gymnasium Hopper: 4,547;
+    MJX AntMaze 72 steps/s with 16 envs); the choice and its reason are logged in one line.
     """
     if backend not in EVAL_BACKENDS:
         raise ValueError(f"unknown evaluation backend {backend!r}; choose one of {', '.join(EVAL_BACKENDS)}")
@@ -62,7 +62,7 @@ def choose_backend(spec, backend: str = "auto", num_envs: int = GYM_FALLBACK_ENV
             make_env(spec)  # raises NoMJXPortError, naming the ported envs
         logger.info("%s has no MJX port: evaluating in %d gymnasium environments on the CPU", spec.id, num_envs)
         return "gym"
-    if backend == "auto" and spec.id in LOCOMOTION_IDS and jax.default_backend() == "cpu":
+    if backend == "auto" and slower_than_mujoco_c_on_cpu(spec) and jax.default_backend() == "cpu":
         logger.info("%s: evaluating in %d gymnasium environments (MuJoCo C), faster than MJX on a CPU", spec.id,
                     num_envs)
         return "gym"

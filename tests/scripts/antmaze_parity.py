@@ -1,0 +1,78 @@
+"""Step MJX AntMaze and gymnasium-robotics AntMaze_UMaze-v4 side by side; print the deviations as JSON.
+
+Run in float64 (JAX_ENABLE_X64=1). The ant starts beside the walls of U-Maze's corner cell (1, 1) and flails with
+piecewise-constant random actions, so its legs hit the walls. Two comparisons:
+
+* one step at a time ("teacher forced"): the MJX env is set to the gymnasium state before every step, so each
+  step's deviation is the modelling difference of that step alone (the ant's contact-rich motion is chaotic: any
+  difference, even float rounding, grows over a free run);
+* a free run of the first ``FREE_STEPS`` steps from the same start.
+
+Each step is labelled by stepping a copy of gymnasium's state through the five physics steps: "steady" when its
+contact set stays the same through them and holds no wall.
+"""
+
+import json
+import sys
+
+import gymnasium as gym
+import jax
+import mujoco
+import numpy as np
+
+from diffrl.envs.antmaze import AntMaze
+from diffrl.envs.third_party import import_gymnasium_robotics_quietly
+from diffrl.spaces import flatten_observation
+
+gym.register_envs(import_gymnasium_robotics_quietly())
+STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+FREE_STEPS = 30
+START_XY = (-4.9, 3.3)  # cell (1, 1): 1.1 from the wall cell (1, 0) in x and 1.3 from (2, 1) in y
+
+
+def main():
+    reference = gym.make("AntMaze_UMaze-v4", continuing_task=True, reset_target=False)
+    reference.reset(seed=0)
+    ant = reference.unwrapped.ant_env
+    qpos = ant.data.qpos.copy()
+    qpos[:2] = START_XY
+    ant.set_state(qpos, np.zeros(ant.model.nv))
+    goal = reference.unwrapped.goal.copy()
+    walls = {i for i in range(ant.model.ngeom) if ant.model.geom(i).name.startswith("block_")}
+
+    env = AntMaze("umaze")
+    # one compiled program: set the state from (qpos, qvel), then step (the free run feeds back its own state)
+    step_from = jax.jit(lambda qpos, qvel, action: env.step(env.reset_to(qpos, qvel, goal, jax.random.PRNGKey(0)),
+                                                             action))
+    actions = np.repeat(np.random.default_rng(0).uniform(-1.0, 1.0, (STEPS // 10 + 1, 8)), 10, axis=0)[:STEPS]
+    free_qpos, free_qvel = qpos.copy(), np.zeros(ant.model.nv)
+    out = {"steps": 0, "wall_contact_steps": 0, "reward": 0.0, "flags": 0, "free_qpos": 0.0}
+    deviations, steady = [], []
+    scratch = mujoco.MjData(ant.model)
+    for t, action in enumerate(actions):
+        scratch.qpos[:], scratch.qvel[:], scratch.ctrl[:] = ant.data.qpos, ant.data.qvel, action
+        contact_sets = set()
+        for _ in range(ant.frame_skip):
+            mujoco.mj_step(ant.model, scratch)
+            contact_sets.add(frozenset((c.geom1, c.geom2) for c in scratch.contact[: scratch.ncon]))
+        touches_wall = any(g in walls for pairs in contact_sets for pair in pairs for g in pair)
+        after = step_from(ant.data.qpos.copy(), ant.data.qvel.copy(), action)
+        obs, reward, terminated, truncated, info = reference.step(action)
+        deviations.append(float(np.abs(np.asarray(after.obs) - flatten_observation(obs)).max()))
+        steady.append(len(contact_sets) == 1 and not touches_wall)
+        out["reward"] = max(out["reward"], abs(float(after.reward) - reward))
+        out["flags"] += int(bool(after.info["success"]) != info["success"]) + int(bool(after.terminated) != terminated)
+        out["wall_contact_steps"] += touches_wall
+        if t < FREE_STEPS:
+            free = step_from(free_qpos, free_qvel, action)
+            free_qpos, free_qvel = np.asarray(free.data.qpos), np.asarray(free.data.qvel)
+            out["free_qpos"] = max(out["free_qpos"], float(np.abs(free_qpos - ant.data.qpos).max()))
+        out["steps"] += 1
+    deviations, steady = np.asarray(deviations), np.asarray(steady)
+    out.update(steady_steps=int(steady.sum()), steady_obs=float(deviations[steady].max()),
+               median_obs=float(np.median(deviations)), worst_obs=float(deviations.max()))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
