@@ -86,7 +86,7 @@ def _interrupted(args: argparse.Namespace) -> str:
     if args.command == "data" and args.data_command in ("generate", "download"):
         from diffrl.experts.locomotion_data import ENV_IDS
 
-        locomotion = getattr(args, "env", "").partition("-")[0] in ENV_IDS
+        locomotion = getattr(args, "env", "").partition("-")[0] in (*ENV_IDS, "antmaze")
         return "no dataset was written" + (" (its SAC runs resume from their last checkpoint)" if locomotion else "")
     return "nothing was written" if args.command == "evaluate" else "stopped"
 
@@ -189,16 +189,27 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 def _data_generate(args: argparse.Namespace) -> int:
     from diffrl.data.generate import D4RL_MAZE2D_REF_SCORES, DEFAULT_STEPS, generate_maze_dataset
+    from diffrl.experts.antmaze_data import DATASETS as ANTMAZE_DATASETS
     from diffrl.experts.locomotion_data import ENV_IDS, LEVELS, generate_locomotion_dataset
 
     protocol, _, maze = args.env.partition("-")
     locomotion = [f"{e}-{level}" for e in ENV_IDS for level in LEVELS]
-    choices = [f"pointmaze-{m}" for m in DEFAULT_STEPS] + [f"maze2d-{m}" for m in D4RL_MAZE2D_REF_SCORES] + locomotion
+    choices = ([f"pointmaze-{m}" for m in DEFAULT_STEPS] + [f"maze2d-{m}" for m in D4RL_MAZE2D_REF_SCORES] + locomotion
+               + list(ANTMAZE_DATASETS))
     if args.env not in choices:
         raise ValueError(f"unknown environment {args.env!r}; choose one of {', '.join(choices)}")
-    if args.env in locomotion:
+    if args.env in ANTMAZE_DATASETS:
+        from diffrl.experts.antmaze_data import DEFAULT_EXPERT_STEPS, generate_antmaze_dataset
+
+        summary = generate_antmaze_dataset(
+            args.env, args.steps, expert_steps=args.expert_steps or DEFAULT_EXPERT_STEPS, seed=args.seed,
+            num_envs=args.num_envs or 10, dataset_id=args.dataset_id, root=args.root, experts_root=args.experts,
+            overwrite=args.overwrite, progress=not args.no_progress)
+        print(f"ant SAC: {summary['expert_steps']} steps; episodes reaching the goal: {summary['success_rate']:.2f}")
+    elif args.env in locomotion:
         summary = generate_locomotion_dataset(
-            args.env, args.steps, expert_steps=args.expert_steps, seed=args.seed, num_envs=args.num_envs or 10,
+            args.env, args.steps, expert_steps=args.expert_steps or 1_000_000, seed=args.seed,
+            num_envs=args.num_envs or 10,
             dataset_id=args.dataset_id, root=args.root, experts_root=args.experts, overwrite=args.overwrite,
             progress=not args.no_progress)
         print(f"expert SAC: {summary['recipe']['expert_steps']} steps, evaluation return "
@@ -330,24 +341,28 @@ def build_parser() -> argparse.ArgumentParser:
                                           "D4RL's evaluation env and reference scores); hopper-*, halfcheetah-*, "
                                           "walker2d-*: the Minari / D4RL locomotion recipe (a SAC expert trained here "
                                           "and cached, medium = stopped at a third of the expert's return, "
-                                          "medium-replay = that run's replay buffer; gymnasium v5 envs).")
+                                          "medium-replay = that run's replay buffer; gymnasium v5 envs); antmaze-*: "
+                                          "Minari's AntMaze recipe (a waypoint controller driving a direction-"
+                                          "following SAC ant trained here; AntMaze_*-v4 envs).")
     gen.add_argument("env", help="pointmaze-umaze | pointmaze-open | pointmaze-medium | pointmaze-large | "
                                  "maze2d-umaze | maze2d-medium | maze2d-large | {hopper,halfcheetah,walker2d}-"
-                                 "{expert,medium,medium-replay}")
+                                 "{expert,medium,medium-replay} | antmaze-umaze[-diverse] | "
+                                 "antmaze-{medium,large}-{play,diverse}")
     gen.add_argument("--steps", type=_count(1), default=None,
                      help="transitions to generate (default: 1e6 umaze/open and locomotion, 2e6 medium, 4e6 large, "
                           "as D4RL)")
     gen.add_argument("--num-envs", type=_count(1), default=None,
                      help="parallel environments (default: 64 MJX mazes, 10 gymnasium locomotion envs)")
     gen.add_argument("--seed", type=_count(0), default=0, help="random seed (default: 0)")
-    gen.add_argument("--expert-steps", type=_count(1), default=1_000_000,
-                     help="locomotion: SAC steps of the expert (default: 1e6, D4RL's budget); a cached shorter run "
-                          "is resumed")
+    gen.add_argument("--expert-steps", type=_count(1), default=None,
+                     help="locomotion and antmaze: SAC steps of the expert (default: 1e6 locomotion, D4RL's budget; "
+                          "4e5 for the ant, OGBench's); a cached shorter run is resumed")
     gen.add_argument("--experts", default=None,
-                     help="locomotion: folder of the cached SAC runs (default: ~/.cache/diffrl/experts)")
+                     help="locomotion and antmaze: folder of the cached SAC runs (default: ~/.cache/diffrl/experts)")
     gen.add_argument("--dense", action="store_true", help="dense reward exp(-distance) instead of sparse")
     gen.add_argument("--dataset-id", default=None,
-                     help="Minari id (default: diffrl/pointmaze/<maze>[-dense]-v0, diffrl/maze2d/<maze>-v1, diffrl/<env>/<level>-v0)")
+                     help="Minari id (default: diffrl/pointmaze/<maze>[-dense]-v0, diffrl/maze2d/<maze>-v1, diffrl/<env>/<level>-v0, "
+                          "diffrl/antmaze/<maze>[-<kind>]-v1)")
     gen.add_argument("--root", default=None, help="Minari datasets root (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
