@@ -1,4 +1,5 @@
-"""AntMaze in MJX, reproducing gymnasium-robotics ``AntMaze_{UMaze,Open,Medium,Large}[_Diverse_G[R]][Dense]-v4``.
+"""AntMaze in MJX, reproducing gymnasium-robotics ``AntMaze_{UMaze,Open,Medium,Large}[_Diverse_G[R]][Dense]-v4``
+(:func:`diffrl.envs.registry.make_env` takes those ids; :class:`AntMaze` takes a maze name or any map).
 
 Reproduced from gymnasium-robotics 1.4 (``envs/maze/ant_maze_v4.py``, ``maze_v4.py``, ``maps.py``, the v4
 registrations) and gymnasium's ``Ant-v4`` (``envs/mujoco/ant_v4.py``, ``assets/ant.xml``), the version the
@@ -24,7 +25,7 @@ side. No part of the ant reaches further than 1.22 from the torso centre (leg ti
 one step the torso moves far less than the 0.78 it would need to leave a quadrant whose walls it can touch. The
 floor's ``contype`` is 0 and the boxes have ``contype="0" conaffinity="1"``: the ant (contype 1) still touches the
 floor and the walls, while the boxes touch neither the floor nor each other, as the static walls of the original
-(all in the world body) never do. A large maze's 1,575 potential contact pairs thus become 52.
+(all in the world body) never do. A large maze's 1,575 MJX contact slots (819 geom pairs) thus become 100 (52).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class AntMaze(MazeGoalEnv):
         super().__init__(maze, reward_type, continuing_task, reset_target, protocol, MAZE_SIZE_SCALING, MAZE_HEIGHT)
         self.max_episode_steps = int(max_episode_steps or MAX_EPISODE_STEPS.get(self.maze_name, 1000))
         suffix = "Dense" if reward_type == "dense" else ""
-        self.name = f"{GYM_IDS.get(self.maze_name, 'PointMaze_Custom').replace('PointMaze', 'AntMaze')}{suffix}-v4"
+        self.name = f"AntMaze_{GYM_IDS.get(self.maze_name, 'PointMaze_Custom').removeprefix('PointMaze_')}{suffix}-v4"
         self.mj_model = mujoco.MjModel.from_xml_string(ant_maze_mjcf(self.layout))
         use_exact_sphere_box_contacts()  # the torso is a sphere: exact sphere-box contacts within the margin
         use_mujoco_capsule_plane_frames()  # the legs on the floor: MuJoCo C's friction pyramid orientation
@@ -92,43 +93,24 @@ class AntMaze(MazeGoalEnv):
         qpos = self.model.qpos0.at[:2].set(self._draw_reset(rng_reset, goal).astype(self.model.qpos0.dtype))
         return self.reset_to(qpos, jnp.zeros(self.mj_model.nv, qpos.dtype), goal, rng)
 
-    def reset_to(self, qpos, qvel, goal, rng: jax.Array) -> EnvState:
-        """A state at given joint positions, velocities and goal (``MujocoEnv.set_state``; parity checks)."""
-        data = mjx.make_data(self.model)
-        qpos = jnp.asarray(qpos, data.qpos.dtype)
-        data = data.replace(qpos=qpos, qvel=jnp.asarray(qvel, data.qvel.dtype), mocap_pos=self.wall_boxes(qpos))
-        data = mjx.forward(self.model, data)
-        goal = jnp.asarray(goal, data.qpos.dtype)
-        success = jnp.linalg.norm(data.qpos[:2] - goal) <= self.protocol.goal_radius
-        return EnvState(
-            data=data, obs=self._observation(data, goal), reward=jnp.zeros((), data.qpos.dtype),
-            terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool), step=jnp.zeros((), jnp.int32), rng=rng,
-            info={"success": success, "goal": goal},
-        )
-
     def step(self, state: EnvState, action: jnp.ndarray) -> EnvState:
         def physics_step(_, data):
             return mjx.step(self.model, data.replace(mocap_pos=self.wall_boxes(data.qpos)))
 
         data = state.data.replace(ctrl=jnp.asarray(action, state.data.ctrl.dtype))
-        data = jax.lax.fori_loop(0, FRAME_SKIP, physics_step, data)
-        reward, success, terminated, goal, rng = self._goal_outcome(data.qpos[:2], state.info["goal"], state.rng)
-        steps = state.step + 1
-        return EnvState(
-            data=data, obs=self._observation(data, state.info["goal"]), reward=reward, terminated=terminated,
-            truncated=steps >= self.max_episode_steps, step=steps, rng=rng, info={"success": success, "goal": goal},
-        )
+        return self._stepped(state, jax.lax.fori_loop(0, FRAME_SKIP, physics_step, data))
 
     @staticmethod
     def _observation(data, goal) -> jnp.ndarray:
         return jnp.concatenate([data.qpos[2:], data.qvel, data.qpos[:2], goal])
 
     def draw_episodes(self, observations, valid, planned_states=None, titles=None):
-        """The torso's paths over the maze (``achieved_goal``), the goals, and the plans' ``xy`` where the planned
-        states are whole flat observations."""
+        """The torso's paths over the maze (``achieved_goal``), the goals, and the plans' ``xy``: planned states that are
+        whole flat observations have it at ``[-4:-2]``, D4RL's ``[x, y, observation]`` states (29) at ``[:2]``."""
         observations = np.asarray(observations)
         plans = None
-        if planned_states is not None and np.shape(planned_states)[-1] == self.observation_size:
-            plans = np.asarray(planned_states)[..., -4:-2]
+        if planned_states is not None:
+            planned = np.asarray(planned_states)
+            plans = planned[..., -4:-2] if planned.shape[-1] == self.observation_size else planned[..., :2]
         return maze_figure(self.layout, observations[:, :, -4:-2], plans=plans, goals=observations[:, 0, -2:],
                            titles=titles, valid=valid, max_panels=len(observations))

@@ -8,8 +8,8 @@ contact (``dist = 1``) as soon as one box face separates the sphere. Contacts wh
 when the ball grazes a wall corner. This module computes the exact sphere-box distance (closest point of the box,
 found by clamping the sphere centre in the box frame) and registers it for MJX's (sphere, box) pair.
 
-It patches MJX internals (``collision_driver._COLLISION_FUNC``, ``collision_convex.collider``, ``math.make_frame``,
-``types.GeomType``), so :func:`use_exact_sphere_box_contacts` and :func:`use_mujoco_capsule_plane_frames` first
+It patches MJX internals (``collision_driver._COLLISION_FUNC``, ``collision_convex.collider``,
+``collision_primitive.collider``, ``math.make_frame``, ``types.GeomType``), so :func:`use_exact_sphere_box_contacts` and :func:`use_mujoco_capsule_plane_frames` first
 check that the installed ``mujoco-mjx`` lies in :data:`SUPPORTED_MJX_VERSIONS`, the releases whose internals they
 were written against and that pass the float64 parity tests against gymnasium-robotics
 (``tests/test_envs_pointmaze.py``, ``tests/test_envs_antmaze.py``).
@@ -63,10 +63,10 @@ def _release(version: str) -> tuple[int, int, int] | None:
 def _unsupported(installed: str, problem: str) -> UnsupportedMJXError:
     lowest, first_unsupported = SUPPORTED_MJX_VERSIONS
     return UnsupportedMJXError(
-        f"diffrl's exact MJX sphere-box contact (diffrl/envs/mjx_contact.py) supports mujoco-mjx >={lowest},"
+        f"diffrl's MJX contact patches (diffrl/envs/mjx_contact.py) support mujoco-mjx >={lowest},"
         f"<{first_unsupported}, but {installed} is installed: {problem}. Install a supported release "
-        f"(pip install 'mujoco-mjx>={lowest},<{first_unsupported}'), or port the patch to this release, check that "
-        f"tests/test_envs_pointmaze.py passes, and widen SUPPORTED_MJX_VERSIONS."
+        f"(pip install 'mujoco-mjx>={lowest},<{first_unsupported}'), or port the patches to this release, check that "
+        f"tests/test_envs_pointmaze.py and tests/test_envs_antmaze.py pass, and widen SUPPORTED_MJX_VERSIONS."
     )
 
 

@@ -115,7 +115,7 @@ class MazeProtocol:
     position_noise: float  # resets: ``U(-n, n)`` per coordinate around the reset point
     goal_noise: float  # goals: ``U(-n, n)`` per coordinate around the goal cell's point
     velocity_noise: float  # resets: initial velocity ``N(0, n^2)``
-    resets_in_every_free_cell: bool  # else the reset cells whose centre is more than 0.5 from the goal
+    resets_in_every_free_cell: bool  # else the reset cells whose centre is more than half a cell from the goal
     cell_offset: tuple[float, float]  # goal and reset points relative to the cell centre, (x, y)
 
 
@@ -217,7 +217,8 @@ class MazeGoalEnv(Env):
     """What PointMaze and AntMaze share (gymnasium-robotics ``maze_v4.MazeEnv``): the maze, goals and resets drawn
     by a :class:`MazeProtocol`, the sparse or dense goal reward, ``success``, continuing tasks and goal re-draws.
 
-    Subclasses build ``self.model`` and step the agent; xy is ``qpos[:2]`` in both."""
+    Subclasses build ``self.model``, step the agent's physics and give ``_observation(data, goal)``; xy is
+    ``qpos[:2]`` in both."""
 
     reports_success = True
 
@@ -267,6 +268,30 @@ class MazeGoalEnv(Env):
         """:meth:`MazeLayout.wall_boxes` for the agent at ``qpos[:2]``."""
         return self.layout.wall_boxes(qpos[:2])
 
+    def reset_to(self, qpos, qvel, goal, rng: jax.Array) -> EnvState:
+        """A state at given joint positions, velocities and goal (``MujocoEnv.set_state``: evaluation from fixed
+        starts, parity checks)."""
+        data = mjx.make_data(self.model)
+        qpos = jnp.asarray(qpos, data.qpos.dtype)
+        data = data.replace(qpos=qpos, qvel=jnp.asarray(qvel, data.qvel.dtype), mocap_pos=self.wall_boxes(qpos))
+        data = mjx.forward(self.model, data)
+        goal = jnp.asarray(goal, data.qpos.dtype)
+        success = jnp.linalg.norm(data.qpos[:2] - goal) <= self.protocol.goal_radius
+        return EnvState(
+            data=data, obs=self._observation(data, goal), reward=jnp.zeros((), data.qpos.dtype),
+            terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool), step=jnp.zeros((), jnp.int32), rng=rng,
+            info={"success": success, "goal": goal},
+        )
+
+    def _stepped(self, state: EnvState, data) -> EnvState:
+        """The state after ``state``'s physics advanced to ``data``: goal outcome, observation, time limit."""
+        reward, success, terminated, goal, rng = self._goal_outcome(data.qpos[:2], state.info["goal"], state.rng)
+        steps = state.step + 1
+        return EnvState(
+            data=data, obs=self._observation(data, state.info["goal"]), reward=reward, terminated=terminated,
+            truncated=steps >= self.max_episode_steps, step=steps, rng=rng, info={"success": success, "goal": goal},
+        )
+
     def _goal_outcome(self, xy, goal, rng):
         """``(reward, success, terminated, goal, rng)`` after a step that ended at ``xy`` (``maze_v4``: reward and
         success against the goal before any re-draw, then ``update_goal``)."""
@@ -291,7 +316,6 @@ class MazeGoalEnv(Env):
             return key, self._draw_goal(sub)
 
         return jax.lax.while_loop(far_enough, draw, draw((rng, jnp.zeros(2))))[1]
-
 
 
 class PointMaze(MazeGoalEnv):
@@ -327,21 +351,6 @@ class PointMaze(MazeGoalEnv):
             velocity = self.protocol.velocity_noise * jax.random.normal(rng_velocity, (2,))
         return self.reset_to(self._draw_reset(rng_reset, goal), velocity, goal, rng)
 
-    def reset_to(self, qpos, qvel, goal, rng: jax.Array) -> EnvState:
-        """A state at given position, velocity and goal (for evaluation from fixed starts and parity checks)."""
-        data = mjx.make_data(self.model)
-        qpos = jnp.asarray(qpos, data.qpos.dtype)
-        data = data.replace(qpos=qpos, qvel=jnp.asarray(qvel, data.qvel.dtype), mocap_pos=self.wall_boxes(qpos))
-        data = mjx.forward(self.model, data)
-        goal = jnp.asarray(goal, data.qpos.dtype)
-        obs = self._observation(data, goal)
-        success = jnp.linalg.norm(data.qpos[:2] - goal) <= self.protocol.goal_radius
-        return EnvState(
-            data=data, obs=obs, reward=jnp.zeros((), data.qpos.dtype), terminated=jnp.zeros((), bool),
-            truncated=jnp.zeros((), bool), step=jnp.zeros((), jnp.int32), rng=rng,
-            info={"success": success, "goal": goal},
-        )
-
     def step(self, state: EnvState, action: jnp.ndarray) -> EnvState:
         data = state.data
         data = data.replace(
@@ -349,14 +358,7 @@ class PointMaze(MazeGoalEnv):
             ctrl=jnp.clip(jnp.asarray(action, data.ctrl.dtype), -1.0, 1.0),
             mocap_pos=self.wall_boxes(data.qpos),
         )
-        data = mjx.step(self.model, data)
-        reward, success, terminated, goal, rng = self._goal_outcome(data.qpos[:2], state.info["goal"], state.rng)
-        steps = state.step + 1
-        return EnvState(
-            data=data, obs=self._observation(data, state.info["goal"]), reward=reward, terminated=terminated,
-            truncated=steps >= self.max_episode_steps, step=steps, rng=rng,
-            info={"success": success, "goal": goal},
-        )
+        return self._stepped(state, mjx.step(self.model, data))
 
     @staticmethod
     def _observation(data, goal) -> jnp.ndarray:

@@ -19,16 +19,18 @@ Recipe (Minari's ``D4RL/antmaze/*-v1``, ``minari-dataset-generation-scripts/scri
   cut by the registered time limit (700 steps on U-Maze, 1000 elsewhere; D4RL reset every 1000 steps), resets drawn
   by the env from seeds 123, 124, ..., ``steps`` transitions in whole episodes (default 1M). Sparse rewards,
   ``success`` and nothing terminated: as in the public data.
-* evaluation env: the same env id on Minari's ``EVAL_ENV_MAPS`` (one reset cell, one goal cell); reference scores
-  Minari's way: ``ref_max_score`` the mean return of ``reference_episodes`` episodes of the collection policy
-  (controller and noisy expert) in it, ``ref_min_score`` of a uniformly random policy.
+* evaluation env: the same env id on Minari's ``EVAL_ENV_MAPS`` (:data:`EVAL_MAPS`: one reset cell, one goal
+  cell; Minari's U-Maze evaluation map is the collection map mirrored, its opening on the other side, and is kept as
+  Minari has it); reference scores by Minari's ``get_average_reference_score`` (``reference_episodes`` episodes
+  from ``reset(seed=123)``): ``ref_max_score`` of the controller driving the expert without the action noise
+  (Minari's ``expert_policy``; Minari's expert samples its SAC policy, here its mode is taken), ``ref_min_score`` of
+  a uniformly random policy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections import deque
 from pathlib import Path
 
@@ -38,12 +40,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from diffrl.envs.ant_direction import ENV_ID as DIRECTION_ENV_ID
-from diffrl.envs.pointmaze import GOAL, MAZE_MAPS, RESET, MazeLayout
+from diffrl.envs.antmaze import MAZE_SIZE_SCALING
+from diffrl.envs.pointmaze import GOAL, RESET, MazeLayout
 from diffrl.envs.third_party import import_gymnasium_robotics_quietly, removing_maze_xml_files
 from diffrl.experts.sac import SACConfig
 from diffrl.experts.training import SACRun, choose_backend, train_sac
+from diffrl.spaces import flatten_observation
 
-logger = logging.getLogger(__name__)
 
 U_MAZE_FIXED = [[1, 1, 1, 1, 1], [1, GOAL, 0, 0, 1], [1, 1, 1, 0, 1], [1, RESET, 0, 0, 1], [1, 1, 1, 1, 1]]
 DATASETS = {  # create_antmaze_dataset.py: DATASET_ID_TO_ENV_ID (maze map None: the registered one)
@@ -54,7 +57,17 @@ DATASETS = {  # create_antmaze_dataset.py: DATASET_ID_TO_ENV_ID (maze map None: 
     "antmaze-large-play": ("AntMaze_Large-v4", None),
     "antmaze-large-diverse": ("AntMaze_Large_Diverse_GR-v4", None),
 }
-EVAL_CELLS = {"umaze": ((1, 3), (3, 3)), "medium": ((1, 1), (6, 6)), "large": ((1, 1), (7, 9))}  # (reset, goal)
+EVAL_MAPS = {  # create_antmaze_dataset.py: EVAL_ENV_MAPS, as Minari has them (U-Maze's is the collection map mirrored)
+    "umaze": [[1, 1, 1, 1, 1], [1, 0, 0, RESET, 1], [1, 0, 1, 1, 1], [1, 0, 0, GOAL, 1], [1, 1, 1, 1, 1]],
+    "medium": [[1, 1, 1, 1, 1, 1, 1, 1], [1, RESET, 0, 1, 1, 0, 0, 1], [1, 0, 0, 1, 0, 0, 0, 1],
+               [1, 1, 0, 0, 0, 1, 1, 1], [1, 0, 0, 1, 0, 0, 0, 1], [1, 0, 1, 0, 0, 1, 0, 1],
+               [1, 0, 0, 0, 1, 0, GOAL, 1], [1, 1, 1, 1, 1, 1, 1, 1]],
+    "large": [[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], [1, RESET, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1],
+              [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1], [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1],
+              [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
+              [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1], [1, 0, 0, 1, 0, 0, 0, 1, 0, GOAL, 0, 1],
+              [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]],
+}
 WAYPOINT_THRESHOLD = 0.45  # controller.py: WaypointController(waypoint_threshold=0.45)
 WAYPOINT_JITTER = 0.2
 ACTION_NOISE = 0.2  # create_antmaze_dataset.py --action-noise; OGBench generate_locomaze.py --noise
@@ -62,14 +75,7 @@ DEFAULT_EXPERT_STEPS = 400_000  # OGBench data_gen_scripts/commands.sh, online-a
 DEFAULT_COLLECT_STEPS = 1_000_000
 FIRST_EPISODE_SEED = 123
 REFERENCE_EPISODES = 100
-
-
-def evaluation_map(maze: str) -> list[list]:
-    """Minari's ``EVAL_ENV_MAPS[maze]``: the maze with its one reset cell and one goal cell."""
-    (ri, rj), (gi, gj) = EVAL_CELLS[maze]
-    maze_map = [list(row) for row in MAZE_MAPS[maze]]
-    maze_map[ri][rj], maze_map[gi][gj] = RESET, GOAL
-    return maze_map
+ANT_OBSERVATION = 27  # the "observation" entry of AntMaze's dict: [qpos[2:], qvel]
 
 
 def next_cells(free: np.ndarray) -> np.ndarray:
@@ -151,17 +157,14 @@ class MazeWalker:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Actions ``[n, 8]`` for flat AntMaze observations ``[n, 31]`` (``[observation, achieved, desired]``)."""
-        directions = self.controller(obs[:, 27:29], obs[:, 29:31])
-        mode = np.asarray(self._act(self.params, np.concatenate([obs[:, :27], directions], -1).astype(np.float32)))
+        body, achieved, desired = obs[:, :ANT_OBSERVATION], obs[:, ANT_OBSERVATION:-2], obs[:, -2:]
+        directions = self.controller(achieved, desired)
+        mode = np.asarray(self._act(self.params, np.concatenate([body, directions], -1).astype(np.float32)))
         return np.clip(mode + self.noise * self.rng.standard_normal(mode.shape), -1.0, 1.0).astype(np.float32)
 
     def forget(self, i: int) -> None:
         """Env ``i`` starts a new episode: its path is planned afresh."""
         self.controller.goal[i] = np.nan
-
-
-def _flat(obs: dict) -> np.ndarray:
-    return np.concatenate([obs["observation"], obs["achieved_goal"], obs["desired_goal"]])
 
 
 def collect(run: SACRun, env_id: str, maze_map, steps: int, num_envs: int = 10, seed: int = 0,
@@ -173,7 +176,7 @@ def collect(run: SACRun, env_id: str, maze_map, steps: int, num_envs: int = 10, 
     with removing_maze_xml_files():
         envs = [gym.make(env_id, **kwargs) for _ in range(num_envs)]
     max_steps = envs[0].spec.max_episode_steps
-    walker = MazeWalker(run, MazeLayout(envs[0].unwrapped.maze.maze_map, 4.0), num_envs, seed)
+    walker = MazeWalker(run, MazeLayout(envs[0].unwrapped.maze.maze_map, MAZE_SIZE_SCALING), num_envs, seed)
     next_seed, reserved = FIRST_EPISODE_SEED, 0
     episodes, current, obs = [], [None] * num_envs, np.zeros((num_envs, 31))
 
@@ -184,7 +187,7 @@ def collect(run: SACRun, env_id: str, maze_map, steps: int, num_envs: int = 10, 
             return
         first, _ = envs[i].reset(seed=next_seed)
         next_seed, reserved = next_seed + 1, reserved + max_steps
-        obs[i] = _flat(first)
+        obs[i] = flatten_observation(first)
         walker.forget(i)
         current[i] = {"observations": [first], "actions": [], "rewards": [], "terminations": [], "truncations": [],
                       "successes": [], "seed": next_seed - 1}
@@ -203,7 +206,7 @@ def collect(run: SACRun, env_id: str, maze_map, steps: int, num_envs: int = 10, 
                                    ("terminations", terminated), ("truncations", truncated),
                                    ("successes", info["success"])):
                     ep[key].append(value)
-                obs[i] = _flat(o)
+                obs[i] = flatten_observation(o)
                 bar.update(1)
                 if terminated or truncated:
                     ep["observations"] = {k: np.stack([o[k] for o in ep["observations"]]) for k in ep["observations"][0]}
@@ -218,27 +221,19 @@ def collect(run: SACRun, env_id: str, maze_map, steps: int, num_envs: int = 10, 
 
 
 def reference_scores(run: SACRun, eval_spec, episodes: int = REFERENCE_EPISODES) -> tuple[float, float]:
-    """``(ref_min_score, ref_max_score)``: mean returns of a random policy and of the maze walker in ``eval_spec``,
-    from ``reset(seed=123 + k)`` (Minari's ``get_average_reference_score``, one episode at a time)."""
+    """``(ref_min_score, ref_max_score)``: Minari's ``get_average_reference_score`` of a random policy and of the
+    controller driving the expert's mode without action noise, in ``eval_spec``."""
+    from minari.utils import get_average_reference_score
+
     with removing_maze_xml_files():
         env = gym.make(eval_spec)
-    walker = MazeWalker(run, MazeLayout(env.unwrapped.maze.maze_map, 4.0), 1, FIRST_EPISODE_SEED)
+    walker = MazeWalker(run, MazeLayout(env.unwrapped.maze.maze_map, MAZE_SIZE_SCALING), 1, FIRST_EPISODE_SEED,
+                        noise=0.0)  # a new goal every episode (the goal noise) makes it plan afresh
+    ref_max = get_average_reference_score(env, lambda o: walker(flatten_observation(o)[None])[0], episodes)
     env.action_space.seed(FIRST_EPISODE_SEED)
-    scores = []
-    for policy in ("random", "walker"):
-        total = 0.0
-        for k in range(episodes):
-            o, _ = env.reset(seed=FIRST_EPISODE_SEED + k)
-            walker.forget(0)
-            done = False
-            while not done:
-                action = env.action_space.sample() if policy == "random" else walker(_flat(o)[None])[0]
-                o, r, terminated, truncated, _ = env.step(action)
-                total += r
-                done = terminated or truncated
-        scores.append(total / episodes)
+    ref_min = get_average_reference_score(env, lambda o: env.action_space.sample(), episodes)
     env.close()
-    return scores[0], scores[1]
+    return ref_min, ref_max
 
 
 def generate_antmaze_dataset(name: str, steps: int | None = None, *, expert_steps: int = DEFAULT_EXPERT_STEPS,
@@ -271,6 +266,8 @@ def generate_antmaze_dataset(name: str, steps: int | None = None, *, expert_step
     if root.joinpath(*dataset_id.split("/")).exists() and not overwrite:
         raise FileExistsError(f"dataset {dataset_id} already exists under {root}; pass --overwrite to replace it")
     gym.register_envs(import_gymnasium_robotics_quietly())
+    if steps < gym.spec(env_id).max_episode_steps:
+        raise ValueError(f"steps={steps} holds no whole episode of {env_id} ({gym.spec(env_id).max_episode_steps} steps)")
     experts_root = Path(experts_root) if experts_root is not None else default_experts_root()
     with exclusive_lock(experts_root / "AntDirection-v4", f"the SAC runs of the ant under {experts_root}"):
         expert = train_direction_expert(experts_root, expert_steps, seed, progress)
@@ -279,7 +276,7 @@ def generate_antmaze_dataset(name: str, steps: int | None = None, *, expert_step
     spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "continuing_task": True, "reset_target": False,
                                              **({"maze_map": maze_map} if maze_map else {})})
     maze = env_id.split("_")[1].split("-")[0].lower()
-    eval_spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "maze_map": evaluation_map(maze)})
+    eval_spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "maze_map": EVAL_MAPS[maze]})
     ref_min, ref_max = reference_scores(expert, eval_spec, reference_episodes)
     recipe = {"env_id": env_id, "sac": json.loads(json.dumps(dataclasses.asdict(SACConfig()))),
               "expert_env_id": DIRECTION_ENV_ID, "expert_steps": expert.steps,

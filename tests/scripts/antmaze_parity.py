@@ -37,16 +37,19 @@ def main():
     qpos = ant.data.qpos.copy()
     qpos[:2] = START_XY
     ant.set_state(qpos, np.zeros(ant.model.nv))
-    goal = reference.unwrapped.goal.copy()
+    goal = np.asarray(START_XY) + (0.4, 0.0)  # within the goal radius at the start: success and reward both occur
+    reference.unwrapped.goal = goal.copy()
     walls = {i for i in range(ant.model.ngeom) if ant.model.geom(i).name.startswith("block_")}
 
     env = AntMaze("umaze")
+    boxes = np.array([env.mj_model.geom(f"wall_{k}").id for k in range(3)])
     # one compiled program: set the state from (qpos, qvel), then step (the free run feeds back its own state)
     step_from = jax.jit(lambda qpos, qvel, action: env.step(env.reset_to(qpos, qvel, goal, jax.random.PRNGKey(0)),
                                                              action))
     actions = np.repeat(np.random.default_rng(0).uniform(-1.0, 1.0, (STEPS // 10 + 1, 8)), 10, axis=0)[:STEPS]
     free_qpos, free_qvel = qpos.copy(), np.zeros(ant.model.nv)
-    out = {"steps": 0, "wall_contact_steps": 0, "reward": 0.0, "flags": 0, "free_qpos": 0.0}
+    out = {"steps": 0, "wall_contact_steps": 0, "mjx_wall_contact_steps": 0, "success_steps": 0, "reward": 0.0,
+           "flags": 0, "free_qpos": 0.0}
     deviations, steady = [], []
     scratch = mujoco.MjData(ant.model)
     for t, action in enumerate(actions):
@@ -63,12 +66,18 @@ def main():
         out["reward"] = max(out["reward"], abs(float(after.reward) - reward))
         out["flags"] += int(bool(after.info["success"]) != info["success"]) + int(bool(after.terminated) != terminated)
         out["wall_contact_steps"] += touches_wall
+        contact = getattr(after.data, "_impl", after.data).contact  # the last physics step's contacts
+        touching = (np.asarray(contact.dist) < np.asarray(contact.includemargin)) & np.isin(
+            np.asarray(contact.geom), boxes).any(-1)
+        out["mjx_wall_contact_steps"] += bool(touching.any())
+        out["success_steps"] += bool(info["success"])
         if t < FREE_STEPS:
             free = step_from(free_qpos, free_qvel, action)
             free_qpos, free_qvel = np.asarray(free.data.qpos), np.asarray(free.data.qvel)
             out["free_qpos"] = max(out["free_qpos"], float(np.abs(free_qpos - ant.data.qpos).max()))
         out["steps"] += 1
     deviations, steady = np.asarray(deviations), np.asarray(steady)
+    assert steady.any(), "no step kept its contacts: the check has nothing steady to compare"
     out.update(steady_steps=int(steady.sum()), steady_obs=float(deviations[steady].max()),
                median_obs=float(np.median(deviations)), worst_obs=float(deviations.max()))
     print(json.dumps(out))
