@@ -168,15 +168,15 @@ class MazeWalker:
 
 
 def collect(run: SACRun, env_id: str, maze_map, steps: int, num_envs: int = 10, seed: int = 0,
-            progress: bool = True) -> list[dict]:
-    """Whole episodes of the maze walker in ``env_id`` on ``maze_map``, at most ``steps`` transitions; episode ``k``
-    resets with seed ``123 + k``; each is ``{observations (dict of [T + 1] arrays), actions, rewards, terminations,
-    truncations, successes}``."""
+            progress: bool = True, noise: float = ACTION_NOISE) -> list[dict]:
+    """Whole episodes of the maze walker (action noise ``noise``) in ``env_id`` on ``maze_map``, at most ``steps``
+    transitions; episode ``k`` resets with seed ``123 + k``; each is ``{observations (dict of [T + 1] arrays), actions,
+    rewards, terminations, truncations, successes}``."""
     kwargs = {"continuing_task": True, "reset_target": False, **({"maze_map": maze_map} if maze_map else {})}
     with removing_maze_xml_files():
         envs = [gym.make(env_id, **kwargs) for _ in range(num_envs)]
     max_steps = envs[0].spec.max_episode_steps
-    walker = MazeWalker(run, MazeLayout(envs[0].unwrapped.maze.maze_map, MAZE_SIZE_SCALING), num_envs, seed)
+    walker = MazeWalker(run, MazeLayout(envs[0].unwrapped.maze.maze_map, MAZE_SIZE_SCALING), num_envs, seed, noise)
     next_seed, reserved = FIRST_EPISODE_SEED, 0
     episodes, current, obs = [], [None] * num_envs, np.zeros((num_envs, 31))
 
