@@ -392,6 +392,28 @@ def write_minari_dataset(episodes: list[dict], dataset_id: str, maze: str, rewar
     )
 
 
+def checked_request(dataset_id: str, root, overwrite: bool, **counts) -> Path:
+    """The datasets root for writing ``dataset_id``, after refusing non-positive ``counts``, a malformed id, a root
+    that is a file and an existing dataset (unless ``overwrite``): all before any work is done."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    from diffrl.data.minari_io import datasets_root
+
+    for name, value in counts.items():
+        if not (isinstance(value, int) and value > 0):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    try:
+        parse_dataset_id(dataset_id)
+    except ValueError as err:
+        raise ValueError(f"dataset id: {err}") from None
+    root = datasets_root(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"the datasets root {root} is a file, not a folder (--root / $MINARI_DATASETS_PATH)")
+    if root.joinpath(*dataset_id.split("/")).exists() and not overwrite:
+        raise FileExistsError(f"dataset {dataset_id} already exists under {root}; pass --overwrite to replace it")
+    return root
+
+
 def generate_maze_dataset(maze: str, steps: int | None = None, *, reward_type: str = "sparse",
                                num_envs: int = 64, seed: int = 0, dataset_id: str | None = None,
                                root: str | Path | None = None, overwrite: bool = False,
@@ -399,10 +421,6 @@ def generate_maze_dataset(maze: str, steps: int | None = None, *, reward_type: s
                                protocol: str = "pointmaze") -> dict:
     """Generate a maze dataset by ``protocol`` (``"pointmaze"``: Minari's pointmaze-v2 recipe, reference scores
     measured; ``"maze2d"``: D4RL's maze2d-v1 recipe and reference scores) and write it as a Minari dataset."""
-    from minari.dataset.minari_dataset import parse_dataset_id
-
-    from diffrl.data.minari_io import datasets_root
-
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     mazes = DEFAULT_STEPS if protocol == "pointmaze" else D4RL_MAZE2D_REF_SCORES
@@ -411,19 +429,9 @@ def generate_maze_dataset(maze: str, steps: int | None = None, *, reward_type: s
     if protocol == "maze2d" and reward_type != "sparse":
         raise ValueError("maze2d datasets are generated with D4RL's sparse reward only")
     steps = DEFAULT_STEPS[maze] if steps is None else steps
-    for name, value in (("steps", steps), ("num_envs", num_envs), ("reference_episodes", reference_episodes)):
-        if not (isinstance(value, int) and value > 0):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     dataset_id = dataset_id or default_dataset_id(maze, reward_type, protocol)
-    try:
-        parse_dataset_id(dataset_id)  # a malformed id fails here, before the rollout
-    except ValueError as err:
-        raise ValueError(f"dataset id: {err}") from None
-    root = datasets_root(root)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"the datasets root {root} is a file, not a folder (--root / $MINARI_DATASETS_PATH)")
-    if root.joinpath(*dataset_id.split("/")).exists() and not overwrite:
-        raise FileExistsError(f"dataset {dataset_id} already exists under {root}; pass --overwrite to replace it")
+    root = checked_request(dataset_id, root, overwrite, steps=steps, num_envs=num_envs,
+                           reference_episodes=reference_episodes)
     # one generator per dataset id and root at a time (they would race for the same folder)
     with exclusive_lock(root, f"dataset {dataset_id} under {root}", name=f".{dataset_id.replace('/', '_')}.lock"):
         if protocol == "maze2d":

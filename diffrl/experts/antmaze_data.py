@@ -242,10 +242,8 @@ def generate_antmaze_dataset(name: str, steps: int | None = None, *, expert_step
                              reference_episodes: int = REFERENCE_EPISODES, progress: bool = True) -> dict:
     """Make ``name`` (``antmaze-umaze``, ``antmaze-large-diverse``, ...) by the recipe above as a Minari dataset."""
     from minari.data_collector import EpisodeBuffer
-    from minari.dataset.minari_dataset import parse_dataset_id
 
-    from diffrl.data.generate import create_dataset_atomically
-    from diffrl.data.minari_io import datasets_root
+    from diffrl.data.generate import checked_request, create_dataset_atomically
     from diffrl.experts.locomotion_data import default_experts_root
     from diffrl.locking import exclusive_lock
 
@@ -253,18 +251,9 @@ def generate_antmaze_dataset(name: str, steps: int | None = None, *, expert_step
         raise ValueError(f"unknown AntMaze dataset {name!r}; choose one of {', '.join(DATASETS)}")
     env_id, maze_map = DATASETS[name]
     steps = DEFAULT_COLLECT_STEPS if steps is None else steps
-    for label, value in (("steps", steps), ("expert_steps", expert_steps), ("num_envs", num_envs),
-                         ("reference_episodes", reference_episodes)):
-        if not (isinstance(value, int) and value > 0):
-            raise ValueError(f"{label} must be a positive integer, got {value!r}")
     dataset_id = dataset_id or f"diffrl/antmaze/{name.removeprefix('antmaze-')}-v1"
-    try:
-        parse_dataset_id(dataset_id)
-    except ValueError as err:
-        raise ValueError(f"dataset id: {err}") from None
-    root = datasets_root(root)
-    if root.joinpath(*dataset_id.split("/")).exists() and not overwrite:
-        raise FileExistsError(f"dataset {dataset_id} already exists under {root}; pass --overwrite to replace it")
+    root = checked_request(dataset_id, root, overwrite, steps=steps, expert_steps=expert_steps, num_envs=num_envs,
+                           reference_episodes=reference_episodes)
     gym.register_envs(import_gymnasium_robotics_quietly())
     if steps < gym.spec(env_id).max_episode_steps:
         raise ValueError(f"steps={steps} holds no whole episode of {env_id} ({gym.spec(env_id).max_episode_steps} steps)")

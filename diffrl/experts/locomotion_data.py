@@ -216,27 +216,16 @@ def generate_locomotion_dataset(name: str, steps: int | None = None, *, expert_s
                                 reference_episodes: int = REFERENCE_EPISODES, progress: bool = True) -> dict:
     """Make ``name`` (``hopper-medium``, ...) by the recipe above and write it as a Minari dataset."""
     from minari.data_collector import EpisodeBuffer
-    from minari.dataset.minari_dataset import parse_dataset_id
 
-    from diffrl.data.generate import create_dataset_atomically
-    from diffrl.data.minari_io import datasets_root
+    from diffrl.data.generate import checked_request, create_dataset_atomically
     from diffrl.locking import exclusive_lock
 
     env, level = parse_name(name)
     env_id = ENV_IDS[env]
     steps = DEFAULT_COLLECT_STEPS if steps is None else steps
-    for label, value in (("steps", steps), ("expert_steps", expert_steps), ("num_envs", num_envs),
-                         ("reference_episodes", reference_episodes)):
-        if not (isinstance(value, int) and value > 0):
-            raise ValueError(f"{label} must be a positive integer, got {value!r}")
     dataset_id = dataset_id or f"diffrl/{env}/{level}-v0"
-    try:
-        parse_dataset_id(dataset_id)
-    except ValueError as err:
-        raise ValueError(f"dataset id: {err}") from None
-    root = datasets_root(root)
-    if root.joinpath(*dataset_id.split("/")).exists() and not overwrite:
-        raise FileExistsError(f"dataset {dataset_id} already exists under {root}; pass --overwrite to replace it")
+    root = checked_request(dataset_id, root, overwrite, steps=steps, expert_steps=expert_steps, num_envs=num_envs,
+                           reference_episodes=reference_episodes)
     experts_root = Path(experts_root) if experts_root is not None else default_experts_root()
     with exclusive_lock(experts_root / env_id, f"the SAC runs of {env_id} under {experts_root}"):
         expert = train_expert(env, experts_root, expert_steps, seed, progress)
