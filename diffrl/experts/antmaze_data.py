@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections import deque
 from pathlib import Path
 
@@ -46,6 +47,8 @@ from diffrl.envs.third_party import import_gymnasium_robotics_quietly, removing_
 from diffrl.experts.sac import SACConfig
 from diffrl.experts.training import SACRun, choose_backend, train_sac
 from diffrl.spaces import flatten_observation
+
+logger = logging.getLogger(__name__)
 
 
 U_MAZE_FIXED = [[1, 1, 1, 1, 1], [1, GOAL, 0, 0, 1], [1, 1, 1, 0, 1], [1, RESET, 0, 0, 1], [1, 1, 1, 1, 1]]
@@ -267,6 +270,10 @@ def generate_antmaze_dataset(name: str, steps: int | None = None, *, expert_step
     maze = env_id.split("_")[1].split("-")[0].lower()
     eval_spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "maze_map": EVAL_MAPS[maze]})
     ref_min, ref_max = reference_scores(expert, eval_spec, reference_episodes)
+    if ref_max <= ref_min:
+        logger.warning("the walker scored no better than a random policy in the evaluation env (ref_max_score %.2f, "
+                       "ref_min_score %.2f): normalized scores of this dataset are undefined; train the ant longer "
+                       "(--expert-steps)", ref_max, ref_min)
     recipe = {"env_id": env_id, "sac": json.loads(json.dumps(dataclasses.asdict(SACConfig()))),
               "expert_env_id": DIRECTION_ENV_ID, "expert_steps": expert.steps,
               "expert_eval_return": expert.evaluations[-1][1], "action_noise": ACTION_NOISE,
