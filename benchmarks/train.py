@@ -43,9 +43,18 @@ import sys
 import time
 
 import jax
+from diffrl.benchmarks.common import (
+    compile_seconds,
+    cost,
+    limits_note,
+    measure_device_limits,
+    percent,
+    report,
+    synthetic_data,
+    synthetic_stage,
+    versions,
+)
 
-from diffrl.benchmarks.common import (compile_seconds, cost, limits_note, measure_device_limits, percent, report,
-                                     synthetic_data, synthetic_stage, versions)
 from diffrl.data import make_store
 from diffrl.train.loop import init_carry, make_train_chunk
 from diffrl.train.sharding import check_batch_size, make_mesh, put_replicated
@@ -69,7 +78,10 @@ def parse_run(run: str) -> tuple[str, str, str | None, list[str]]:
     return method, variant, stage or None, overrides
 
 
-def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
+def compiled_chunk(run: str, devices, steps: int, overrides=()) -> dict:
+    """The program ``diffrl train`` runs for ``run``'s stage on ``devices``, compiled for chunks of ``steps`` steps:
+    ``{"stage", "mesh", "chunk", "carry", "train_data", "prepare_s", "compile_s"}`` (the carry is donated: pass
+    each chunk the last one's output)."""
     method_name, variant, stage_name, run_overrides = parse_run(run)
     data = synthetic_data(variant)
     method, stage = synthetic_stage(variant, [*overrides, *run_overrides], method=method_name, data=data,
@@ -83,7 +95,14 @@ def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
     train_data = put_replicated(train_data, mesh)
     carry = put_replicated(init_carry(stage, method.config.seed), mesh)
     compile_s, chunk = compile_seconds(make_train_chunk(stage, mesh, steps), carry, train_data)
-    carry, _ = chunk(carry, train_data)  # warm-up
+    return {"stage": stage, "mesh": mesh, "chunk": chunk, "carry": carry, "train_data": train_data,
+            "prepare_s": prepare_s, "compile_s": compile_s}
+
+
+def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
+    built = compiled_chunk(run, devices, steps, overrides)
+    stage, mesh, chunk, train_data = built["stage"], built["mesh"], built["chunk"], built["train_data"]
+    carry, _ = chunk(built["carry"], train_data)  # warm-up
     best = float("inf")
     for _ in range(repeats):  # the carry is donated: each chunk continues from the last one's output
         started = time.perf_counter()
@@ -93,10 +112,10 @@ def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
     # the compiled program is one device's part of the SPMD program: the global step costs mesh.size times that
     flops, nbytes = (mesh.size * c for c in cost(chunk))
     per_step = best / steps
-    return {"run": run, "stage": stage.name, "devices": mesh.size, "batch": stage.batch_size, "prepare_s": prepare_s,
-            "compile_s": compile_s, "seconds_per_step": per_step, "steps_per_s": 1 / per_step,
-            "examples_per_s": stage.batch_size / per_step, "flops_per_step": flops, "bytes_per_step": nbytes,
-            "flops_per_s": flops / per_step, "bytes_per_s": nbytes / per_step}
+    return {"run": run, "stage": stage.name, "devices": mesh.size, "batch": stage.batch_size,
+            "prepare_s": built["prepare_s"], "compile_s": built["compile_s"], "seconds_per_step": per_step,
+            "steps_per_s": 1 / per_step, "examples_per_s": stage.batch_size / per_step, "flops_per_step": flops,
+            "bytes_per_step": nbytes, "flops_per_s": flops / per_step, "bytes_per_s": nbytes / per_step}
 
 
 def row(figure: dict, limits: dict) -> str:

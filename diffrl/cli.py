@@ -176,9 +176,10 @@ def _benchmark(args: argparse.Namespace) -> int:
                                              "(pip install . or pip install -e .)"))
     available = sorted(entry.name[:-3] for entry in folder.iterdir()
                        if entry.name.endswith(".py") and not entry.name.startswith("_") and entry.name != "common.py")
-    if args.name not in available:
+    name = args.name.replace("-", "_")  # compare-pytorch runs compare_pytorch.py
+    if name not in available:
         return _fail("benchmark", ValueError(f"no benchmark {args.name!r}; choose one of {', '.join(available)}"))
-    module = f"diffrl.benchmarks.{args.name}"
+    module = f"diffrl.benchmarks.{name}"
     sys.argv = [sys.argv[0], *args.args]
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)  # sys.argv[0] is the module's file meanwhile

@@ -129,3 +129,26 @@ def test_synthetic_data_has_the_variant_shapes():
     hopper = common.synthetic_data("hopper-medium-expert", episodes=1, episode_length=10)
     assert hopper.observations.shape == (10, 11) and hopper.observation_slices is None
     np.testing.assert_array_equal(hopper.next_observations[:-1], hopper.observations[1:])
+
+
+def test_compare_pytorch_interleaves_the_sides_and_reports_median_ratios(tmp_path):
+    """Both sides warm up first, then alternate with the order turning each repeat; the row is the medians' ratio
+    per unit. A folder that is not the official checkout is refused by name, before anything is imported."""
+    compare = load("compare_pytorch")
+    order = []
+    calls = {"pytorch": lambda: order.append("pytorch"), "diffrl": lambda: order.append("diffrl")}
+    seconds = compare.interleaved(calls, repeats=3)
+    assert order == ["pytorch", "diffrl", "pytorch", "diffrl", "diffrl", "pytorch", "pytorch", "diffrl"]
+    assert [len(v) for v in seconds.values()] == [3, 3]
+
+    figure = compare.summary("maze-train", 64, {"pytorch": [3.0, 1.0, 2.0], "diffrl": [0.5, 2.0, 1.0]}, per_call=2)
+    assert (figure["pytorch_median_s"], figure["pytorch_best_s"]) == (1.0, 0.5)
+    assert (figure["diffrl_median_s"], figure["diffrl_best_s"]) == (0.5, 0.25)
+    assert figure["speedup"] == 2.0
+    assert compare.row(figure | {"parameters": 1234}) == (
+        "| maze-train | 64 | 1,234 | 1.000 s (500.0 ms) | 500.0 ms (250.0 ms) | 2.00x | 1.3x |")
+
+    (tmp_path / "diffuser" / "models").mkdir(parents=True)
+    (tmp_path / "diffuser" / "models" / "temporal.py").write_text("raise AssertionError('imported')\n")
+    with pytest.raises(FileNotFoundError, match="diffuser/models/diffusion.py"):
+        compare.load_official(tmp_path)

@@ -19,6 +19,8 @@ from diffrl.nets import (
     official_value_fc_dim,
     value_fc_dim,
 )
+from diffrl.nets.activations import mish
+from diffrl.nets.unet import _conv_canonical_grads, _native_conv
 
 KEY = jax.random.PRNGKey(0)
 
@@ -313,3 +315,40 @@ def test_value_function_ensemble_and_guide_gradient():
     np.testing.assert_allclose(values2[:, 0], values[:, 0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(guide2[:, 0], guide[:, 0], rtol=1e-6, atol=1e-7)
     assert np.abs(guide2[:, 1] - guide[:, 1]).max() > 0
+
+
+def test_mish_is_x_tanh_softplus_with_its_gradient():
+    """The one-exponential Mish against the definition in float64 NumPy, across the identity switch at 20 and at
+    inputs where e^{2x} would overflow; its gradient against d/dx [x tanh(softplus(x))]."""
+    x = np.concatenate([np.linspace(-60.0, 60.0, 4001), [-1e4, -100.0, 19.999, 20.0, 20.001, 100.0, 1e4]])
+    softplus = np.logaddexp(0.0, x)
+    expected = x * np.tanh(softplus)
+    got = np.asarray(mish(jnp.asarray(x, jnp.float32)), np.float64)
+    np.testing.assert_allclose(got, expected, rtol=2e-6, atol=3e-6)
+    sigmoid = np.exp(-np.logaddexp(0.0, -x))
+    slope = np.tanh(softplus) + x * sigmoid / np.cosh(softplus) ** 2
+    grad = np.asarray(jax.vmap(jax.grad(mish))(jnp.asarray(x, jnp.float32)), np.float64)
+    np.testing.assert_allclose(grad, slope, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,length,channels,features,kernel_size,padding",
+                         [(3, 16, 6, 8, 5, 2), (2, 7, 4, 4, 3, 0), (1, 8, 5, 3, 5, 4)])
+def test_conv_gradients_in_forward_form_equal_autodiff(batch, length, channels, features, kernel_size, padding):
+    """The CPU convolution's hand-written VJP (input and kernel gradients as forward convolutions) against JAX's
+    autodiff of the same convolution, inside a scan as a train chunk runs it."""
+    kx, kw, ky = jax.random.split(KEY, 3)
+    x = jax.random.normal(kx, (batch, length, channels))
+    kernel = jax.random.normal(kw, (kernel_size, channels, features))
+    target = jax.random.normal(ky, (batch, length + 2 * padding - kernel_size + 1, features))
+
+    def grads(conv):
+        def loss(x, kernel):
+            return jnp.sum(jnp.sin(conv(x, kernel, padding)) * target)
+
+        def step(carry, _):
+            return carry, jax.grad(loss, argnums=(0, 1))(*carry)
+
+        return jax.jit(lambda x, kernel: jax.lax.scan(step, (x, kernel), None, length=2)[1])(x, kernel)
+
+    for got, expected in zip(grads(_conv_canonical_grads), grads(_native_conv)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)

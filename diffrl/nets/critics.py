@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from diffrl.nets.activations import mish
 from diffrl.nets.denoisers import dense_ln_gelu
 
 
@@ -50,5 +50,5 @@ class ActionQNetwork(nn.Module):
     def __call__(self, state, action):
         h = jnp.concatenate([state, action], axis=-1)
         for _ in range(self.depth):
-            h = jax.nn.mish(nn.Dense(self.hidden)(h))
+            h = mish(nn.Dense(self.hidden)(h))
         return nn.Dense(1)(h)[..., 0]

@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diffrl.nets.activations import mish
+
 
 def sinusoidal_embedding(t: jnp.ndarray, dim: int, max_period: float = 10000.0) -> jnp.ndarray:
     """Transformer positional encoding of the diffusion step (Vaswani et al. 2017; Ho et al. 2020 App. B)."""
@@ -35,7 +37,7 @@ class TimeEmbedding(nn.Module):
     @nn.compact
     def __call__(self, t):
         h = sinusoidal_embedding(t, self.dim)
-        h = jax.nn.mish(nn.Dense(self.hidden)(h))
+        h = mish(nn.Dense(self.hidden)(h))
         return nn.Dense(self.hidden if self.out_dim is None else self.out_dim)(h)
 
 
@@ -55,8 +57,8 @@ class MLPDenoiser(nn.Module):
             features.append(cond)
         h = nn.Dense(self.hidden)(jnp.concatenate(features, axis=-1))
         for _ in range(self.depth):
-            h = h + nn.Dense(self.hidden)(jax.nn.mish(nn.LayerNorm()(h)))
-        return nn.Dense(x.shape[-1])(jax.nn.mish(nn.LayerNorm()(h)))
+            h = h + nn.Dense(self.hidden)(mish(nn.LayerNorm()(h)))
+        return nn.Dense(x.shape[-1])(mish(nn.LayerNorm()(h)))
 
 
 class ActionDenoiser(nn.Module):
@@ -75,7 +77,7 @@ class ActionDenoiser(nn.Module):
                                  x.shape[:1] + (self.time_dim,))
         h = jnp.concatenate([x, t_emb, state], axis=-1)
         for _ in range(self.depth):
-            h = jax.nn.mish(nn.Dense(self.hidden)(h))
+            h = mish(nn.Dense(self.hidden)(h))
         return nn.Dense(x.shape[-1])(h)
 
 

@@ -18,6 +18,7 @@ sampler, not by the network.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import chex
@@ -25,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diffrl.nets.activations import mish
 from diffrl.nets.denoisers import TimeEmbedding
 
 N_GROUPS = 8  # official Conv1dBlock default, never overridden there
@@ -132,12 +134,53 @@ def _time_mlp(dim: int, hidden: int | None = None) -> TimeEmbedding:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class Conv1d(nn.Module):
-    """A 1-D convolution over ``[..., L, C]`` as one matrix product over stacked shifted windows (im2col).
+_NWC = ("NWC", "WIO", "NWC")
 
-    The same function and parameters (``kernel [k, C_in, C_out]``, ``bias``) as ``flax.linen.Conv`` with symmetric
-    ``padding``; a matrix product because XLA's CPU backend computes a convolution's kernel gradient ~100x slower
-    inside a loop body (a train-step ``lax.scan``) than outside, and a matmul runs at full speed everywhere.
+
+def _native_conv(x, kernel, padding: int):
+    """``y[b, l] = sum_j x_pad[b, l + j] @ kernel[j]``: XLA's convolution over ``[B, L, C]``, kernel ``[k, C, F]``."""
+    return jax.lax.conv_general_dilated(x, kernel, (1,), [(padding, padding)], dimension_numbers=_NWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_canonical_grads(x, kernel, padding: int):
+    """:func:`_native_conv` whose gradients are convolutions in the forward (canonical) form.
+
+    XLA:CPU runs the kernel-gradient convolution that autodiff writes (batch and features swapped in its dimension
+    numbers) ~150x slower inside a loop body, a train chunk's ``lax.scan``, than outside one, and the input gradient
+    ~8x slower. Written as forward convolutions over explicitly transposed operands, both run at full speed in
+    either place: ``dx`` is ``dy`` convolved with the flipped, transposed kernel (padding ``k - 1 - p``) and
+    ``dkernel[j] = sum_{b,l} x_pad[b, l + j]^T dy[b, l]`` a convolution with the channels as its batch, the
+    horizon as its width and the examples as its features."""
+    return _native_conv(x, kernel, padding)
+
+
+def _conv_forward(x, kernel, padding):
+    return _native_conv(x, kernel, padding), (x, kernel)
+
+
+def _conv_backward(padding, residuals, dy):
+    x, kernel = residuals
+    k = kernel.shape[0]
+    dx = _native_conv(dy, jnp.flip(kernel, 0).transpose(0, 2, 1), k - 1 - padding)
+    x_pad = jnp.pad(x, [(0, 0), (padding, padding), (0, 0)])
+    dkernel = jax.lax.conv_general_dilated(x_pad.transpose(2, 1, 0), dy.transpose(1, 0, 2), (1,), [(0, 0)],
+                                           dimension_numbers=_NWC)  # [C, k, F]
+    return dx, dkernel.transpose(1, 0, 2)
+
+
+_conv_canonical_grads.defvjp(_conv_forward, _conv_backward)
+
+
+class Conv1d(nn.Module):
+    """A 1-D convolution over ``[..., L, C]``, the function and parameters (``kernel [k, C_in, C_out]``, ``bias``) of
+    ``flax.linen.Conv`` with symmetric ``padding``, in the form that is fastest on the backend.
+
+    Stride 1, kernel > 1 and no longer than the input (the U-Net's k = 5 convolutions, nearly all of its FLOPs):
+    XLA's native convolution; on a CPU with the gradients of :func:`_conv_canonical_grads`, which stay fast inside
+    the train chunk's scan (on a GPU or TPU, XLA's own). Otherwise (1x1, the stride-2 downsampling, and inputs
+    shorter than the kernel, e.g. length 4 at the bottom of the H 32 U-Net, where XLA:CPU's convolution is ~40x
+    slower than a matrix product): one matrix product over stacked shifted windows (im2col).
     """
 
     features: int
@@ -150,6 +193,11 @@ class Conv1d(nn.Module):
         k, channels = self.kernel_size, x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, channels, self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        if self.stride == 1 and 1 < k <= x.shape[-2]:
+            flat = x.reshape((-1,) + x.shape[-2:])
+            conv = _conv_canonical_grads if jax.default_backend() == "cpu" else _native_conv
+            y = conv(flat, kernel, self.padding)
+            return y.reshape(x.shape[:-2] + y.shape[-2:]) + bias
         if self.padding:
             x = jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(self.padding, self.padding), (0, 0)])
         length = (x.shape[-2] - k) // self.stride + 1
@@ -175,7 +223,7 @@ class Conv1dBlock(nn.Module):
         pad = self.kernel_size // 2
         x = Conv1d(self.features, self.kernel_size, padding=pad, name="conv")(x)
         x = nn.GroupNorm(num_groups=self.n_groups, epsilon=GROUPNORM_EPS, name="norm")(x)
-        return jax.nn.mish(x)
+        return mish(x)
 
 
 class ResidualTemporalBlock(nn.Module):
@@ -193,7 +241,7 @@ class ResidualTemporalBlock(nn.Module):
         chex.assert_rank([x, t_emb], [3, 2])
         chex.assert_equal_shape_prefix([x, t_emb], 1)
         h = Conv1dBlock(self.features, self.kernel_size, name="block_0")(x)
-        h = h + nn.Dense(self.features, name="time_proj")(jax.nn.mish(t_emb))[:, None, :]
+        h = h + nn.Dense(self.features, name="time_proj")(mish(t_emb))[:, None, :]
         h = Conv1dBlock(self.features, self.kernel_size, name="block_1")(h)
         skip = x if x.shape[-1] == self.features else Conv1d(self.features, 1, name="residual_conv")(x)
         return h + skip
@@ -290,7 +338,7 @@ class TemporalUNet(nn.Module):
         if self.condition_dim:
             state = jnp.asarray(cond["state"]).reshape(x.shape[0], self.condition_dim)
             hidden = 4 * self.dim if self.embed_hidden is None else self.embed_hidden
-            c_emb = nn.Dense(self.dim, name="cond_mlp_1")(jax.nn.mish(nn.Dense(hidden, name="cond_mlp_0")(state)))
+            c_emb = nn.Dense(self.dim, name="cond_mlp_1")(mish(nn.Dense(hidden, name="cond_mlp_0")(state)))
             keep = jnp.broadcast_to(jnp.asarray(cond["keep"], c_emb.dtype), (x.shape[0],))
             t_emb = jnp.concatenate([t_emb, c_emb * keep[:, None]], axis=-1)
         h, skips = x, []
@@ -360,7 +408,7 @@ class ValueUNet(nn.Module):
         flat = jnp.swapaxes(h, 1, 2).reshape(h.shape[0], -1)  # channel-major, as the official .view on [B, C, L]
         fc_dim = flat.shape[-1]
         out = nn.Dense(fc_dim // 2, name="fc_0")(jnp.concatenate([flat, t_emb], axis=-1))
-        out = nn.Dense(self.out_dim, name="fc_1")(jax.nn.mish(out))
+        out = nn.Dense(self.out_dim, name="fc_1")(mish(out))
         if self.out_dim == 1:
             out = out[..., 0]
         return out[0] if unbatched else out
