@@ -8,7 +8,7 @@ One 1-D convolution ``[B, L, C] * [k, C, F]`` (padding k // 2), the shape of a D
 function: XLA's convolution with JAX's autodiff, the same with diffrl's hand-written VJP
 (``diffrl.nets.unet._conv_canonical_grads``: both gradients as forward convolutions over transposed operands), and
 im2col (a matrix product over stacked shifted windows, the U-Net's form before). Inside the scan, the autodiff
-kernel gradient was ~150x slower than outside it on this project's CPUs (jax 0.10.2); the forward form was not.
+kernel gradient was ~110x slower than outside it on this project's CPU (jax 0.10.2); the forward form was not.
 The autodiff rows use jax alone (``jax.lax.conv_general_dilated``, ``jax.grad``, ``jax.lax.scan``): they are the
 reproduction an XLA bug report needs.
 """
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
             figures.append({"form": form, "gradient": name, "alone_s": alone, "in_scan_s": looped})
             rows.append(f"| {form} | {name} | {alone * 1e3:,.2f} | {looped * 1e3:,.2f} | {looped / alone:,.1f}x |")
             print(rows[-1], flush=True)
-    header = (f"{versions('jax')}; conv [{batch}, {length}, {channels}] * [{args.kernel}, {channels}, {features}], "
+    header = (f"{versions()}; conv [{batch}, {length}, {channels}] * [{args.kernel}, {channels}, {features}], "
               f"padding {args.kernel // 2}; gradient of sum(sin(conv)) alone (jitted) and per step of a "
               f"{args.steps}-step lax.scan; best of {args.repeats}.")
     table = ["| form | gradient | alone ms | in scan ms/step | scan / alone |", "|---|---|---:|---:|---:|", *rows]

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU check, sized to end within 8 minutes on one GPU: diffrl on the GPU (the CUDA extra installed when JAX sees
+# no GPU), a check that a train chunk and a plan run there, the sampler, train and env benchmarks at GPU-sized
+# batches, and the official PyTorch Diffuser beside diffrl on the same GPU. Each benchmark writes its own section of
+# benchmarks/results/<gpu>.md; a step that runs past its time limit is reported and the next one starts.
+#
+#   bash benchmarks/gpu_check.sh [OFFICIAL_DIFFUSER_CHECKOUT]
+#
+# OFFICIAL_DIFFUSER_CHECKOUT: a checkout of github.com/jannerm/diffuser for the PyTorch rows (skipped without it;
+# they need torch with CUDA and einops). On a machine with no network, install diffrl's dependencies that are
+# missing beforehand (e.g. from wheels); then `pip install --no-deps -e .` is all this script installs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+official=${1:-}
+started=$SECONDS
+status=0
+
+step() {  # step SECONDS COMMAND...: run with a time limit, report a failure and go on
+  local limit=$1
+  shift
+  echo "== [$((SECONDS - started)) s] $*"
+  timeout "$limit" "$@"
+  local code=$?
+  if [ "$code" -ne 0 ]; then
+    echo "!! exit $code (limit ${limit} s): $*"
+    status=1
+  fi
+}
+
+if python3 -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
+  step 120 python3 -m pip install -q --no-deps -e .
+else
+  step 300 python3 -m pip install -q -e '.[cuda]'
+fi
+
+step 90 python3 - <<'EOF'
+import jax
+import jax.numpy as jnp
+
+assert jax.default_backend() == "gpu", f"JAX runs on {jax.devices()}, not a GPU"
+from diffrl.benchmarks.sampler import diffuser_case
+from diffrl.benchmarks.train import compiled_chunk
+
+built = compiled_chunk("diffuser:pointmaze-umaze", jax.devices()[:1], 2)
+carry, metrics = built["chunk"](built["carry"], built["train_data"])
+case = diffuser_case("diffuser-maze", None, None)
+plans = case.draw(*case.inputs(4))
+for name, array in [("train carry", jax.tree_util.tree_leaves(carry)[0]), ("plans", plans)]:
+    platforms = {device.platform for device in array.devices()}
+    assert platforms == {"gpu"}, f"{name} lives on {platforms}"
+assert bool(jnp.all(jnp.isfinite(plans))), "a plan is not finite"
+print(f"a Diffuser train chunk and a batch of plans ran on {jax.devices()[0].device_kind}")
+EOF
+
+step 150 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided ldcq-prior \
+  --batches 1 64 1024 --budget 30
+step 90 python3 -m diffrl.cli benchmark train --runs \
+  "diffuser:pointmaze-umaze,train.batch_size=32,train.gradient_accumulation=1" \
+  "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1" \
+  "diffuser:hopper-medium,train.batch_size=32,train.gradient_accumulation=1" \
+  "diffuser:hopper-medium,train.batch_size=256,train.gradient_accumulation=1"
+step 75 python3 -m diffrl.cli benchmark envs --envs pointmaze-umaze hopper --sizes 4096 65536 --budget 30
+if [ -n "$official" ]; then
+  step 90 python3 -m diffrl.cli benchmark compare-pytorch --official "$official" --batches 1 64 1024 \
+    --guided-batches 64 1024 --repeats 3
+else
+  echo "== no official Diffuser checkout given: the PyTorch rows are skipped"
+fi
+echo "== done in $((SECONDS - started)) s; results in benchmarks/results/"
+exit "$status"
