@@ -155,3 +155,18 @@ def test_bad_maze_arguments():
         PointMaze("tiny")
     with pytest.raises(ValueError, match="reward_type"):
         PointMaze("umaze", reward_type="shaped")
+
+
+def test_line_search_loop_stops_per_environment_as_mjx_scan_does():
+    """The while loop that replaces MJX's line-search scan: at most ``max_iter`` bodies, none once ``cond`` fails,
+    each batch lane on its own under vmap; installed by building an env."""
+    from mujoco.mjx._src import solver
+
+    def loop(max_iter):
+        return jax.vmap(lambda x: mjx_contact._bounded_while_loop(lambda v: v < 10, lambda v: v + 3, x, max_iter))
+
+    start = jnp.array([0, 8, 20])
+    assert loop(50)(start).tolist() == [12, 11, 20]
+    assert loop(2)(start).tolist() == [6, 11, 20]
+    PointMaze("umaze")
+    assert solver._while_loop_scan is mjx_contact._bounded_while_loop

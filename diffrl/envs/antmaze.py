@@ -43,7 +43,11 @@ from mujoco import mjx
 
 from diffrl.envs.base import EnvState
 from diffrl.envs.maze_plot import maze_figure
-from diffrl.envs.mjx_contact import use_exact_sphere_box_contacts, use_mujoco_capsule_plane_frames
+from diffrl.envs.mjx_contact import (
+    use_early_exit_linesearch,
+    use_exact_sphere_box_contacts,
+    use_mujoco_capsule_plane_frames,
+)
 from diffrl.envs.pointmaze import GYM_IDS, POINTMAZE_V3, MazeGoalEnv, MazeProtocol
 
 ANT_XML = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets", "ant.xml")
@@ -85,6 +89,7 @@ class AntMaze(MazeGoalEnv):
         self.mj_model = mujoco.MjModel.from_xml_string(ant_maze_mjcf(self.layout))
         use_exact_sphere_box_contacts()  # the torso is a sphere: exact sphere-box contacts within the margin
         use_mujoco_capsule_plane_frames()  # the legs on the floor: MuJoCo C's friction pyramid orientation
+        use_early_exit_linesearch()
         self.model = mjx.put_model(self.mj_model)
 
     def reset(self, rng: jax.Array) -> EnvState:

@@ -38,7 +38,10 @@ import mujoco
 from mujoco import mjx
 
 from diffrl.envs.base import Env, EnvState
-from diffrl.envs.mjx_contact import use_mujoco_capsule_plane_frames
+from diffrl.envs.mjx_contact import (
+    use_early_exit_linesearch,
+    use_mujoco_capsule_plane_frames,
+)
 
 GYMNASIUM_ASSETS = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets")
 MAX_EPISODE_STEPS = 1000  # gymnasium's registration of all three v5 environments
@@ -68,6 +71,7 @@ class LocomotionEnv(Env):
         self.max_episode_steps = int(max_episode_steps)
         self.mj_model = mujoco.MjModel.from_xml_path(os.path.join(GYMNASIUM_ASSETS, self.xml_file))
         use_mujoco_capsule_plane_frames()  # capsules on the floor: MuJoCo C's friction directions
+        use_early_exit_linesearch()
         self.model = mjx.put_model(self.mj_model)
         self.dt = self.mj_model.opt.timestep * self.frame_skip
         self.observation_size = self.mj_model.nq - 1 + self.mj_model.nv

@@ -1,5 +1,6 @@
 """MuJoCo C's contacts where MJX differs: exact sphere-box contacts, so that contacts inside the geom margin
-activate as in MuJoCo C, and MuJoCo C's plane-capsule contact frames.
+activate as in MuJoCo C, and MuJoCo C's plane-capsule contact frames; and a line search that stops when it has
+converged, as MuJoCo C's does.
 
 MJX (mujoco-mjx 3.x) collides a sphere with a box through its generic sphere-convex routine, which reports no
 contact (``dist = 1``) as soon as one box face separates the sphere. Contacts whose distance lies in
@@ -102,7 +103,11 @@ def _collision_table():
     if release is None or not _release(lowest) <= release < _release(first_unsupported):
         raise _unsupported(installed, "its collision internals are untested")
     try:
-        from mujoco.mjx._src import collision_convex, collision_driver, collision_primitive
+        from mujoco.mjx._src import (
+            collision_convex,
+            collision_driver,
+            collision_primitive,
+        )
         from mujoco.mjx._src.math import make_frame
         from mujoco.mjx._src.types import GeomType
 
@@ -134,3 +139,39 @@ def use_mujoco_capsule_plane_frames() -> None:
     """Register :func:`plane_capsule_contacts` for MJX's (plane, capsule) pair, once per process (as above)."""
     table, colliders, _, geom = _collision_table()
     table[(geom.PLANE, geom.CAPSULE)] = colliders["primitive"](ncon=2)(plane_capsule_contacts)
+
+
+def _bounded_while_loop(cond_fun, body_fun, init_val, max_iter):
+    """``body_fun`` while ``cond_fun`` holds, at most ``max_iter`` times: the iterations of MJX's
+    ``solver._while_loop_scan``, as a ``lax.while_loop``."""
+    import jax
+
+    def running(carry):
+        value, count = carry
+        return (count < max_iter) & cond_fun(value)
+
+    def step(carry):
+        value, count = carry
+        return body_fun(value), count + 1
+
+    return jax.lax.while_loop(running, step, (init_val, 0))[0]
+
+
+@functools.cache
+def use_early_exit_linesearch() -> None:
+    """Run MJX's Newton/CG line search as a ``lax.while_loop`` instead of its ``lax.scan`` over ``ls_iterations``
+    (50 in every model here) steps, once per process.
+
+    MJX writes the line search as a scan whose steps turn into no-ops once it has converged (so that reverse-mode
+    autodiff can go through the solver). Under ``vmap`` a ``cond`` becomes a ``select``, so every environment pays
+    for all 50 steps at every solver iteration; the while loop stops when the slowest environment of the batch has
+    converged, after the same iterations with the same arithmetic (the results are identical). Environments are
+    never differentiated here, so nothing needs the scan. Raises :class:`UnsupportedMJXError` as the contact
+    patches do.
+    """
+    _collision_table()  # the version check
+    from mujoco.mjx._src import solver
+
+    if not callable(getattr(solver, "_while_loop_scan", None)):
+        raise _unsupported(importlib.metadata.version("mujoco-mjx"), "solver._while_loop_scan is missing")
+    solver._while_loop_scan = _bounded_while_loop

@@ -47,7 +47,10 @@ from mujoco import mjx
 
 from diffrl.envs.base import Env, EnvState
 from diffrl.envs.maze_plot import maze_figure
-from diffrl.envs.mjx_contact import use_exact_sphere_box_contacts
+from diffrl.envs.mjx_contact import (
+    use_early_exit_linesearch,
+    use_exact_sphere_box_contacts,
+)
 
 RESET, GOAL, COMBINED = "r", "g", "c"
 
@@ -130,7 +133,9 @@ _POINT_MJCF = """<mujoco>
     <geom friction=".5 .1 .1" density="1000" margin="0.002" condim="1" contype="2" conaffinity="1"/>
   </default>
   <worldbody>
-    <geom name="ground" size="40 40 0.25" pos="0 0 -0.1" type="plane" contype="1" conaffinity="0"/>
+    <!-- the ground collides with nothing: the ball has no z joint, so its contact (J = 0) never moves it, and in
+         MJX it keeps the line search iterating (24 steps instead of 0-1) -->
+    <geom name="ground" size="40 40 0.25" pos="0 0 -0.1" type="plane" contype="0" conaffinity="0"/>
     <!-- wall boxes moved next to the ball at every step; conaffinity 2: they touch the ball only -->
     <body name="particle" pos="0 0 0">
       <geom name="particle_geom" type="sphere" size="0.1" contype="1"/>
@@ -339,6 +344,7 @@ class PointMaze(MazeGoalEnv):
         self.name = f"{GYM_IDS.get(self.maze_name, 'PointMaze_Custom')}{suffix}-v3"
         self.mj_model = mujoco.MjModel.from_xml_string(self.layout.mjcf())
         use_exact_sphere_box_contacts()  # before MJX sizes (make_data) or traces (step) this model's contacts
+        use_early_exit_linesearch()
         self.model = mjx.put_model(self.mj_model)
 
     # -- API -----------------------------------------------------------------------------------------------------
