@@ -15,7 +15,10 @@ Both sides get the same workload, built from diffrl's configs (the PyTorch modul
 
   maze-plan     Diffuser's maze planner (configs/diffuser.py:pointmaze-umaze, the maze2d-umaze sizes): temporal
                 U-Net dim 32, dim_mults (1, 4, 8), H 128, 64 denoising steps, start and goal inpainted, x0 clipped.
-                PyTorch: ``GaussianDiffusion.conditional_sample({0: start, H - 1: goal}, verbose=False)``.
+                PyTorch: ``GaussianDiffusion.conditional_sample({0: start, H - 1: goal}, verbose=False)`` of the
+                branch ``main`` (the branch ``maze2d``, which the official maze runs used, has the same U-Net; its
+                sampling loop lacks main's two ``.item()`` calls per step and final sort, which cost little on a CPU
+                but synchronise a GPU at every step).
   guided-plan   Diffuser's value-guided planner (configs/diffuser.py:hopper-medium): U-Net (1, 2, 4, 8), H 32, 20
                 steps, 2 gradient steps on J before each (scale 0.1, t_stopgrad 2, scaled by the variance).
                 PyTorch: ``conditional_sample`` with ``n_step_guided_p_sample`` and ``ValueGuide(ValueDiffusion(
@@ -159,9 +162,9 @@ def torch_train(official, method, steps: int, torch_device) -> tuple[Callable[[]
                 (loss / tc.gradient_accumulation).backward()
             optimizer.step()
             optimizer.zero_grad()
-            counter[0] += 1
-            if counter[0] % tc.ema_every == 0:
+            if counter[0] % tc.ema_every == 0:  # the Trainer's step counter, from 0
                 update_ema()
+            counter[0] += 1
         synchronize(torch_device)
 
     return train, tc.batch_size * tc.gradient_accumulation
@@ -231,7 +234,8 @@ def row(figure: dict) -> str:
         return f"{seconds * 1e3:,.1f} ms" if seconds < 1 else f"{seconds:,.3f} s"
 
     target = TARGETS.get((figure["workload"], figure["batch"]), "-")
-    return (f"| {figure['workload']} | {figure['batch']} | {figure['parameters']:,} | {shown(figure['pytorch_median_s'])} "
+    return (f"| {figure['workload']} | {figure['batch']} | {figure['parameters']:,} "
+            f"| {shown(figure['pytorch_median_s'])} "
             f"({shown(figure['pytorch_best_s'])}) | {shown(figure['diffrl_median_s'])} "
             f"({shown(figure['diffrl_best_s'])}) | {figure['speedup']:.2f}x | {target} |")
 
@@ -267,7 +271,11 @@ def main(argv=None) -> int:
 
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
-    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    on_gpu = jax.default_backend() == "gpu"
+    if on_gpu != torch.cuda.is_available():
+        sees = "sees a" if torch.cuda.is_available() else "sees no"
+        parser.error(f"JAX runs on {jax.default_backend()} and PyTorch {sees} "
+                     "GPU: both sides must run on the same kind of device (install the matching builds)")
     torch_device = torch.device("cuda" if on_gpu else "cpu")
     figures, rows = [], []
     for workload in args.workloads:
@@ -294,8 +302,8 @@ def main(argv=None) -> int:
               f"{official_commit(Path(args.official))}. Each side built and warmed up, then {args.repeats} calls "
               "of each, alternating; median (best) per plan or per update (batch: trajectories per plan or per "
               "update), ratio of the medians; random weights.")
-    table = ["| workload | batch | denoiser parameters | PyTorch median (best) | diffrl median (best) | PyTorch / diffrl "
-             "| target |", "|---|---:|---:|---:|---:|---:|---:|", *rows]
+    table = ["| workload | batch | denoiser parameters | PyTorch median (best) | diffrl median (best) "
+             "| PyTorch / diffrl | target |", "|---|---:|---:|---:|---:|---:|---:|", *rows]
     report("diffrl and the official PyTorch Diffuser, interleaved", "compare-pytorch", argv, header, table,
            {"figures": figures, "threads": threads, "torch": torch.__version__}, json_path=args.json,
            write=not args.no_write)

@@ -21,8 +21,8 @@ import time
 
 import jax
 import jax.numpy as jnp
-
 from diffrl.benchmarks.common import report, versions
+
 from diffrl.nets.unet import _conv_canonical_grads, _native_conv
 
 

@@ -8,14 +8,16 @@
 #
 # OFFICIAL_DIFFUSER_CHECKOUT: a checkout of github.com/jannerm/diffuser for the PyTorch rows (skipped without it;
 # they need torch with CUDA and einops). On a machine with no network, install diffrl's dependencies that are
-# missing beforehand (e.g. from wheels); then `pip install --no-deps -e .` is all this script installs.
+# missing beforehand (e.g. from wheels); this script then installs diffrl alone, without a build environment.
+# With $OUT set (the lent device machines), the results files are copied there at the end. The steps' time limits
+# add up to 470 s when JAX already sees the GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 official=${1:-}
 started=$SECONDS
 status=0
 
-step() {  # step SECONDS COMMAND...: run with a time limit, report a failure and go on
+step() {  # step SECONDS COMMAND...: run with a time limit; report a failure, remember it and go on
   local limit=$1
   shift
   echo "== [$((SECONDS - started)) s] $*"
@@ -25,15 +27,17 @@ step() {  # step SECONDS COMMAND...: run with a time limit, report a failure and
     echo "!! exit $code (limit ${limit} s): $*"
     status=1
   fi
+  return "$code"
 }
 
 if python3 -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
-  step 120 python3 -m pip install -q --no-deps -e .
+  step 60 python3 -m pip install -q --no-deps --no-build-isolation --retries 0 --timeout 5 -e .
 else
   step 300 python3 -m pip install -q -e '.[cuda]'
 fi
 
-step 90 python3 - <<'EOF'
+# Without a GPU the benchmarks would run on the CPU and overwrite its results file: stop here instead.
+step 60 python3 - <<'EOF' || { echo "!! not on a GPU, or diffrl does not run there: no benchmarks"; exit 1; }
 import jax
 import jax.numpy as jnp
 
@@ -52,14 +56,14 @@ assert bool(jnp.all(jnp.isfinite(plans))), "a plan is not finite"
 print(f"a Diffuser train chunk and a batch of plans ran on {jax.devices()[0].device_kind}")
 EOF
 
-step 150 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided ldcq-prior \
+step 120 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided ldcq-prior \
   --batches 1 64 1024 --budget 30
-step 90 python3 -m diffrl.cli benchmark train --runs \
+step 80 python3 -m diffrl.cli benchmark train --runs \
   "diffuser:pointmaze-umaze,train.batch_size=32,train.gradient_accumulation=1" \
   "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1" \
   "diffuser:hopper-medium,train.batch_size=32,train.gradient_accumulation=1" \
   "diffuser:hopper-medium,train.batch_size=256,train.gradient_accumulation=1"
-step 75 python3 -m diffrl.cli benchmark envs --envs pointmaze-umaze hopper --sizes 4096 65536 --budget 30
+step 60 python3 -m diffrl.cli benchmark envs --envs pointmaze-umaze hopper --sizes 4096 65536 --budget 30
 if [ -n "$official" ]; then
   step 90 python3 -m diffrl.cli benchmark compare-pytorch --official "$official" --batches 1 64 1024 \
     --guided-batches 64 1024 --repeats 3
@@ -67,4 +71,7 @@ else
   echo "== no official Diffuser checkout given: the PyTorch rows are skipped"
 fi
 echo "== done in $((SECONDS - started)) s; results in benchmarks/results/"
+if [ -n "${OUT:-}" ]; then
+  cp benchmarks/results/*.md "$OUT"/
+fi
 exit "$status"

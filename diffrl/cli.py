@@ -322,11 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "documents them): sampler (latency and samples/s of every sampler over batch "
                                        "sizes, horizons and steps), train (steps/s and examples/s of every train step "
                                        "on one and on all devices), envs (MJX env steps/s at 1..4096 parallel envs "
-                                       "next to gymnasium), maze_scores (maze scores of every method over seeds). "
+                                       "next to gymnasium), maze_scores (maze scores of every method over seeds), "
+                                       "compare-pytorch (the official PyTorch Diffuser beside diffrl, interleaved), conv_in_loop (XLA:CPU's "
+                                       "convolution gradients alone and inside a scan), antmaze_expert. "
                                        "Results go to benchmarks/results/<device>.md: the checkout's folder when "
                                        "diffrl is installed from a checkout in editable mode, else under the current "
                                        "directory ($DIFFRL_BENCHMARK_RESULTS overrides both).")
-    bench.add_argument("name", help="sampler | train | envs | maze_scores")
+    bench.add_argument("name", help="sampler | train | envs | maze_scores | compare-pytorch | conv_in_loop | "
+                                    "antmaze_expert")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
     bench.set_defaults(handler=_benchmark)
 

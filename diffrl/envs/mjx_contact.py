@@ -166,7 +166,9 @@ def use_early_exit_linesearch() -> None:
     autodiff can go through the solver). Under ``vmap`` a ``cond`` becomes a ``select``, so every environment pays
     for all 50 steps at every solver iteration; the while loop stops when the slowest environment of the batch has
     converged, after the same iterations with the same arithmetic (the results are identical). Environments are
-    never differentiated here, so nothing needs the scan. Raises :class:`UnsupportedMJXError` as the contact
+    never differentiated here, so nothing needs the scan; the patch holds for the whole process, so other code in
+    it that takes reverse-mode gradients through an MJX model with ``opt.iterations == 1`` would need the stock
+    scan. Raises :class:`UnsupportedMJXError` as the contact
     patches do.
     """
     _collision_table()  # the version check

@@ -14,8 +14,9 @@ def mish(x: jnp.ndarray) -> jnp.ndarray:
     """``x tanh(softplus(x))`` through ``tanh(log(1 + n)) = n (n + 2) / (n (n + 2) + 2)`` with ``n = e^x``.
 
     The same function as ``jax.nn.mish`` (within 3e-6 absolute in float32 over [-30, 30]), with one exponential and
-    one division in place of ``exp``, ``log1p`` and ``tanh``: about 4x faster forward and 2x with its gradient on
-    XLA:CPU, where Mish was 11% of a Diffuser denoising step."""
-    n = jnp.exp(jnp.minimum(x, _IDENTITY_ABOVE))
+    one division in place of ``exp``, ``log1p`` and ``tanh``: 4.7x faster forward and 1.8x with its gradient on
+    XLA:CPU, where Mish was 11% of a Diffuser denoising step. Computed in at least float32."""
+    wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # n (n + 2) overflows float16 from x ~ 5.5
+    n = jnp.exp(jnp.minimum(wide, _IDENTITY_ABOVE))
     m = n * (n + 2.0)
-    return jnp.where(x > _IDENTITY_ABOVE, x, x * m / (m + 2.0))
+    return jnp.where(wide > _IDENTITY_ABOVE, wide, wide * m / (m + 2.0)).astype(x.dtype)

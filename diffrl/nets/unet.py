@@ -149,9 +149,9 @@ def _conv_canonical_grads(x, kernel, padding: int):
     XLA:CPU runs the kernel-gradient convolution that autodiff writes (batch and features swapped in its dimension
     numbers) ~110x slower inside a loop body, a train chunk's ``lax.scan``, than outside one, and the input gradient
     ~3x slower (jax 0.10.2, ``diffrl benchmark conv_in_loop``). Written as forward convolutions over explicitly
-    transposed operands, both run at full speed in either place: ``dx`` is ``dy`` convolved with the flipped, transposed kernel (padding ``k - 1 - p``) and
-    ``dkernel[j] = sum_{b,l} x_pad[b, l + j]^T dy[b, l]`` a convolution with the channels as its batch, the
-    horizon as its width and the examples as its features."""
+    transposed operands, both run at full speed in either place: ``dx`` is ``dy`` convolved with the flipped,
+    transposed kernel (padding ``k - 1 - p``) and ``dkernel[j] = sum_{b,l} x_pad[b, l + j]^T dy[b, l]`` a
+    convolution with the channels as its batch, the horizon as its width and the examples as its features."""
     return _native_conv(x, kernel, padding)
 
 
@@ -178,9 +178,11 @@ class Conv1d(nn.Module):
 
     Stride 1, kernel > 1 and no longer than the input (the U-Net's k = 5 convolutions, nearly all of its FLOPs):
     XLA's native convolution; on a CPU with the gradients of :func:`_conv_canonical_grads`, which stay fast inside
-    the train chunk's scan (on a GPU or TPU, XLA's own). Otherwise (1x1, the stride-2 downsampling, and inputs
-    shorter than the kernel, e.g. length 4 at the bottom of the H 32 U-Net, where XLA:CPU's convolution is ~40x
-    slower than a matrix product): one matrix product over stacked shifted windows (im2col).
+    the train chunk's scan (on a GPU or TPU, XLA's own; a custom VJP has no forward-mode rule, so on a CPU
+    ``jax.jvp`` / ``jacfwd`` through the U-Net are refused, and nothing here uses them). Otherwise (1x1, the
+    stride-2 downsampling, and inputs shorter than the kernel, e.g. length 4 at the bottom of the H 32 U-Net, where
+    XLA:CPU's convolution is ~40x slower than a matrix product): one matrix product over stacked shifted windows
+    (im2col).
     """
 
     features: int
@@ -194,6 +196,7 @@ class Conv1d(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, channels, self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         if self.stride == 1 and 1 < k <= x.shape[-2]:
+            x, kernel = nn.dtypes.promote_dtype(x, kernel)  # as the matrix product would
             flat = x.reshape((-1,) + x.shape[-2:])
             conv = _conv_canonical_grads if jax.default_backend() == "cpu" else _native_conv
             y = conv(flat, kernel, self.padding)
