@@ -157,7 +157,6 @@ def test_warm_started_replanning_keeps_start_and_goal_exact(maze_agent, maze_par
         assert int(policy_state["age"]) == age
 
 
-@pytest.mark.benchmark  # ~60 s on the suite's 2-core CPU (two stages trained): python -m pytest -m benchmark
 def test_value_gradient_points_to_higher_return_and_guides_plans_there():
     """Reward = the first state coordinate, so J increases with it: grad J must point along +x, and guided plans
     must reach larger x than the data from the same starts (which the unguided model replays, see above)."""

@@ -8,7 +8,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from diffrl.agents import METHODS, DatasetInfo, PlanDQ
 from diffrl.config import apply_overrides, load_config
@@ -109,7 +108,6 @@ def _two_way_data(steps: int = 12) -> OfflineData:
                                    observation_slices={"observation": slice(0, 4), "desired_goal": slice(4, 6)})
 
 
-@pytest.mark.benchmark  # ~30 s on the suite's 2-core CPU: python -m pytest -m benchmark
 def test_diffuser_performer_plans_from_the_state_to_the_subgoal_k_ahead_and_learns_which_way_to_go():
     data = _two_way_data()
     agent = _agent(data, "conductor.num_states=4", "conductor.stride=6", "conductor.dim=8",
