@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-from diffrl.benchmarks.common import report, versions
+from diffrl.benchmarks.common import report, steady_seconds, versions
 
 from diffrl.nets.unet import _conv_canonical_grads, _native_conv
 
@@ -39,13 +38,9 @@ FORMS = {"XLA conv, autodiff": _native_conv, "XLA conv, forward-form VJP (diffrl
 
 
 def timed(fn, *args, repeats: int) -> float:
+    """Best of ``repeats`` calls of ``fn`` after a warm-up call that compiles it."""
     jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - started)
-    return best
+    return steady_seconds(fn, *args, repeats=repeats)
 
 
 def measure(conv, wrt: int, x, kernel, padding: int, steps: int, repeats: int) -> tuple[float, float]:
