@@ -151,16 +151,17 @@ def synthetic_stage(variant: str, overrides=(), method: str = "diffuser", data: 
     return built, built.stage(stage, random_params(built, before=stage))
 
 
-def measure_device_limits(repeats: int = 3, matmul_size: int | None = None, stream_mib: int = 256) -> dict:
-    """The device's achievable limits, measured here: float32 matrix-product FLOP/s and streaming bytes/s.
+def measure_device_limits(repeats: int = 3, matmul_size: int | None = None, stream_mib: int = 256,
+                          matmul_dtype: str = "float32") -> dict:
+    """The device's achievable limits, measured here: matrix-product FLOP/s and streaming bytes/s.
 
-    FLOP/s: square float32 matmuls (default 2048 on CPU, 8192 on accelerators) chained in one jitted loop.
+    FLOP/s: square ``matmul_dtype`` matmuls (default 2048 on CPU, 8192 on accelerators) chained in one jitted loop.
     Bytes/s: an elementwise ``y = 1.0001 x + 1`` over a ``stream_mib`` MiB float32 array (read and write
     counted), ten times in a loop; working sets that fit in a cache can exceed it. These are the ceilings a
     result is compared against ("% peak", "% BW").
     """
     n = matmul_size or (2048 if jax.default_backend() == "cpu" else 8192)
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n)) / n
+    a = (jax.random.normal(jax.random.PRNGKey(0), (n, n)) / n).astype(matmul_dtype)
     matmuls = 10
     chain = jax.jit(lambda a: jax.lax.fori_loop(0, matmuls, lambda _, y: y @ a, a))
     jax.block_until_ready(chain(a))
@@ -171,11 +172,12 @@ def measure_device_limits(repeats: int = 3, matmul_size: int | None = None, stre
     jax.block_until_ready(stream(x))
     bandwidth = passes * 2 * x.nbytes / steady_seconds(stream, x, repeats=repeats)
     return {"matmul_flops_per_s": flops, "stream_bytes_per_s": bandwidth, "matmul_size": n,
-            "stream_mib": stream_mib}
+            "matmul_dtype": matmul_dtype, "stream_mib": stream_mib}
 
 
 def limits_note(limits: dict) -> str:
-    return (f"Device limits measured by the same run: {limits['matmul_flops_per_s'] / 1e9:,.1f} GFLOP/s (float32 "
+    return (f"Device limits measured by the same run: {limits['matmul_flops_per_s'] / 1e9:,.1f} GFLOP/s "
+            f"({limits.get('matmul_dtype', 'float32')} "
             f"{limits['matmul_size']}x{limits['matmul_size']} matmuls) and {limits['stream_bytes_per_s'] / 1e9:,.1f} "
             f"GB/s (a streaming elementwise pass over {limits['stream_mib']} MiB); \"% peak\" and \"% BW\" divide "
             "by these (working sets that stay in cache can pass 100% BW).")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, sized to end within 8 minutes on one GPU: diffrl on the GPU (the CUDA extra installed when JAX sees
 # no GPU), a check that a train chunk and a plan run there, the sampler, train and env benchmarks at GPU-sized
-# batches, and the official PyTorch Diffuser beside diffrl on the same GPU. Each benchmark writes its own section of
+# batches (the Diffuser U-Net in float32 and in bfloat16), and the official PyTorch Diffuser beside diffrl on the
+# same GPU. Each benchmark writes its own section of
 # benchmarks/results/<gpu>.md; a step that runs past its time limit is reported and the next one starts.
 #
 #   bash benchmarks/gpu_check.sh [OFFICIAL_DIFFUSER_CHECKOUT]
@@ -31,13 +32,13 @@ step() {  # step SECONDS COMMAND...: run with a time limit; report a failure, re
 }
 
 if python3 -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
-  step 60 python3 -m pip install -q --no-deps --no-build-isolation --retries 0 --timeout 5 -e .
+  step 40 python3 -m pip install -q --no-deps --no-build-isolation --retries 0 --timeout 5 -e .
 else
   step 300 python3 -m pip install -q -e '.[cuda]'
 fi
 
 # Without a GPU the benchmarks would run on the CPU and overwrite its results file: stop here instead.
-step 60 python3 - <<'EOF' || { echo "!! not on a GPU, or diffrl does not run there: no benchmarks"; exit 1; }
+step 50 python3 - <<'EOF' || { echo "!! not on a GPU, or diffrl does not run there: no benchmarks"; exit 1; }
 import jax
 import jax.numpy as jnp
 
@@ -56,16 +57,20 @@ assert bool(jnp.all(jnp.isfinite(plans))), "a plan is not finite"
 print(f"a Diffuser train chunk and a batch of plans ran on {jax.devices()[0].device_kind}")
 EOF
 
-step 120 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided ldcq-prior \
+step 100 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided ldcq-prior \
   --batches 1 64 1024 --budget 30
-step 80 python3 -m diffrl.cli benchmark train --runs \
+step 60 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided --compute-dtype bfloat16 \
+  --batches 1 64 1024 --budget 30
+step 90 python3 -m diffrl.cli benchmark train --runs \
   "diffuser:pointmaze-umaze,train.batch_size=32,train.gradient_accumulation=1" \
   "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1" \
+  "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1,compute_dtype=bfloat16" \
   "diffuser:hopper-medium,train.batch_size=32,train.gradient_accumulation=1" \
-  "diffuser:hopper-medium,train.batch_size=256,train.gradient_accumulation=1"
-step 60 python3 -m diffrl.cli benchmark envs --envs pointmaze-umaze hopper --sizes 4096 65536 --budget 30
+  "diffuser:hopper-medium,train.batch_size=256,train.gradient_accumulation=1" \
+  "diffuser:hopper-medium,train.batch_size=256,train.gradient_accumulation=1,compute_dtype=bfloat16"
+step 50 python3 -m diffrl.cli benchmark envs --envs pointmaze-umaze hopper --sizes 4096 65536 --budget 30
 if [ -n "$official" ]; then
-  step 90 python3 -m diffrl.cli benchmark compare-pytorch --official "$official" --batches 1 64 1024 \
+  step 80 python3 -m diffrl.cli benchmark compare-pytorch --official "$official" --batches 1 64 1024 \
     --guided-batches 64 1024 --repeats 3
 else
   echo "== no official Diffuser checkout given: the PyTorch rows are skipped"

@@ -85,9 +85,10 @@ class Case:
     step_cost: Callable[[int], tuple[float, float]]
 
 
-def diffuser_case(name: str, horizon: int | None, steps: int | None) -> Case:
+def diffuser_case(name: str, horizon: int | None, steps: int | None, compute_dtype: str = "float32") -> Case:
     variant = "pointmaze-umaze" if name == "diffuser-maze" else "hopper-medium"
-    overrides = [f"task.horizon={horizon}"] if horizon else []
+    overrides = [f"compute_dtype={compute_dtype}"]
+    overrides += [f"task.horizon={horizon}"] if horizon else []
     overrides += [f"diffusion.num_steps={steps}"] if steps else []
     method = synthetic_method(variant, overrides)
     params = random_params(method)  # {"denoiser"[, "value"]}
@@ -277,12 +278,12 @@ def core_case(name: str, steps: int | None, dim: int = 16, cond_dim: int = 8) ->
     return Case(name, None, calls, draw, inputs, step_cost)
 
 
-def cases(names, horizons, steps) -> list[Case]:
+def cases(names, horizons, steps, compute_dtype: str = "float32") -> list[Case]:
     built = []
     for name in names:
         for n in steps or [None]:
             if name.startswith("diffuser"):
-                built += [diffuser_case(name, h, n) for h in horizons or [None]]
+                built += [diffuser_case(name, h, n, compute_dtype) for h in horizons or [None]]
             elif name.startswith("ldcq"):
                 built.append(ldcq_case(name, n))
             elif name.startswith("diar"):
@@ -332,6 +333,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", nargs="+", type=int, default=None,
                         help="diffusion steps N (default: each config's, 64 maze, 20 guided, 100 LDCQ, DIAR and "
                              "core)")
+    parser.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="the Diffuser U-Nets' computation dtype (config compute_dtype; diffuser-* samplers "
+                             "only); the matmul ceiling is measured in the same dtype")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up call (best counts)")
     parser.add_argument("--budget", type=float, default=20.0,
                         help="skip a batch whose call is predicted to take longer than this many seconds")
@@ -340,11 +344,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.batches) < 1 or args.repeats < 1:
         parser.error("batch sizes and --repeats must be positive")
+    others = [name for name in args.samplers if not name.startswith("diffuser")]
+    if args.compute_dtype != "float32" and others:
+        parser.error(f"--compute-dtype applies to the diffuser-* samplers only, not to {', '.join(others)}")
     argv = sys.argv[1:] if argv is None else argv
 
-    limits = measure_device_limits()
+    limits = measure_device_limits(matmul_dtype=args.compute_dtype)
     figures, rows = [], []
-    for case in cases(args.samplers, args.horizons, args.steps):
+    for case in cases(args.samplers, args.horizons, args.steps, args.compute_dtype):
         previous = None
         for batch in sorted(args.batches):
             predicted = predicted_seconds(previous, batch)
@@ -364,6 +371,7 @@ def main(argv=None) -> int:
              "| GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
     # a run of some samplers writes its own section and leaves the table of all of them as it is
     section = "Sampler throughput" + ("" if args.samplers == list(SAMPLERS) else ": " + ", ".join(args.samplers))
+    section += "" if args.compute_dtype == "float32" else f" ({args.compute_dtype})"
     report(section, "sampler", argv, header, table, {"limits": limits, "figures": figures},
            json_path=args.json, write=not args.no_write)
     return 0

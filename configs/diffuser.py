@@ -37,6 +37,11 @@ def _base() -> ml_collections.ConfigDict:
     )
     c.task = dict(kind="reward", horizon=32, state_key=None, goal_key=None, normalizer="gaussian")
     c.model = dict(dim=32, dim_mults=(1, 2, 4, 8))  # temporal U-Net (App. C item 1); dim 32: code default
+    # diffrl's option (neither paper nor code has one): the U-Nets' (denoiser and J) computation dtype, float32 or
+    # bfloat16 (mixed precision: parameters, optimizer, GroupNorm statistics and the sampler stay float32). Not a
+    # shape key: a run trained in one dtype is evaluated or resumed in the other. benchmarks/results say what
+    # bfloat16 does to accuracy; it pays on GPUs and TPUs, not on CPUs.
+    c.compute_dtype = "float32"
     c.diffusion = dict(
         num_steps=20,
         schedule="cosine",  # code: GaussianDiffusion uses the cosine schedule (paper silent)

@@ -48,6 +48,8 @@ def one_line(capsys) -> str:
     (["train", DIFFUSER, "--workdir", "{tmp}/a", "--config.train.batch_size=-4"], "train.batch_size=-4 must be"),
     (["train", "--config=configs/ldcq.py:maze2d-umaze", "--workdir", "{tmp}/a", "--config.q.discount=1.5"],
      "q.discount=1.5 must be in (0, 1]"),
+    (["train", DIFFUSER, "--workdir", "{tmp}/a", "--config.compute_dtype=float16"],
+     "config.compute_dtype must be one of ['bfloat16', 'float32'], got 'float16'"),
     (["train", DIFFUSER, "--workdir", "{tmp}/a", "--config.train.steps=30", "--config.train.log_every=20"],
      "must be multiples of train.log_every"),
     (["evaluate", "--workdir", "{tmp}/missing"], "no trained method in"),

@@ -61,6 +61,12 @@ def test_sampler_benchmark_skips_over_budget_and_derives_rates(tmp_path, monkeyp
         assert f["flops_per_s"] == pytest.approx(f["flops"] / f["latency_s"])
 
 
+def test_sampler_benchmark_compute_dtype_is_for_the_diffuser_samplers(capsys):
+    with pytest.raises(SystemExit):
+        load("sampler").main(["--samplers", "diffuser-maze", "ddim", "--compute-dtype", "bfloat16", "--no-write"])
+    assert "--compute-dtype applies to the diffuser-* samplers only, not to ddim" in capsys.readouterr().err
+
+
 def test_train_benchmark_times_the_runner_chunk(tmp_path, monkeypatch):
     from diffrl.train import loop
 

@@ -71,13 +71,16 @@ def test_gaussian_oracle_recovers_mean_and_variance(name, config, var_tol):
     assert x.var() == pytest.approx(V, rel=var_tol)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize(
     "config",
     [SamplerConfig(method="ddpm", prediction="x0"), SamplerConfig(method="ddim", steps=100, prediction="eps")],
 )
-def test_mixture_oracle_recovers_mode_weights(config):
+def test_mixture_oracle_recovers_mode_weights(config, dtype):
+    """Also with the denoiser's arithmetic in bfloat16 (what ``compute_dtype=bfloat16`` does to a network): the
+    sampler's own float32 arithmetic keeps the same tolerances."""
     s = make_schedule("linear", 1000)
-    oracle = mixture_denoiser(s, prediction=config.prediction, **MIX)
+    oracle = mixture_denoiser(s, prediction=config.prediction, dtype=dtype, **MIX)
     x = _draw(oracle, s, 20_000, config)[:, 0]
     assert np.mean(x > 0) == pytest.approx(0.7, abs=0.02)
     assert np.mean(np.abs(x) < 1.0) < 0.005  # almost no mass between the modes

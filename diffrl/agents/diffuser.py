@@ -107,6 +107,18 @@ class ValueStage(TrajectoryStage):
                           learning_rate=self.learning_rate)
 
 
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(config):
+    """The U-Nets' computation dtype from ``config.compute_dtype`` (None: float32; workdirs saved before the key
+    existed read as float32)."""
+    name = config.get("compute_dtype", "float32")
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"config.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {name!r}")
+    return COMPUTE_DTYPES[name]
+
+
 class Diffuser(Method):
     name = "diffuser"
 
@@ -131,9 +143,10 @@ class Diffuser(Method):
         self.transition_dim = self.action_width + self.state_dim
         self.horizon = task.horizon
         self.schedule = diffusion.make_schedule(dc.schedule, dc.num_steps)
+        dtype = compute_dtype(config)
         self.net = TemporalUNet(transition_dim=self.transition_dim, dim=config.model.dim,
-                                dim_mults=tuple(config.model.dim_mults))
-        self.value_net = (ValueUNet(dim=config.value.dim, dim_mults=tuple(config.value.dim_mults))
+                                dim_mults=tuple(config.model.dim_mults), dtype=dtype)
+        self.value_net = (ValueUNet(dim=config.value.dim, dim_mults=tuple(config.value.dim_mults), dtype=dtype)
                           if config.value.enabled else None)
         weights = diffusion.first_action_weights(self.horizon, self.transition_dim, self.action_width,
                                                  dc.action_weight)

@@ -15,10 +15,10 @@ from diffrl.diffusion.forward import eps_from_x0
 from diffrl.diffusion.schedules import Schedule
 
 
-def _components(weights, means, variances):
-    weights = jnp.asarray(weights, jnp.float32)
-    means = jnp.atleast_2d(jnp.asarray(means, jnp.float32))
-    variances = jnp.broadcast_to(jnp.asarray(variances, jnp.float32), means.shape)
+def _components(weights, means, variances, dtype=jnp.float32):
+    weights = jnp.asarray(weights, dtype)
+    means = jnp.atleast_2d(jnp.asarray(means, dtype))
+    variances = jnp.broadcast_to(jnp.asarray(variances, dtype), means.shape)
     return weights / jnp.sum(weights), means, variances
 
 
@@ -32,18 +32,24 @@ def mixture_log_density(x, weights, means, variances, alpha=1.0, sigma=0.0):
     return jax.scipy.special.logsumexp(log_normal + jnp.log(weights)[None], axis=-1)
 
 
-def mixture_denoiser(schedule: Schedule, weights, means, variances, prediction: str = "x0"):
-    """``model_fn(x_t [B, D], t [B], cond) -> E[x_0 | x_t]`` (or the matching eps) for a Gaussian mixture."""
-    weights, means, variances = _components(weights, means, variances)
+def mixture_denoiser(schedule: Schedule, weights, means, variances, prediction: str = "x0", dtype=jnp.float32):
+    """``model_fn(x_t [B, D], t [B], cond) -> E[x_0 | x_t]`` (or the matching eps) for a Gaussian mixture.
+
+    ``dtype``: the arithmetic's dtype (``jnp.bfloat16`` stands in for a network computed in bfloat16: its input,
+    every intermediate and its output are rounded to it); the result is returned in float32."""
+    weights, means, variances = _components(weights, means, variances, dtype)
 
     def model_fn(x, t, cond=None):
-        alpha = schedule.sqrt_alphas_cumprod[t][:, None, None]
-        sigma = schedule.sqrt_one_minus_alphas_cumprod[t][:, None, None]
+        alpha = schedule.sqrt_alphas_cumprod[t][:, None, None].astype(dtype)
+        sigma = schedule.sqrt_one_minus_alphas_cumprod[t][:, None, None].astype(dtype)
+        x_in = x.astype(dtype)
         var = alpha**2 * variances[None] + sigma**2
-        diff = x[:, None, :] - alpha * means[None]
+        diff = x_in[:, None, :] - alpha * means[None]
         log_resp = jnp.log(weights)[None] - 0.5 * jnp.sum(diff**2 / var + jnp.log(var), axis=-1)
         resp = jax.nn.softmax(log_resp, axis=-1)[..., None]  # [B, K, 1]
         x0 = jnp.sum(resp * (means[None] + alpha * variances[None] / var * diff), axis=1)
-        return x0 if prediction == "x0" else eps_from_x0(schedule, x, t, x0)
+        if prediction != "x0":
+            x0 = eps_from_x0(schedule, x_in, t, x0).astype(dtype)
+        return x0.astype(jnp.promote_types(x.dtype, jnp.float32))
 
     return model_fn

@@ -33,12 +33,13 @@ class TimeEmbedding(nn.Module):
     dim: int = 128
     hidden: int = 256
     out_dim: int | None = None
+    dtype: jnp.dtype | None = None  # the Dense layers' computation dtype; the embedding itself is float32
 
     @nn.compact
     def __call__(self, t):
         h = sinusoidal_embedding(t, self.dim)
-        h = mish(nn.Dense(self.hidden)(h))
-        return nn.Dense(self.hidden if self.out_dim is None else self.out_dim)(h)
+        h = mish(nn.Dense(self.hidden, dtype=self.dtype)(h))
+        return nn.Dense(self.hidden if self.out_dim is None else self.out_dim, dtype=self.dtype)(h)
 
 
 class MLPDenoiser(nn.Module):

@@ -123,10 +123,11 @@ def _batched(owner: str, x, t):
     return x, t, unbatched
 
 
-def _time_mlp(dim: int, hidden: int | None = None) -> TimeEmbedding:
+def _time_mlp(dim: int, hidden: int | None = None, dtype=None) -> TimeEmbedding:
     """Official ``time_mlp``: ``SinusoidalPosEmb(dim) -> Linear(4 dim) -> Mish -> Linear(dim)`` (``hidden`` replaces
     the ``4 dim``)."""
-    return TimeEmbedding(dim=dim, hidden=4 * dim if hidden is None else hidden, out_dim=dim, name="time_mlp")
+    return TimeEmbedding(dim=dim, hidden=4 * dim if hidden is None else hidden, out_dim=dim, dtype=dtype,
+                         name="time_mlp")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -189,14 +190,15 @@ class Conv1d(nn.Module):
     kernel_size: int
     stride: int = 1
     padding: int = 0
+    dtype: jnp.dtype | None = None  # computation dtype; None: the promoted dtype of input and kernel
 
     @nn.compact
     def __call__(self, x):
         k, channels = self.kernel_size, x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, channels, self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.stride == 1 and 1 < k <= x.shape[-2]:
-            x, kernel = nn.dtypes.promote_dtype(x, kernel)  # as the matrix product would
             flat = x.reshape((-1,) + x.shape[-2:])
             conv = _conv_canonical_grads if jax.default_backend() == "cpu" else _native_conv
             y = conv(flat, kernel, self.padding)
@@ -219,13 +221,15 @@ class Conv1dBlock(nn.Module):
     features: int
     kernel_size: int = 5
     n_groups: int = N_GROUPS
+    dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, x):
         chex.assert_rank(x, 3)  # [B, H, C]: GroupNorm takes its statistics per leading index
         pad = self.kernel_size // 2
-        x = Conv1d(self.features, self.kernel_size, padding=pad, name="conv")(x)
-        x = nn.GroupNorm(num_groups=self.n_groups, epsilon=GROUPNORM_EPS, name="norm")(x)
+        x = Conv1d(self.features, self.kernel_size, padding=pad, dtype=self.dtype, name="conv")(x)
+        # flax computes the statistics in float32 whatever the dtype
+        x = nn.GroupNorm(num_groups=self.n_groups, epsilon=GROUPNORM_EPS, dtype=self.dtype, name="norm")(x)
         return mish(x)
 
 
@@ -238,24 +242,28 @@ class ResidualTemporalBlock(nn.Module):
 
     features: int
     kernel_size: int = 5
+    dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, x, t_emb):
         chex.assert_rank([x, t_emb], [3, 2])
         chex.assert_equal_shape_prefix([x, t_emb], 1)
-        h = Conv1dBlock(self.features, self.kernel_size, name="block_0")(x)
-        h = h + nn.Dense(self.features, name="time_proj")(mish(t_emb))[:, None, :]
-        h = Conv1dBlock(self.features, self.kernel_size, name="block_1")(h)
-        skip = x if x.shape[-1] == self.features else Conv1d(self.features, 1, name="residual_conv")(x)
+        h = Conv1dBlock(self.features, self.kernel_size, dtype=self.dtype, name="block_0")(x)
+        h = h + nn.Dense(self.features, dtype=self.dtype, name="time_proj")(mish(t_emb))[:, None, :]
+        h = Conv1dBlock(self.features, self.kernel_size, dtype=self.dtype, name="block_1")(h)
+        skip = (x if x.shape[-1] == self.features
+                else Conv1d(self.features, 1, dtype=self.dtype, name="residual_conv")(x))
         return h + skip
 
 
 class Downsample1d(nn.Module):
     """Conv with kernel 3, stride 2, padding 1, channels kept (official ``Downsample1d``): ``L -> ceil(L / 2)``."""
 
+    dtype: jnp.dtype | None = None
+
     @nn.compact
     def __call__(self, x):
-        return Conv1d(x.shape[-1], 3, stride=2, padding=1, name="conv")(x)
+        return Conv1d(x.shape[-1], 3, stride=2, padding=1, dtype=self.dtype, name="conv")(x)
 
 
 class Upsample1d(nn.Module):
@@ -270,17 +278,22 @@ class Upsample1d(nn.Module):
     ``kernel[j, in, out] = w[in, out, 3 - j]``.
     """
 
+    dtype: jnp.dtype | None = None
+
     @nn.compact
     def __call__(self, x):
-        return _StrideTwoTransposedConv(name="conv")(x)
+        return _StrideTwoTransposedConv(dtype=self.dtype, name="conv")(x)
 
 
 class _StrideTwoTransposedConv(nn.Module):
+    dtype: jnp.dtype | None = None
+
     @nn.compact
     def __call__(self, x):
         channels = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, channels, channels))
         bias = self.param("bias", nn.initializers.zeros_init(), (channels,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         zeros = jnp.zeros_like(x[..., :1, :])
         previous = jnp.concatenate([zeros, x[..., :-1, :]], axis=-2)
         following = jnp.concatenate([x[..., 1:, :], zeros], axis=-2)
@@ -312,6 +325,10 @@ class TemporalUNet(nn.Module):
     (``embed_hidden`` units, ``dim`` out), is zeroed where ``keep`` is 0 (the null condition of classifier-free
     guidance) and is concatenated with the step embedding. Without it, ``cond`` is ignored: Diffuser conditions by
     inpainting in the sampler.
+
+    ``dtype`` is the computation dtype (mixed precision): ``jnp.bfloat16`` runs the convolutions, matrix products,
+    GroupNorm outputs and additions in bfloat16 (tensor cores on a GPU, the MXU's native type on a TPU) while the
+    parameters, GroupNorm's statistics, Mish's internals and the output stay float32. None: float32 throughout.
     """
 
     transition_dim: int
@@ -320,6 +337,7 @@ class TemporalUNet(nn.Module):
     kernel_size: int = 5
     condition_dim: int = 0
     embed_hidden: int | None = None  # the embedding MLPs' hidden width; None: 4 dim, as the official time_mlp
+    dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, x, t, cond=None):
@@ -337,29 +355,32 @@ class TemporalUNet(nn.Module):
         _check_groups("TemporalUNet", widths + [self.dim], self.dim, self.dim_mults)
         n = len(widths)
 
-        t_emb = _time_mlp(self.dim, self.embed_hidden)(t)
+        dtype, out_dtype = self.dtype, jnp.promote_types(x.dtype, jnp.float32)
+        res = functools.partial(ResidualTemporalBlock, kernel_size=self.kernel_size, dtype=dtype)
+        t_emb = _time_mlp(self.dim, self.embed_hidden, dtype)(t)
         if self.condition_dim:
             state = jnp.asarray(cond["state"]).reshape(x.shape[0], self.condition_dim)
             hidden = 4 * self.dim if self.embed_hidden is None else self.embed_hidden
-            c_emb = nn.Dense(self.dim, name="cond_mlp_1")(mish(nn.Dense(hidden, name="cond_mlp_0")(state)))
+            c_emb = nn.Dense(self.dim, dtype=dtype, name="cond_mlp_1")(
+                mish(nn.Dense(hidden, dtype=dtype, name="cond_mlp_0")(state)))
             keep = jnp.broadcast_to(jnp.asarray(cond["keep"], c_emb.dtype), (x.shape[0],))
             t_emb = jnp.concatenate([t_emb, c_emb * keep[:, None]], axis=-1)
         h, skips = x, []
         for i, width in enumerate(widths):
-            h = ResidualTemporalBlock(width, self.kernel_size, name=f"down_{i}_res_0")(h, t_emb)
-            h = ResidualTemporalBlock(width, self.kernel_size, name=f"down_{i}_res_1")(h, t_emb)
+            h = res(width, name=f"down_{i}_res_0")(h, t_emb)
+            h = res(width, name=f"down_{i}_res_1")(h, t_emb)
             skips.append(h)
             if i < n - 1:
-                h = Downsample1d(name=f"down_{i}_downsample")(h)
-        h = ResidualTemporalBlock(widths[-1], self.kernel_size, name="mid_res_0")(h, t_emb)
-        h = ResidualTemporalBlock(widths[-1], self.kernel_size, name="mid_res_1")(h, t_emb)
+                h = Downsample1d(dtype=dtype, name=f"down_{i}_downsample")(h)
+        h = res(widths[-1], name="mid_res_0")(h, t_emb)
+        h = res(widths[-1], name="mid_res_1")(h, t_emb)
         for j, level in enumerate(range(n - 2, -1, -1)):  # skips of levels n-1 .. 1; level 0's stays unused
             h = jnp.concatenate([h, skips.pop()], axis=-1)
-            h = ResidualTemporalBlock(widths[level], self.kernel_size, name=f"up_{j}_res_0")(h, t_emb)
-            h = ResidualTemporalBlock(widths[level], self.kernel_size, name=f"up_{j}_res_1")(h, t_emb)
-            h = Upsample1d(name=f"up_{j}_upsample")(h)
-        h = Conv1dBlock(self.dim, self.kernel_size, name="final_block")(h)
-        out = Conv1d(self.transition_dim, 1, name="final_conv")(h)
+            h = res(widths[level], name=f"up_{j}_res_0")(h, t_emb)
+            h = res(widths[level], name=f"up_{j}_res_1")(h, t_emb)
+            h = Upsample1d(dtype=dtype, name=f"up_{j}_upsample")(h)
+        h = Conv1dBlock(self.dim, self.kernel_size, dtype=dtype, name="final_block")(h)
+        out = Conv1d(self.transition_dim, 1, dtype=dtype, name="final_conv")(h).astype(out_dtype)
         return out[0] if unbatched else out
 
 
@@ -383,6 +404,7 @@ class ValueUNet(nn.Module):
     dim_mults: Sequence[int] = (1, 2, 4, 8)
     out_dim: int = 1
     kernel_size: int = 5
+    dtype: jnp.dtype | None = None  # computation dtype, as TemporalUNet's
 
     @nn.compact
     def __call__(self, x, t, cond=None):
@@ -397,21 +419,23 @@ class ValueUNet(nn.Module):
         mid = widths[-1]
         _check_groups("ValueUNet", widths + [mid // 2, mid // 4], self.dim, self.dim_mults)
 
-        t_emb = _time_mlp(self.dim)(t)
+        dtype, out_dtype = self.dtype, jnp.promote_types(x.dtype, jnp.float32)
+        res = functools.partial(ResidualTemporalBlock, kernel_size=self.kernel_size, dtype=dtype)
+        t_emb = _time_mlp(self.dim, dtype=dtype)(t)
         h = x
         for i, width in enumerate(widths):
-            h = ResidualTemporalBlock(width, self.kernel_size, name=f"down_{i}_res_0")(h, t_emb)
-            h = ResidualTemporalBlock(width, self.kernel_size, name=f"down_{i}_res_1")(h, t_emb)
-            h = Downsample1d(name=f"down_{i}_downsample")(h)
-        h = ResidualTemporalBlock(mid // 2, self.kernel_size, name="mid_res_0")(h, t_emb)
-        h = Downsample1d(name="mid_downsample_0")(h)
-        h = ResidualTemporalBlock(mid // 4, self.kernel_size, name="mid_res_1")(h, t_emb)
-        h = Downsample1d(name="mid_downsample_1")(h)
+            h = res(width, name=f"down_{i}_res_0")(h, t_emb)
+            h = res(width, name=f"down_{i}_res_1")(h, t_emb)
+            h = Downsample1d(dtype=dtype, name=f"down_{i}_downsample")(h)
+        h = res(mid // 2, name="mid_res_0")(h, t_emb)
+        h = Downsample1d(dtype=dtype, name="mid_downsample_0")(h)
+        h = res(mid // 4, name="mid_res_1")(h, t_emb)
+        h = Downsample1d(dtype=dtype, name="mid_downsample_1")(h)
 
         flat = jnp.swapaxes(h, 1, 2).reshape(h.shape[0], -1)  # channel-major, as the official .view on [B, C, L]
         fc_dim = flat.shape[-1]
-        out = nn.Dense(fc_dim // 2, name="fc_0")(jnp.concatenate([flat, t_emb], axis=-1))
-        out = nn.Dense(self.out_dim, name="fc_1")(mish(out))
+        out = nn.Dense(fc_dim // 2, dtype=dtype, name="fc_0")(jnp.concatenate([flat, t_emb], axis=-1))
+        out = nn.Dense(self.out_dim, dtype=dtype, name="fc_1")(mish(out)).astype(out_dtype)
         if self.out_dim == 1:
             out = out[..., 0]
         return out[0] if unbatched else out
