@@ -104,6 +104,23 @@ DATASET_SHAPES = {
 }
 
 
+def batch_over_devices(*arrays):
+    """``arrays`` with their leading (batch) axis split over all local devices when there are several and it
+    divides the batch (one CPU device per core with ``JAX_NUM_CPU_DEVICES``, or several GPUs): a jitted call on
+    them then runs data-parallel. Otherwise unchanged."""
+    devices = jax.local_devices()
+    if len(devices) == 1 or any(a.shape[0] % len(devices) for a in arrays):
+        return arrays
+    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    return tuple(jax.device_put(a, sharding) for a in arrays)
+
+
+def devices_of(array) -> int:
+    """How many devices hold parts of ``array``."""
+    return len(array.sharding.device_set)
+
+
 def synthetic_data(variant: str, episodes: int = 20, episode_length: int = 1_000) -> OfflineData:
     """Random-walk arrays with the shapes of a config variant's dataset (``pointmaze-*``, ``maze2d-*``, ``multi2d-*``
     or a locomotion env): throughput does not depend on the values, so the benchmarks need no dataset on disk."""
@@ -201,7 +218,9 @@ def report(section: str, script: str, argv, header: str, table: list[str], figur
     if json_path:
         print(f"wrote {write_json(json_path, figures)}")
     if write:
-        command = " ".join(["diffrl benchmark", script, *argv])
+        # the settings that change what the devices are belong to the command
+        env = [f"{k}={os.environ[k]}" for k in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS") if os.environ.get(k)]
+        command = " ".join([*env, "diffrl benchmark", script, *argv])
         body = "\n\n".join([header, "\n".join(table)])
         print(f"wrote {write_section(section, body, command)}")
 

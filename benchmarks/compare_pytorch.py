@@ -33,7 +33,9 @@ Both sides get the same workload, built from diffrl's configs (the PyTorch modul
 Each workload is built and warmed up on both sides, then timed ``--repeats`` times with the two calls alternating
 (the first call of each pair alternates too), so that both see the same machine state; the table gives the median
 (and best) of each and the ratio of the medians. Weights are random on both sides: the time does not depend on
-them. On a machine with a GPU that both JAX and PyTorch see, both run on it.
+them. On a machine with a GPU that both JAX and PyTorch see, both run on it. With several local JAX devices (a CPU
+split into one device per core by ``JAX_NUM_CPU_DEVICES=<cores>``), diffrl's plans split their batch over them
+where it divides, data-parallel, while PyTorch uses as many threads; its train updates stay on one device.
 """
 
 from __future__ import annotations
@@ -297,8 +299,11 @@ def main(argv=None) -> int:
             figures.append(figure)
             rows.append(row(figure))
             print(rows[-1], flush=True)
+    devices = jax.local_device_count()
+    split = (f"; diffrl's plans split over {devices} {jax.default_backend().upper()} devices where the batch divides"
+             if devices > 1 else "")
     header = (f"{versions('flax')}, torch {torch.__version__} ({threads} threads on the CPU"
-              f"{', the GPU for both' if on_gpu else ''}); the official Diffuser at "
+              f"{', the GPU for both' if on_gpu else ''}{split}); the official Diffuser at "
               f"{official_commit(Path(args.official))}. Each side built and warmed up, then {args.repeats} calls "
               "of each, alternating; median (best) per plan or per update (batch: trajectories per plan or per "
               "update), ratio of the medians; random weights.")

@@ -8,7 +8,9 @@ ahead-of-time compilation alone; latency is the best of ``--repeats`` calls afte
 GB/call are XLA's cost analysis of one denoising step at that batch (denoiser, plus the value gradients where
 guided) times the steps of the chain, since XLA counts a loop body once; the sampler's own elementwise
 arithmetic is not counted. GFLOP/s and GB/s divide them by the latency, and "% peak" compares them with the
-device's float32 matmul FLOP/s and streaming bandwidth, measured by the same run.
+device's float32 matmul FLOP/s and streaming bandwidth, measured by the same run. With several local devices
+(several GPUs, or a CPU split into one device per core by ``JAX_NUM_CPU_DEVICES=<cores>``) the Diffuser samplers'
+batch is split over them where it divides ("devices" column): the call runs data-parallel.
 
 Samplers (random weights; timing does not depend on them):
   diffuser-maze    Diffuser's maze planner (configs/diffuser.py:pointmaze-umaze): temporal U-Net dim 32,
@@ -64,9 +66,9 @@ import jax
 import jax.numpy as jnp
 
 from diffrl import diffusion
-from diffrl.benchmarks.common import (compile_seconds, cost, limits_note, measure_device_limits, percent,
-                                     predicted_seconds, random_params, report, steady_seconds, synthetic_method,
-                                     versions)
+from diffrl.benchmarks.common import (batch_over_devices, compile_seconds, cost, devices_of, limits_note,
+                                     measure_device_limits, percent, predicted_seconds, random_params, report,
+                                     steady_seconds, synthetic_method, versions)
 from diffrl.nets import MLPDenoiser
 
 SAMPLERS = ("diffuser-maze", "diffuser-guided", "ldcq-prior", "ldcq-policy", "diar-policy", "diar-act", "dql-act",
@@ -98,8 +100,9 @@ def diffuser_case(name: str, horizon: int | None, steps: int | None, compute_dty
     def draw(params, rng, states, goals):
         return method.plan(params, rng, states, goals if goal_task else None)[0]
 
-    def inputs(batch):
-        return params, jax.random.PRNGKey(1), jnp.zeros((batch, method.state_dim)), jnp.ones((batch, 2))
+    def inputs(batch):  # data-parallel over the local devices where they divide the batch
+        states, goals = batch_over_devices(jnp.zeros((batch, method.state_dim)), jnp.ones((batch, 2)))
+        return params, jax.random.PRNGKey(1), states, goals
 
     def step_cost(batch):
         x = jnp.zeros((batch, method.horizon, method.transition_dim))
@@ -305,14 +308,15 @@ def measure(case: Case, batch: int, repeats: int) -> dict:
     jax.block_until_ready(compiled(*inputs))
     seconds = steady_seconds(compiled, *inputs, repeats=repeats)
     flops, nbytes = (case.steps * c for c in case.step_cost(batch))
-    return {"sampler": case.name, "batch": batch, "horizon": case.horizon, "steps": case.steps,
+    devices = max(devices_of(x) for x in jax.tree.leaves(inputs))
+    return {"sampler": case.name, "batch": batch, "devices": devices, "horizon": case.horizon, "steps": case.steps,
             "compile_s": compile_s, "latency_s": seconds, "samples_per_s": batch / seconds, "flops": flops,
             "bytes": nbytes, "flops_per_s": flops / seconds, "bytes_per_s": nbytes / seconds}
 
 
 def row(figure: dict, limits: dict) -> str:
     horizon = figure["horizon"] if figure["horizon"] is not None else "-"
-    head = f"| {figure['sampler']} | {figure['batch']} | {horizon} | {figure['steps']} |"
+    head = f"| {figure['sampler']} | {figure['batch']} | {figure.get('devices', '-')} | {horizon} | {figure['steps']} |"
     if "skipped" in figure:
         return head + f" skipped: {figure['skipped']} | | | | | | | |"
     return (head + f" {figure['compile_s']:.1f} | {figure['latency_s'] * 1e3:,.1f} | {figure['samples_per_s']:,.1f} | "
@@ -367,11 +371,13 @@ def main(argv=None) -> int:
     header = (f"{versions('flax')}. {limits_note(limits)} Latency: best of {args.repeats} calls after a warm-up; "
               "GFLOP/call: XLA's cost analysis of one denoising step (with the value gradients where guided) "
               "times the steps.")
-    table = ["| sampler | batch | H | steps | compile s | latency ms | samples/s | GFLOP/call | GFLOP/s | % peak "
-             "| GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
+    table = ["| sampler | batch | devices | H | steps | compile s | latency ms | samples/s | GFLOP/call | GFLOP/s "
+             "| % peak | GB/s | % BW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
     # a run of some samplers writes its own section and leaves the table of all of them as it is
     section = "Sampler throughput" + ("" if args.samplers == list(SAMPLERS) else ": " + ", ".join(args.samplers))
-    section += "" if args.compute_dtype == "float32" else f" ({args.compute_dtype})"
+    qualifiers = ([args.compute_dtype] if args.compute_dtype != "float32" else []) + (
+        [f"{jax.local_device_count()} devices"] if jax.local_device_count() > 1 else [])
+    section += f" ({', '.join(qualifiers)})" if qualifiers else ""
     report(section, "sampler", argv, header, table, {"limits": limits, "figures": figures},
            json_path=args.json, write=not args.no_write)
     return 0

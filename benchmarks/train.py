@@ -13,8 +13,9 @@ chunk, and the Q stage builds its prior-sample pool). Compile time is the ahead-
 state is the best of ``--repeats`` chunks after a warm-up chunk. GFLOP/step and GB/step are XLA's cost analysis of
 the chunk, whose loop body (one step) XLA counts once, times the devices (the compiled program is one device's
 share); "% peak" compares the achieved rates with the devices' float32 matmul FLOP/s and streaming bandwidth (one
-device's, measured by the same run, times the devices). With more than one device, each run is timed on one device
-and on all of them (the global batch split over the ``data`` axis).
+device's, measured by the same run, times the devices; on a CPU split into devices by ``JAX_NUM_CPU_DEVICES``
+they share the cores one device was measured on, so the ceiling is not multiplied). With more than one device, each
+run is timed on one device and on all of them (the global batch split over the ``data`` axis).
 
 A run is ``METHOD:VARIANT``, with ``:STAGE`` for one stage of the method (default: its first; the earlier stages'
 parameters are random) and ``,KEY=VALUE`` overrides of its own. Default runs: diffuser:pointmaze-umaze (the
@@ -119,13 +120,15 @@ def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
 
 
 def row(figure: dict, limits: dict) -> str:
+    # several GPUs add their ceilings; CPU devices (JAX_NUM_CPU_DEVICES) share the cores one device was measured on
+    shares = 1 if jax.default_backend() == "cpu" else figure["devices"]
     return (f"| {figure['run']} | {figure['devices']} | {figure['batch']} | {figure['prepare_s']:.1f} | "
             f"{figure['compile_s']:.1f} | "
             f"{figure['seconds_per_step'] * 1e3:,.1f} | {figure['steps_per_s']:,.2f} | {figure['examples_per_s']:,.0f} | "
             f"{figure['flops_per_step'] / 1e9:,.2f} | {figure['flops_per_s'] / 1e9:,.1f} | "
-            f"{percent(figure['flops_per_s'], figure['devices'] * limits['matmul_flops_per_s'])} | "
+            f"{percent(figure['flops_per_s'], shares * limits['matmul_flops_per_s'])} | "
             f"{figure['bytes_per_s'] / 1e9:,.1f} | "
-            f"{percent(figure['bytes_per_s'], figure['devices'] * limits['stream_bytes_per_s'])} |")
+            f"{percent(figure['bytes_per_s'], shares * limits['stream_bytes_per_s'])} |")
 
 
 def main(argv=None) -> int:

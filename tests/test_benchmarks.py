@@ -61,6 +61,17 @@ def test_sampler_benchmark_skips_over_budget_and_derives_rates(tmp_path, monkeyp
         assert f["flops_per_s"] == pytest.approx(f["flops"] / f["latency_s"])
 
 
+def test_batch_over_devices_splits_the_batch_where_the_devices_divide_it():
+    n = jax.local_device_count()  # the suite runs on 4 host devices (conftest)
+    assert n > 1
+    split, other = common.batch_over_devices(jnp.arange(2 * n * 3.0).reshape(2 * n, 3), jnp.ones((2 * n,)))
+    assert common.devices_of(split) == common.devices_of(other) == n
+    assert [shard.data.shape for shard in split.addressable_shards] == [(2, 3)] * n
+    np.testing.assert_array_equal(split, np.arange(2 * n * 3.0).reshape(2 * n, 3))
+    (odd,) = common.batch_over_devices(jnp.ones((n + 1, 3)))
+    assert common.devices_of(odd) == 1
+
+
 def test_sampler_benchmark_compute_dtype_is_for_the_diffuser_samplers(capsys):
     with pytest.raises(SystemExit):
         load("sampler").main(["--samplers", "diffuser-maze", "ddim", "--compute-dtype", "bfloat16", "--no-write"])
