@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, sized to end within 8 minutes on one GPU: diffrl on the GPU (the CUDA extra installed when JAX sees
 # no GPU), a check that a train chunk and a plan run there, the sampler, train and env benchmarks at GPU-sized
-# batches (the Diffuser U-Net in float32 and in bfloat16), and the official PyTorch Diffuser beside diffrl on the
+# batches (the maze U-Net in float32 and in bfloat16), and the official PyTorch Diffuser beside diffrl on the
 # same GPU. Each benchmark writes its own section of
 # benchmarks/results/<gpu>.md; a step that runs past its time limit is reported and the next one starts.
 #
@@ -59,15 +59,14 @@ EOF
 
 step 100 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided ldcq-prior \
   --batches 1 64 1024 --budget 30
-step 60 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided --compute-dtype bfloat16 \
+step 60 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze --compute-dtype bfloat16 \
   --batches 1 64 1024 --budget 30
 step 90 python3 -m diffrl.cli benchmark train --runs \
   "diffuser:pointmaze-umaze,train.batch_size=32,train.gradient_accumulation=1" \
   "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1" \
   "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1,compute_dtype=bfloat16" \
   "diffuser:hopper-medium,train.batch_size=32,train.gradient_accumulation=1" \
-  "diffuser:hopper-medium,train.batch_size=256,train.gradient_accumulation=1" \
-  "diffuser:hopper-medium,train.batch_size=256,train.gradient_accumulation=1,compute_dtype=bfloat16"
+  "diffuser:hopper-medium,train.batch_size=256,train.gradient_accumulation=1"
 step 50 python3 -m diffrl.cli benchmark envs --envs pointmaze-umaze hopper --sizes 4096 65536 --budget 30
 if [ -n "$official" ]; then
   step 80 python3 -m diffrl.cli benchmark compare-pytorch --official "$official" --batches 1 64 1024 \

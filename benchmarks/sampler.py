@@ -8,7 +8,8 @@ ahead-of-time compilation alone; latency is the best of ``--repeats`` calls afte
 GB/call are XLA's cost analysis of one denoising step at that batch (denoiser, plus the value gradients where
 guided) times the steps of the chain, since XLA counts a loop body once; the sampler's own elementwise
 arithmetic is not counted. GFLOP/s and GB/s divide them by the latency, and "% peak" compares them with the
-device's float32 matmul FLOP/s and streaming bandwidth, measured by the same run. With several local devices
+device's matmul FLOP/s (in ``--compute-dtype``) and streaming bandwidth, measured by the same run (times the
+devices a row runs on, unless they are one CPU's). With several local devices
 (several GPUs, or a CPU split into one device per core by ``JAX_NUM_CPU_DEVICES=<cores>``) the Diffuser samplers'
 batch is split over them where it divides ("devices" column): the call runs data-parallel.
 
@@ -316,13 +317,16 @@ def measure(case: Case, batch: int, repeats: int) -> dict:
 
 def row(figure: dict, limits: dict) -> str:
     horizon = figure["horizon"] if figure["horizon"] is not None else "-"
+    # several GPUs add their ceilings; CPU devices (JAX_NUM_CPU_DEVICES) share the cores one device was measured on
+    shares = 1 if jax.default_backend() == "cpu" else figure.get("devices", 1)
     head = f"| {figure['sampler']} | {figure['batch']} | {figure.get('devices', '-')} | {horizon} | {figure['steps']} |"
     if "skipped" in figure:
         return head + f" skipped: {figure['skipped']} | | | | | | | |"
     return (head + f" {figure['compile_s']:.1f} | {figure['latency_s'] * 1e3:,.1f} | {figure['samples_per_s']:,.1f} | "
             f"{figure['flops'] / 1e9:,.2f} | {figure['flops_per_s'] / 1e9:,.1f} | "
-            f"{percent(figure['flops_per_s'], limits['matmul_flops_per_s'])} | {figure['bytes_per_s'] / 1e9:,.1f} | "
-            f"{percent(figure['bytes_per_s'], limits['stream_bytes_per_s'])} |")
+            f"{percent(figure['flops_per_s'], shares * limits['matmul_flops_per_s'])} | "
+            f"{figure['bytes_per_s'] / 1e9:,.1f} | "
+            f"{percent(figure['bytes_per_s'], shares * limits['stream_bytes_per_s'])} |")
 
 
 def main(argv=None) -> int:

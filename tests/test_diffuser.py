@@ -3,6 +3,8 @@ the official maze controller, and the behaviour-cloning baseline."""
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,9 +12,10 @@ import pytest
 
 from diffrl.agents import BC, Diffuser
 from diffrl.agents.diffuser import MazePlanPolicy
-from diffrl.config import apply_overrides, load_config
+from diffrl.config import apply_overrides, config_from_json, config_to_json, load_config
 from diffrl.data import OfflineData, load_dataset, make_store
 from diffrl.train.loop import init_carry, make_train_chunk
+from diffrl.train.pipeline import with_later_keys
 from diffrl.train.sharding import make_mesh, put_replicated
 from synthetic import write_pointmaze_dataset
 
@@ -114,6 +117,31 @@ def test_inpainted_plans_start_at_the_state_and_end_at_the_goal_in_one_program(m
         np.testing.assert_allclose(plan_states[:, -1, :2], goals, atol=1e-5)
         np.testing.assert_allclose(plan_states[:, -1, 2:], 0.0, atol=1e-5)
     assert len(traces) == 1  # a batch of 64 plans is one compiled program, traced once
+
+
+def test_bfloat16_compute_dtype_plans_in_float32_with_its_constraints_exact(maze_agent, maze_params):
+    """``compute_dtype=bfloat16``: the U-Net computes in bfloat16, the sampler and its inpainting stay float32."""
+    config = maze_agent.config.copy_and_resolve_references()
+    config.compute_dtype = "bfloat16"
+    half = Diffuser(config, maze_agent.info, maze_agent.normalizer)
+    assert half.net.dtype == jnp.bfloat16 and maze_agent.net.dtype is None
+    states = np.tile(np.array([[0.3, -1.0, 0.0, 0.0]], np.float32), (8, 1))
+    goals = np.tile(np.array([[-0.5, -1.0]], np.float32), (8, 1))  # inside the fixture maze's range
+    plans = {name: jax.jit(agent.plan)(maze_params, jax.random.PRNGKey(0), states, goals)[0][:, 0]
+             for name, agent in (("float32", maze_agent), ("bfloat16", half))}
+    assert plans["bfloat16"].dtype == jnp.float32
+    _, plan_states = half.unnormalize(plans["bfloat16"])
+    np.testing.assert_allclose(plan_states[:, 0], states, atol=1e-5)
+    np.testing.assert_allclose(plan_states[:, -1, :2], goals, atol=1e-5)
+    assert 0 < np.abs(plans["bfloat16"] - plans["float32"]).max() < 0.5
+
+
+def test_a_run_saved_before_compute_dtype_reads_float32_and_takes_the_override():
+    saved = json.loads(config_to_json(load_config("configs/diffuser.py:pointmaze-umaze")))
+    del saved["compute_dtype"]  # a workdir written before the key existed
+    old = with_later_keys(config_from_json(json.dumps(saved)))
+    assert old.compute_dtype == "float32"
+    assert apply_overrides(old, ["compute_dtype=bfloat16"]).compute_dtype == "bfloat16"
 
 
 def test_maze_controller_is_the_official_one(maze_agent):

@@ -81,6 +81,10 @@ def test_mixture_oracle_recovers_mode_weights(config, dtype):
     sampler's own float32 arithmetic keeps the same tolerances."""
     s = make_schedule("linear", 1000)
     oracle = mixture_denoiser(s, prediction=config.prediction, dtype=dtype, **MIX)
+    probe, t = jnp.linspace(-3.0, 3.0, 64)[:, None], jnp.full((64,), 500)
+    exact = mixture_denoiser(s, prediction=config.prediction, **MIX)(probe, t)
+    rounding = float(jnp.max(jnp.abs(oracle(probe, t) - exact)))  # bfloat16 arithmetic: 2^-8 relative per operation
+    assert (rounding > 1e-3 if dtype == jnp.bfloat16 else rounding == 0.0) and rounding < 0.05
     x = _draw(oracle, s, 20_000, config)[:, 0]
     assert np.mean(x > 0) == pytest.approx(0.7, abs=0.02)
     assert np.mean(np.abs(x) < 1.0) < 0.005  # almost no mass between the modes

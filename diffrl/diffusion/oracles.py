@@ -32,24 +32,26 @@ def mixture_log_density(x, weights, means, variances, alpha=1.0, sigma=0.0):
     return jax.scipy.special.logsumexp(log_normal + jnp.log(weights)[None], axis=-1)
 
 
-def mixture_denoiser(schedule: Schedule, weights, means, variances, prediction: str = "x0", dtype=jnp.float32):
+def mixture_denoiser(schedule: Schedule, weights, means, variances, prediction: str = "x0", dtype=None):
     """``model_fn(x_t [B, D], t [B], cond) -> E[x_0 | x_t]`` (or the matching eps) for a Gaussian mixture.
 
     ``dtype``: the arithmetic's dtype (``jnp.bfloat16`` stands in for a network computed in bfloat16: its input,
-    every intermediate and its output are rounded to it); the result is returned in float32."""
-    weights, means, variances = _components(weights, means, variances, dtype)
+    every intermediate and its output are rounded to it). The result comes back in ``x``'s dtype (at least
+    float32), which is also the arithmetic's when ``dtype`` is None."""
 
     def model_fn(x, t, cond=None):
-        alpha = schedule.sqrt_alphas_cumprod[t][:, None, None].astype(dtype)
-        sigma = schedule.sqrt_one_minus_alphas_cumprod[t][:, None, None].astype(dtype)
-        x_in = x.astype(dtype)
-        var = alpha**2 * variances[None] + sigma**2
-        diff = x_in[:, None, :] - alpha * means[None]
-        log_resp = jnp.log(weights)[None] - 0.5 * jnp.sum(diff**2 / var + jnp.log(var), axis=-1)
+        out_dtype = jnp.promote_types(x.dtype, jnp.float32)
+        wide = out_dtype if dtype is None else dtype
+        pi, mu, v = _components(weights, means, variances, wide)
+        alpha = schedule.sqrt_alphas_cumprod[t][:, None, None].astype(wide)
+        sigma = schedule.sqrt_one_minus_alphas_cumprod[t][:, None, None].astype(wide)
+        x_in = x.astype(wide)
+        var = alpha**2 * v[None] + sigma**2
+        diff = x_in[:, None, :] - alpha * mu[None]
+        log_resp = jnp.log(pi)[None] - 0.5 * jnp.sum(diff**2 / var + jnp.log(var), axis=-1)
         resp = jax.nn.softmax(log_resp, axis=-1)[..., None]  # [B, K, 1]
-        x0 = jnp.sum(resp * (means[None] + alpha * variances[None] / var * diff), axis=1)
-        if prediction != "x0":
-            x0 = eps_from_x0(schedule, x_in, t, x0).astype(dtype)
-        return x0.astype(jnp.promote_types(x.dtype, jnp.float32))
+        x0 = jnp.sum(resp * (mu[None] + alpha * v[None] / var * diff), axis=1)
+        out = x0 if prediction == "x0" else eps_from_x0(schedule, x_in, t, x0).astype(wide)
+        return out.astype(out_dtype)
 
     return model_fn

@@ -358,6 +358,7 @@ class TemporalUNet(nn.Module):
         dtype, out_dtype = self.dtype, jnp.promote_types(x.dtype, jnp.float32)
         res = functools.partial(ResidualTemporalBlock, kernel_size=self.kernel_size, dtype=dtype)
         t_emb = _time_mlp(self.dim, self.embed_hidden, dtype)(t)
+        x = x if dtype is None else x.astype(dtype)  # so that identity skips add in the computation dtype
         if self.condition_dim:
             state = jnp.asarray(cond["state"]).reshape(x.shape[0], self.condition_dim)
             hidden = 4 * self.dim if self.embed_hidden is None else self.embed_hidden
@@ -422,7 +423,7 @@ class ValueUNet(nn.Module):
         dtype, out_dtype = self.dtype, jnp.promote_types(x.dtype, jnp.float32)
         res = functools.partial(ResidualTemporalBlock, kernel_size=self.kernel_size, dtype=dtype)
         t_emb = _time_mlp(self.dim, dtype=dtype)(t)
-        h = x
+        h = x if dtype is None else x.astype(dtype)
         for i, width in enumerate(widths):
             h = res(width, name=f"down_{i}_res_0")(h, t_emb)
             h = res(width, name=f"down_{i}_res_1")(h, t_emb)

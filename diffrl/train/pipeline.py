@@ -128,6 +128,20 @@ def _load_upstream(stage_dir: pathlib.Path, config: ml_collections.ConfigDict, s
     return params
 
 
+# Acting settings added to a method's config after runs were saved: a saved config without one reads the value that
+# reproduces how it was trained, and can still be overridden (``--config.compute_dtype=bfloat16`` on an older run).
+LATER_KEYS = {"diffuser": {"compute_dtype": "float32"}}
+
+
+def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config`` with the :data:`LATER_KEYS` of its method that it lacks."""
+    missing = {k: v for k, v in LATER_KEYS.get(config.get("method"), {}).items() if k not in config}
+    if missing:
+        with config.unlocked():
+            config.update(missing)
+    return config
+
+
 def load_trained(workdir, step: int | None = None, overrides: Sequence[str] = ()) -> tuple[Method, dict, Any, int]:
     """``(method, params of every stage, config, step)`` of a trained workdir; ``step`` picks the last stage's
     checkpoint (default: the latest). ``overrides`` (``KEY=VALUE``) change acting settings such as ``plan.*``."""
@@ -148,7 +162,7 @@ def load_trained(workdir, step: int | None = None, overrides: Sequence[str] = ()
         last = name == names[-1]
         stage_step, meta, params[name], facts = load_stage(stage_dir, step if last else None)
     try:
-        config = apply_overrides(config_from_json(meta["config"]), list(overrides))
+        config = apply_overrides(with_later_keys(config_from_json(meta["config"])), list(overrides))
         info = DatasetInfo.from_dict(meta["dataset"])
         normalizer = normalizer_from_dict({"kind": meta["normalizer"], **facts})
     except (KeyError, TypeError) as err:
