@@ -1,7 +1,8 @@
 """Sampler throughput: latency and samples/s of every diffrl sampler over batch sizes, horizons and step counts.
 
     diffrl benchmark sampler [--samplers NAME ...] [--batches 1 8 64 1024] [--horizons H ...]
-                             [--steps N ...] [--repeats 3] [--budget 10] [--json PATH] [--no-write]
+                             [--steps N ...] [--compute-dtype float32|bfloat16] [--repeats 3] [--budget 10]
+                             [--json PATH] [--no-write]
 
 Each row is one whole sampler call compiled into one program (the chain is a ``lax.scan``). Compile time is the
 ahead-of-time compilation alone; latency is the best of ``--repeats`` calls after a warm-up call. GFLOP/call and
