@@ -121,6 +121,12 @@ def devices_of(array) -> int:
     return len(array.sharding.device_set)
 
 
+def ceilings(devices: int) -> int:
+    """How many times one device's measured ceiling a run on ``devices`` devices can reach: several GPUs add
+    theirs; CPU devices (``JAX_NUM_CPU_DEVICES``) share the cores that one device was measured on."""
+    return 1 if jax.default_backend() == "cpu" else devices
+
+
 def synthetic_data(variant: str, episodes: int = 20, episode_length: int = 1_000) -> OfflineData:
     """Random-walk arrays with the shapes of a config variant's dataset (``pointmaze-*``, ``maze2d-*``, ``multi2d-*``
     or a locomotion env): throughput does not depend on the values, so the benchmarks need no dataset on disk."""

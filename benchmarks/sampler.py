@@ -68,7 +68,7 @@ import jax
 import jax.numpy as jnp
 
 from diffrl import diffusion
-from diffrl.benchmarks.common import (batch_over_devices, compile_seconds, cost, devices_of, limits_note,
+from diffrl.benchmarks.common import (batch_over_devices, ceilings, compile_seconds, cost, devices_of, limits_note,
                                      measure_device_limits, percent, predicted_seconds, random_params, report,
                                      steady_seconds, synthetic_method, versions)
 from diffrl.nets import MLPDenoiser
@@ -318,8 +318,7 @@ def measure(case: Case, batch: int, repeats: int) -> dict:
 
 def row(figure: dict, limits: dict) -> str:
     horizon = figure["horizon"] if figure["horizon"] is not None else "-"
-    # several GPUs add their ceilings; CPU devices (JAX_NUM_CPU_DEVICES) share the cores one device was measured on
-    shares = 1 if jax.default_backend() == "cpu" else figure.get("devices", 1)
+    shares = ceilings(figure.get("devices", 1))
     head = f"| {figure['sampler']} | {figure['batch']} | {figure.get('devices', '-')} | {horizon} | {figure['steps']} |"
     if "skipped" in figure:
         return head + f" skipped: {figure['skipped']} | | | | | | | |"

@@ -45,6 +45,7 @@ import time
 
 import jax
 from diffrl.benchmarks.common import (
+    ceilings,
     compile_seconds,
     cost,
     limits_note,
@@ -120,8 +121,7 @@ def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
 
 
 def row(figure: dict, limits: dict) -> str:
-    # several GPUs add their ceilings; CPU devices (JAX_NUM_CPU_DEVICES) share the cores one device was measured on
-    shares = 1 if jax.default_backend() == "cpu" else figure["devices"]
+    shares = ceilings(figure["devices"])
     return (f"| {figure['run']} | {figure['devices']} | {figure['batch']} | {figure['prepare_s']:.1f} | "
             f"{figure['compile_s']:.1f} | "
             f"{figure['seconds_per_step'] * 1e3:,.1f} | {figure['steps_per_s']:,.2f} | {figure['examples_per_s']:,.0f} | "
