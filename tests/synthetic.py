@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from diffrl.config import apply_overrides, load_config
@@ -49,26 +51,27 @@ def write_pointmaze_dataset(root, dataset_id: str = "diffrl/pointmaze/umaze-v0",
 
 
 def write_random_dataset(root, env_id: str = "Pendulum-v1", dataset_id: str = "toy/pendulum/random-v0",
-                         episodes: int = 3, steps: int = 40, ref_scores: tuple[float, float] = (-1500.0, 0.0)) -> str:
-    """Uniform-random-action episodes of a gymnasium env with flat Box spaces (``Pendulum-v1``, the Adroit hands:
-    environments with no MJX port)."""
+                         episodes: int = 3, steps: int = 40, ref_scores: tuple[float, float] = (-1500.0, 0.0),
+                         **make_kwargs) -> str:
+    """Uniform-random-action episodes of a gymnasium env with no MJX port (``Pendulum-v1``, the Adroit hands,
+    FrankaKitchen with its dict of per-task goals), made with ``make_kwargs``."""
     import minari
     from minari.data_collector import EpisodeBuffer
 
     from diffrl.data.generate import _minari_root
     from diffrl.envs.gym_fallback import make_gym_env
 
-    env = make_gym_env(env_id)
+    env = make_gym_env(env_id, **make_kwargs)
     rng = np.random.default_rng(0)
     buffers = []
     for k in range(episodes):
         obs, _ = env.reset(seed=k)
-        observations, actions, rewards = [obs], [], []
+        observations, actions, rewards = [copy.deepcopy(obs)], [], []  # FrankaKitchen reuses its dict
         for _ in range(steps):
             action = rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
             obs, reward, *_ = env.step(action)
-            observations.append(obs), actions.append(action), rewards.append(reward)
-        buffers.append(EpisodeBuffer(id=k, observations=np.asarray(observations), actions=np.asarray(actions),
+            observations.append(copy.deepcopy(obs)), actions.append(action), rewards.append(reward)
+        buffers.append(EpisodeBuffer(id=k, observations=_stacked(observations), actions=np.asarray(actions),
                                      rewards=np.asarray(rewards), terminations=np.zeros(steps, bool),
                                      truncations=np.arange(steps) == steps - 1, infos={}))
     with _minari_root(root):
@@ -76,3 +79,10 @@ def write_random_dataset(root, env_id: str = "Pendulum-v1", dataset_id: str = "t
                                            ref_min_score=ref_scores[0], ref_max_score=ref_scores[1], author="diffrl",
                                            algorithm_name="uniform random actions", description="test data")
     return dataset_id
+
+
+def _stacked(observations: list):
+    """Per-step observations (arrays, or dicts of them, nested) stacked along a new first axis."""
+    if isinstance(observations[0], dict):
+        return {key: _stacked([obs[key] for obs in observations]) for key in observations[0]}
+    return np.asarray(observations)

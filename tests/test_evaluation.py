@@ -57,13 +57,19 @@ def test_an_evaluator_compiles_its_rollout_once(tmp_path, caplog):
     assert read_image_tags(tmp_path / "run" / "policy" / "tensorboard") == ["eval/rollouts"]
 
 
-@pytest.mark.parametrize("env_id,reports_success", [("Pendulum-v1", False), ("AdroitHandDoor-v1", True)])
-def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env_id, reports_success, tmp_path, capsys,
-                                                                             caplog):
-    """A classic-control env and an Adroit hand (the dataset's own eval spec, 200-step episodes): the score of the
-    CPU evaluator equals the same policy stepped by hand in gymnasium; the hand reports success."""
+KITCHEN_TASKS = ["microwave", "kettle", "light switch", "slide cabinet"]  # D4RL/kitchen/complete-v2's
+
+
+@pytest.mark.parametrize("env_id,make_kwargs,episode_steps,reports_success", [
+    ("Pendulum-v1", {}, 200, False), ("AdroitHandDoor-v1", {}, 200, True),
+    ("FrankaKitchen-v1", {"tasks_to_complete": KITCHEN_TASKS}, 280, False)])
+def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env_id, make_kwargs, episode_steps,
+                                                                             reports_success, tmp_path, capsys, caplog):
+    """A classic-control env, an Adroit hand and the Franka kitchen (the dataset's own eval spec; the kitchen's
+    per-task goals are dicts): the score of the CPU evaluator equals the same policy stepped by hand in gymnasium;
+    the hand reports success."""
     root = tmp_path / "data"
-    dataset_id = write_random_dataset(root, env_id, f"toy/{env_id.lower()}/random-v0", steps=10)
+    dataset_id = write_random_dataset(root, env_id, f"toy/{env_id.lower()}/random-v0", steps=10, **make_kwargs)
     config = apply_overrides(load_config("bc.py:hopper-medium"), [*TINY_BC, f"dataset.root={root}",
                                                                    f"dataset.id={dataset_id}"])
     train(config, tmp_path / "run", progress=False)
@@ -72,7 +78,7 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env
     assert main(["evaluate", "--workdir", str(tmp_path / "run"), "--episodes", "3", "--seed", "7",
                  "--json", str(json_path)]) == 0
     assert f"{env_id} has no MJX port: evaluating in 3 gymnasium environments on the CPU" in caplog.text
-    assert "evaluating 3 episodes of 200 steps in 3 gymnasium environments on the CPU ..." in caplog.text
+    assert f"evaluating 3 episodes of {episode_steps} steps in 3 gymnasium environments on the CPU ..." in caplog.text
     assert "evaluated 3 episodes in " in caplog.text
     summary = json.loads(json_path.read_text())
 
@@ -81,17 +87,42 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env
     policy = method.policy()
     returns = []
     for k in range(3):
-        env = make_gym_env(env_id)
+        env = make_gym_env(env_id, **make_kwargs)
         obs, _ = env.reset(seed=7 + k)
         total, done = 0.0, False
         while not done:
-            action, _ = policy.act(params, (), np.asarray(obs, np.float32)[None], 0, None)
+            action, _ = policy.act(params, (), np.asarray(by_hand_flat(obs), np.float32)[None], 0, None)
             obs, reward, terminated, truncated, _ = env.step(np.asarray(action)[0])
             total, done = total + reward, terminated or truncated
         returns.append(total)
     assert summary["episodes"] == 3 and (summary["success_rate"] is not None) == reports_success
     assert summary["return_mean"] == pytest.approx(np.mean(returns), rel=1e-4)
     assert summary["normalized_score"] == pytest.approx(100 * (np.mean(returns) + 1500) / 1500, rel=1e-4)
+
+
+def by_hand_flat(obs):
+    """A dict observation as ``[observation, achieved_goal, desired_goal]``, a goal dict in sorted key order."""
+    if not isinstance(obs, dict):
+        return obs
+    goal = lambda g: np.concatenate([g[key] for key in sorted(g)]) if isinstance(g, dict) else g
+    return np.concatenate([obs["observation"], goal(obs["achieved_goal"]), goal(obs["desired_goal"])])
+
+
+def test_kitchen_datasets_flatten_the_per_task_goal_dicts(tmp_path):
+    """FrankaKitchen's goals are dicts of per-task arrays: the dataset holds ``[59 joint/object values,
+    achieved goals, desired goals]``, each goal dict in sorted task order, and its slices say where they are."""
+    from diffrl.data.minari_io import load_dataset
+
+    dataset_id = write_random_dataset(tmp_path, "FrankaKitchen-v1", "toy/kitchen/random-v0", episodes=1, steps=3,
+                                      tasks_to_complete=KITCHEN_TASKS)
+    data = load_dataset(dataset_id, root=tmp_path)
+    sizes = {"kettle": 7, "light switch": 2, "microwave": 1, "slide cabinet": 1}  # gymnasium-robotics' task goals
+    assert data.observation_slices == {"observation": slice(0, 59), "achieved_goal": slice(59, 70),
+                                       "desired_goal": slice(70, 81)}
+    env = make_gym_env("FrankaKitchen-v1", tasks_to_complete=KITCHEN_TASKS)
+    obs, _ = env.reset(seed=0)
+    assert {task: goal.shape[0] for task, goal in obs["desired_goal"].items()} == sizes
+    np.testing.assert_array_equal(data.observations[0], np.asarray(by_hand_flat(obs), np.float32))
 
 
 def test_the_backend_is_mujoco_c_for_locomotion_on_a_cpu_and_for_envs_without_an_mjx_port(caplog):

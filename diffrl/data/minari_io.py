@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from diffrl.spaces import DICT_OBSERVATION_KEYS, flatten_observation, observation_slices
+from diffrl.spaces import DICT_OBSERVATION_KEYS, flat_size, flatten_observation, observation_slices
 
 
 class DatasetNotFoundError(ValueError):
@@ -178,7 +178,7 @@ def load_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> Offl
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     slices = None
     if isinstance(observation_space, gym.spaces.Dict):
-        slices = observation_slices({key: observation_space[key].shape[0] for key in DICT_OBSERVATION_KEYS})
+        slices = observation_slices({key: flat_size(observation_space[key]) for key in DICT_OBSERVATION_KEYS})
     metadata = dataset.storage.metadata
     return OfflineData(
         observations=np.concatenate([ep["observations"][:-1] for ep in episodes]),
@@ -293,12 +293,16 @@ def _check_supported_spaces(dataset_id: str, observation_space: gym.Space, actio
     def flat_box(space):
         return isinstance(space, gym.spaces.Box) and len(space.shape) == 1
 
+    def goal(space):  # a 1-D Box, or a dict of them (FrankaKitchen's per-task goals)
+        return flat_box(space) or (isinstance(space, gym.spaces.Dict) and all(map(flat_box, space.spaces.values())))
+
     if isinstance(observation_space, gym.spaces.Dict):
         keys = tuple(observation_space.spaces)
-        if set(keys) != set(DICT_OBSERVATION_KEYS) or not all(flat_box(observation_space[k]) for k in keys):
+        if set(keys) != set(DICT_OBSERVATION_KEYS) or not flat_box(observation_space["observation"]) or not all(
+                goal(observation_space[k]) for k in ("achieved_goal", "desired_goal")):
             raise ValueError(
-                f"dataset {dataset_id!r}: dict observations must have exactly the 1-D Box keys "
-                f"{DICT_OBSERVATION_KEYS}, got {observation_space}"
+                f"dataset {dataset_id!r}: dict observations must have exactly the keys {DICT_OBSERVATION_KEYS}, "
+                f"1-D Boxes (a goal may be a dict of them), got {observation_space}"
             )
     elif not flat_box(observation_space):
         raise ValueError(
@@ -313,7 +317,10 @@ def _episode_arrays(dataset_id: str, episode) -> dict[str, np.ndarray]:
     observations = episode.observations
     if isinstance(observations, dict):
         for key in DICT_OBSERVATION_KEYS:
-            _check_finite(dataset_id, f"observations[{key!r}]", episode.id, observations[key])
+            entries = observations[key] if isinstance(observations[key], dict) else {None: observations[key]}
+            for name, values in entries.items():
+                field = f"observations[{key!r}]" + ("" if name is None else f"[{name!r}]")
+                _check_finite(dataset_id, field, episode.id, values)
     else:
         _check_finite(dataset_id, "observations", episode.id, observations)
     _check_finite(dataset_id, "actions", episode.id, episode.actions)

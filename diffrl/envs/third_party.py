@@ -1,6 +1,7 @@
 """Tidying up after third-party packages: the lines MJX prints when the optional ``warp`` package is absent, the
-notice gymnasium-robotics prints on import (about its Adroit envs, which diffrl does not use), and the maze XML
-files gymnasium-robotics leaves in the temp folder."""
+notice gymnasium-robotics prints on import (about its Adroit envs, which diffrl does not use), the maze XML
+files gymnasium-robotics leaves in the temp folder, and a joint-type check of gymnasium-robotics that newer
+MuJoCo releases fail (it keeps FrankaKitchen from being built)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import io
 import sys
 import tempfile
+import types
 
 MISSING_WARP_LINES = ("Failed to import warp:", "Failed to import mujoco_warp:")  # mujoco/mjx/warp/__init__.py
 
@@ -27,9 +29,11 @@ def import_mjx_quietly() -> None:
 
 
 def import_gymnasium_robotics_quietly():
-    """``import gymnasium_robotics`` without the version notice it prints to stderr (``farama_notifications``);
-    anything else the import prints still reaches stderr. Returns the module."""
+    """``import gymnasium_robotics`` without the version notice it prints to stderr (``farama_notifications``),
+    anything else the import prints still reaching stderr, and with its joint-type check mended. Returns the
+    module."""
     if "gymnasium_robotics" in sys.modules:
+        _compare_joint_types_as_ints()
         return sys.modules["gymnasium_robotics"]
     captured = io.StringIO()
     try:
@@ -43,7 +47,27 @@ def import_gymnasium_robotics_quietly():
             notices = set()
         lines = captured.getvalue().splitlines(keepends=True)
         sys.stderr.write("".join(line for line in lines if line.strip() not in notices))
+    _compare_joint_types_as_ints()
     return gymnasium_robotics
+
+
+def _compare_joint_types_as_ints() -> None:
+    """gymnasium-robotics' joint accessors (``utils/mujoco_utils.py``: ``get_joint_qpos`` and friends) assert
+    ``model.jnt_type[j] in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)``. In MuJoCo 4.0.0 the
+    enum compares unequal to the NumPy integer the model holds, so the assertion fails for every hinge joint and
+    ``FrankaKitchen-v1`` cannot be built (gymnasium-robotics 1.4.2). Where that is so, the module sees ``mjtJoint`` as plain
+    integers (the same values); nothing else in it changes."""
+    import mujoco
+    import numpy as np
+    from gymnasium_robotics.utils import mujoco_utils
+
+    hinge = mujoco.mjtJoint.mjJNT_HINGE
+    if np.int32(int(hinge)) in (hinge,) or mujoco_utils.mujoco is not mujoco:  # not needed, or done already
+        return
+    patched = types.ModuleType(mujoco.__name__, mujoco.__doc__)
+    patched.__dict__.update(mujoco.__dict__)
+    patched.mjtJoint = types.SimpleNamespace(**{name: int(value) for name, value in mujoco.mjtJoint.__members__.items()})
+    mujoco_utils.mujoco = patched
 
 
 @contextlib.contextmanager
