@@ -16,7 +16,9 @@ from diffrl.config import apply_overrides, load_config
 from diffrl.envs.gym_fallback import make_gym_env
 from diffrl.envs.registry import NoMJXPortError
 from diffrl.eval.evaluate import Evaluator, choose_backend
+from diffrl.eval.rollout import make_rollout
 from diffrl.train.pipeline import load_trained, train
+from diffrl.train.sharding import put_replicated
 
 TINY_BC = ["model.hidden=(8,)", "train.steps=10", "train.log_every=10", "train.checkpoint_every=10",
            "train.batch_size=8"]
@@ -30,7 +32,9 @@ def test_an_evaluator_compiles_its_rollout_once(tmp_path, caplog):
                              [*TINY_BC, f"dataset.root={root}", "eval.every=10", "eval.episodes=2"])
     train(config, tmp_path / "run", progress=False, make_evaluator=Evaluator)  # evaluates at step 10, the last
     method, params, _, _ = load_trained(tmp_path / "run")
+    caplog.clear()
     evaluator = Evaluator(method, episodes=2)
+    assert "2 episodes do not split evenly over 4 devices: evaluating on one device" in caplog.text
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
         lambda name, secs, **kw: compiles.append(name) if name.endswith("backend_compile_duration") else None)
@@ -55,6 +59,19 @@ def test_an_evaluator_compiles_its_rollout_once(tmp_path, caplog):
     for key in ("normalized_score", "first_hit_score", "first_hit_stderr", "success_rate"):
         assert logged[f"eval/{key}"] == [(10, pytest.approx(first["summary"][key], rel=1e-5, abs=1e-5))]
     assert read_image_tags(tmp_path / "run" / "policy" / "tensorboard") == ["eval/rollouts"]
+
+    # 8 episodes split over the 4 devices: each device holds 2 of every episode array, the values are the
+    # one-device rollout's
+    caplog.clear()
+    split = Evaluator(method, episodes=8)
+    result = split(params)
+    assert "evaluating 8 episodes of 300 steps in parallel MJX envs over 4 devices" in caplog.text
+    whole = make_rollout(split.env, split.policy, 8, split.env.max_episode_steps)(params, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(result["rollout"]["observations"], whole["observations"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result["rollout"]["returns"], whole["returns"], rtol=1e-5)
+    sharded = split._rollout(put_replicated(params, split.mesh), jax.random.PRNGKey(0))
+    assert {shard.data.shape for shard in sharded["returns"].addressable_shards} == {(2,)}
+    assert len(sharded["observations"].sharding.device_set) == 4
 
 
 KITCHEN_TASKS = ["microwave", "kettle", "light switch", "slide cabinet"]  # D4RL/kitchen/complete-v2's

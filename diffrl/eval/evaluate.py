@@ -24,6 +24,7 @@ from diffrl.envs.registry import has_mjx_port, make_env, slower_than_mujoco_c_on
 from diffrl.eval.plots import save_figure, set_figure_title, write_atomically
 from diffrl.eval.rollout import make_rollout, score_summary
 from diffrl.train.pipeline import load_trained
+from diffrl.train.sharding import make_mesh, put_replicated
 
 logger = logging.getLogger(__name__)
 GYM_FALLBACK_ENVS = 10  # parallel gymnasium environments of the CPU fallback
@@ -80,10 +81,11 @@ class Evaluator:
         self.policy = method.policy()
         spec, kwargs = eval_env_spec(method)
         self.spec, self.spec_kwargs = spec, kwargs
-        self.env = None
+        self.env, self.mesh = None, None
         if choose_backend(spec, backend, min(GYM_FALLBACK_ENVS, self.episodes)) == "mjx":
             self.env = make_env(spec, **kwargs)
-            self._rollout = make_rollout(self.env, self.policy, self.episodes, self.env.max_episode_steps)
+            self.mesh = episode_mesh(self.episodes)
+            self._rollout = make_rollout(self.env, self.policy, self.episodes, self.env.max_episode_steps, self.mesh)
         else:
             self._init, self._act = jax.jit(self.policy.init), jax.jit(self.policy.act)
 
@@ -94,12 +96,17 @@ class Evaluator:
     def __call__(self, params, step: int | None = None) -> dict:
         """Evaluate ``params``; ``step`` (the checkpoint's training step) goes into the figure's title."""
         max_steps = self.env.max_episode_steps if self.env is not None else self.spec.max_episode_steps
-        where = ("parallel MJX envs (compiling the rollout on first use)" if self.env is not None
+        devices = f" over {self.mesh.size} devices" if self.mesh is not None else ""
+        where = (f"parallel MJX envs{devices} (compiling the rollout on first use)" if self.env is not None
                  else f"{min(GYM_FALLBACK_ENVS, self.episodes)} gymnasium environments on the CPU")
         logger.info("evaluating %d episodes of %s steps in %s ...", self.episodes, max_steps, where)
         started = time.perf_counter()
         rng = jax.random.PRNGKey(self.seed)
-        out = jax.device_get(self._rollout(params, rng)) if self.env is not None else self._gym_rollout(params, rng)
+        if self.env is None:
+            out = self._gym_rollout(params, rng)
+        else:
+            params = put_replicated(params, self.mesh) if self.mesh is not None else params
+            out = jax.device_get(self._rollout(params, rng))
         seconds = time.perf_counter() - started
         logger.info("evaluated %d episodes in %.1f s", self.episodes, seconds)
         info = self.method.info
@@ -121,6 +128,20 @@ class Evaluator:
                               **self.spec_kwargs)
         return {"returns": result["returns"], "success": result["successes"], "first_hit": result["first_hits"],
                 "lengths": result["lengths"]}
+
+
+def episode_mesh(episodes: int):
+    """A mesh over this process's devices to split ``episodes`` over (several GPUs, or one CPU device per core
+    with ``JAX_NUM_CPU_DEVICES``); ``None`` with one device, or when the devices do not divide the episodes,
+    which is then logged."""
+    devices = jax.local_devices()
+    if len(devices) == 1:
+        return None
+    if episodes % len(devices):
+        logger.info("%d episodes do not split evenly over %d devices: evaluating on one device", episodes,
+                    len(devices))
+        return None
+    return make_mesh(devices)
 
 
 def rollout_figure(env: Env, out: dict, summary: dict, step: int | None, episodes: int):

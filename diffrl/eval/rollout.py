@@ -23,19 +23,30 @@ from diffrl.data.minari_io import normalized_score
 from diffrl.envs.base import Env
 
 
-def make_rollout(env: Env, policy: Policy, episodes: int, max_steps: int) -> Callable[[Any, jax.Array], dict]:
+def make_rollout(env: Env, policy: Policy, episodes: int, max_steps: int,
+                 mesh: jax.sharding.Mesh | None = None) -> Callable[[Any, jax.Array], dict]:
     """A jitted ``(params, rng) -> rollout`` of ``episodes`` episodes of at most ``max_steps`` steps, compiled once
     for the env and policy; every output has the episodes as axis 0.
+
+    With a ``mesh`` (:func:`diffrl.train.sharding.make_mesh`) the episodes are split over its devices: every
+    array of the environments and of the policy's state whose leading axis is the episodes is laid out in
+    ``episodes / devices`` slices, one per device, and XLA runs each slice where it lies (data parallelism: the same
+    computation, though rounding can differ in the last bits where a device's smaller batch changes how XLA tiles
+    an operation). ``params`` should then be replicated on the mesh.
 
     Returns ``returns [N]``, ``success [N]`` (the goal was reached at least once; False for envs without a
     ``success`` flag), ``first_hit [N]`` (the 0-based step at which it was first reached, -1 if never), ``lengths [N]``, ``observations [N, T + 1, obs]``, ``valid [N, T + 1]`` (the observation
     belongs to the episode) and ``planned_states`` (``[N, H, S]`` for planners, else absent).
     """
 
+    if mesh is not None and episodes % mesh.size:
+        raise ValueError(f"{episodes} episodes cannot be split evenly over {mesh.size} devices")
+    split = _episode_layout(episodes, mesh)
+
     def run(params, rng):
         rng_reset, rng_init, rng_steps = jax.random.split(rng, 3)
-        env_state = jax.vmap(env.reset)(jax.random.split(rng_reset, episodes))
-        policy_state = policy.init(params, rng_init, env_state.obs)
+        env_state = split(jax.vmap(env.reset)(jax.random.split(rng_reset, episodes)))
+        policy_state = split(policy.init(params, rng_init, env_state.obs))
         planned = policy.planned_states(policy_state)
 
         def step(carry, inputs):
@@ -49,7 +60,8 @@ def make_rollout(env: Env, policy: Policy, episodes: int, max_steps: int) -> Cal
             first_hit = jnp.where(alive & reached & (first_hit < 0), t, first_hit)
             lengths = lengths + alive.astype(jnp.int32)
             done = done | env_state.done
-            return (env_state, policy_state, done, returns, first_hit, lengths), (env_state.obs, alive)
+            carry = split((env_state, policy_state, done, returns, first_hit, lengths))
+            return carry, (env_state.obs, alive)
 
         carry = (env_state, policy_state, jnp.zeros((episodes,), bool), jnp.zeros((episodes,), jnp.float32),
                  jnp.full((episodes,), -1, jnp.int32), jnp.zeros((episodes,), jnp.int32))
@@ -68,6 +80,20 @@ def make_rollout(env: Env, policy: Policy, episodes: int, max_steps: int) -> Cal
         return out
 
     return jax.jit(run)
+
+
+def _episode_layout(episodes: int, mesh: jax.sharding.Mesh | None) -> Callable:
+    """``tree -> tree`` constraining the arrays whose leading axis is the episodes to be split over ``mesh`` (a
+    layout for XLA's partitioner, not a change of values); the identity without a mesh."""
+    if mesh is None or mesh.size == 1:
+        return lambda tree: tree
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+
+    def constrain(x):
+        batched = isinstance(x, jax.Array) and x.ndim > 0 and x.shape[0] == episodes
+        return jax.lax.with_sharding_constraint(x, sharding) if batched else x
+
+    return lambda tree: jax.tree.map(constrain, tree)
 
 
 def first_hit_returns(first_hit, max_steps: int) -> np.ndarray:
