@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import gymnasium as gym
 import numpy as np
 
 DICT_OBSERVATION_KEYS = ("observation", "achieved_goal", "desired_goal")
@@ -38,7 +39,7 @@ def _flat_entry(value, xp):
 
 def flat_size(space) -> int:
     """Length of a 1-D ``Box``, or of a ``Dict`` of 1-D Boxes flattened as :func:`flatten_observation` does."""
-    if hasattr(space, "spaces"):
+    if isinstance(space, gym.spaces.Dict):
         return sum(flat_size(sub) for sub in space.spaces.values())
     return int(space.shape[0])
 

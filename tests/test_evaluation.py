@@ -18,6 +18,7 @@ from diffrl.envs.registry import NoMJXPortError
 from diffrl.eval.evaluate import Evaluator, choose_backend
 from diffrl.eval.rollout import make_rollout
 from diffrl.train.pipeline import load_trained, train
+from diffrl.spaces import flatten_observation
 from diffrl.train.sharding import put_replicated
 
 TINY_BC = ["model.hidden=(8,)", "train.steps=10", "train.log_every=10", "train.checkpoint_every=10",
@@ -140,6 +141,9 @@ def test_kitchen_datasets_flatten_the_per_task_goal_dicts(tmp_path):
     obs, _ = env.reset(seed=0)
     assert {task: goal.shape[0] for task, goal in obs["desired_goal"].items()} == sizes
     np.testing.assert_array_equal(data.observations[0], np.asarray(by_hand_flat(obs), np.float32))
+    # the env lists its goals in task order, Minari's file in sorted order: both flatten to the same vector
+    assert list(obs["desired_goal"]) == KITCHEN_TASKS
+    np.testing.assert_array_equal(data.observations[0], np.asarray(flatten_observation(obs), np.float32))
 
 
 def test_the_backend_is_mujoco_c_for_locomotion_on_a_cpu_and_for_envs_without_an_mjx_port(caplog):

@@ -55,8 +55,8 @@ def _compare_joint_types_as_ints() -> None:
     """gymnasium-robotics' joint accessors (``utils/mujoco_utils.py``: ``get_joint_qpos`` and friends) assert
     ``model.jnt_type[j] in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)``. In MuJoCo 4.0.0 the
     enum compares unequal to the NumPy integer the model holds, so the assertion fails for every hinge joint and
-    ``FrankaKitchen-v1`` cannot be built (gymnasium-robotics 1.4.2). Where that is so, the module sees ``mjtJoint`` as plain
-    integers (the same values); nothing else in it changes."""
+    ``FrankaKitchen-v1`` cannot be built (gymnasium-robotics 1.4.2). Where that is so, the module sees ``mjtJoint``
+    as plain integers (the same values); nothing else in it changes."""
     import mujoco
     import numpy as np
     from gymnasium_robotics.utils import mujoco_utils
@@ -64,10 +64,20 @@ def _compare_joint_types_as_ints() -> None:
     hinge = mujoco.mjtJoint.mjJNT_HINGE
     if np.int32(int(hinge)) in (hinge,) or mujoco_utils.mujoco is not mujoco:  # not needed, or done already
         return
-    patched = types.ModuleType(mujoco.__name__, mujoco.__doc__)
-    patched.__dict__.update(mujoco.__dict__)
-    patched.mjtJoint = types.SimpleNamespace(**{name: int(value) for name, value in mujoco.mjtJoint.__members__.items()})
-    mujoco_utils.mujoco = patched
+    mujoco_utils.mujoco = _MujocoWithIntJointTypes(mujoco)
+
+
+class _MujocoWithIntJointTypes(types.ModuleType):
+    """``mujoco`` as gymnasium-robotics' ``mujoco_utils`` sees it: every attribute is the real module's (looked up
+    when asked for), except ``mjtJoint``, whose members are plain ints."""
+
+    def __init__(self, mujoco):
+        super().__init__(mujoco.__name__, mujoco.__doc__)
+        self._mujoco = mujoco
+        self.mjtJoint = types.SimpleNamespace(**{k: int(v) for k, v in mujoco.mjtJoint.__members__.items()})
+
+    def __getattr__(self, name):
+        return getattr(self._mujoco, name)
 
 
 @contextlib.contextmanager

@@ -131,8 +131,8 @@ class Evaluator:
 
 
 def episode_mesh(episodes: int):
-    """A mesh over this process's devices to split ``episodes`` over (several GPUs, or one CPU device per core
-    with ``JAX_NUM_CPU_DEVICES``); ``None`` with one device, or when the devices do not divide the episodes,
+    """A mesh over this process's devices to split ``episodes`` over (several GPUs, or N CPU devices with
+    ``JAX_NUM_CPU_DEVICES=N``); ``None`` with one device, or when the devices do not divide the episodes,
     which is then logged."""
     devices = jax.local_devices()
     if len(devices) == 1:
