@@ -17,8 +17,8 @@ from diffrl.envs.gym_fallback import make_gym_env
 from diffrl.envs.registry import NoMJXPortError
 from diffrl.eval.evaluate import Evaluator, choose_backend
 from diffrl.eval.rollout import make_rollout
-from diffrl.train.pipeline import load_trained, train
 from diffrl.spaces import flatten_observation
+from diffrl.train.pipeline import load_trained, train
 from diffrl.train.sharding import put_replicated
 
 TINY_BC = ["model.hidden=(8,)", "train.steps=10", "train.log_every=10", "train.checkpoint_every=10",
