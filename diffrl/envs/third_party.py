@@ -1,7 +1,7 @@
 """Tidying up after third-party packages: the lines MJX prints when the optional ``warp`` package is absent, the
 notice gymnasium-robotics prints on import (about its Adroit envs, which diffrl does not use), the maze XML
-files gymnasium-robotics leaves in the temp folder, and a joint-type check of gymnasium-robotics that newer
-MuJoCo releases fail (it keeps FrankaKitchen from being built)."""
+files gymnasium-robotics leaves in the temp folder, and a joint-type check of gymnasium-robotics 1.4.2 that MuJoCo
+4.0.0 fails (it keeps FrankaKitchen from being built)."""
 
 from __future__ import annotations
 
