@@ -225,7 +225,7 @@ def report(section: str, script: str, argv, header: str, table: list[str], figur
         print(f"wrote {write_json(json_path, figures)}")
     if write:
         # the settings that change what the devices are belong to the command
-        env = [f"{k}={os.environ[k]}" for k in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS") if os.environ.get(k)]
+        env = [f"{k}={os.environ[k]}" for k in ("JAX_NUM_CPU_DEVICES", "PJRT_NPROC", "XLA_FLAGS") if os.environ.get(k)]
         command = " ".join([*env, "diffrl benchmark", script, *argv])
         body = "\n\n".join([header, "\n".join(table)])
         print(f"wrote {write_section(section, body, command)}")

@@ -35,7 +35,9 @@ Each workload is built and warmed up on both sides, then timed ``--repeats`` tim
 (and best) of each and the ratio of the medians. Weights are random on both sides: the time does not depend on
 them. On a machine with a GPU that both JAX and PyTorch see, both run on it. With several local JAX devices (a CPU
 split into one device per core by ``JAX_NUM_CPU_DEVICES=<cores>``), diffrl's plans split their batch over them
-where it divides, data-parallel, while PyTorch uses as many threads; its train updates stay on one device.
+where it divides, data-parallel, and so do its train updates (as ``diffrl train`` shards its batch over the mesh),
+while PyTorch uses as many threads. ``PJRT_NPROC=1`` gives XLA one thread per process, which is the fastest
+batch-1 plan on a CPU (the recorded command shows it).
 """
 
 from __future__ import annotations
@@ -194,7 +196,11 @@ def jax_plan(method_name: str, batch: int) -> Callable[[], None]:
 
 
 def jax_train(workload: str, steps: int) -> Callable[[], None]:
-    built = compiled_chunk(f"diffuser:{VARIANTS[workload]}", jax.devices()[:1], steps)
+    tc = synthetic_method(VARIANTS[workload]).config.train
+    devices = jax.local_devices()  # diffrl train's mesh: the update's batch split over them where it divides
+    if tc.batch_size * tc.gradient_accumulation % len(devices):
+        devices = devices[:1]
+    built = compiled_chunk(f"diffuser:{VARIANTS[workload]}", devices, steps)
     chunk, train_data, carry = built["chunk"], built["train_data"], [built["carry"]]
 
     def train():  # the carry is donated: each chunk continues from the last one's output
@@ -300,7 +306,8 @@ def main(argv=None) -> int:
             rows.append(row(figure))
             print(rows[-1], flush=True)
     devices = jax.local_device_count()
-    split = (f"; diffrl's plans split over {devices} {jax.default_backend().upper()} devices where the batch divides"
+    split = (f"; diffrl's plans and train updates split over {devices} {jax.default_backend().upper()} devices "
+             "where the batch divides"
              if devices > 1 else "")
     header = (f"{versions('flax')}, torch {torch.__version__} ({threads} threads on the CPU"
               f"{', the GPU for both' if on_gpu else ''}{split}); the official Diffuser at "
