@@ -41,7 +41,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from diffrl.envs.base import EnvState
+from diffrl.envs.base import EnvState, put_model
 from diffrl.envs.maze_plot import maze_figure
 from diffrl.envs.mjx_contact import (
     use_early_exit_linesearch,
@@ -90,7 +90,7 @@ class AntMaze(MazeGoalEnv):
         use_exact_sphere_box_contacts()  # the torso is a sphere: exact sphere-box contacts within the margin
         use_mujoco_capsule_plane_frames()  # the legs on the floor: MuJoCo C's friction pyramid orientation
         use_early_exit_linesearch()
-        self.model = mjx.put_model(self.mj_model)
+        self.model = put_model(self.mj_model)
 
     def reset(self, rng: jax.Array) -> EnvState:
         rng, rng_goal, rng_reset = jax.random.split(rng, 3)

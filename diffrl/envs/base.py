@@ -14,7 +14,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import mujoco
 from flax import struct
+from mujoco import mjx
+
+
+def put_model(mj_model: mujoco.MjModel) -> mjx.Model:
+    """``mjx.put_model`` on this process's first device. MJX's default, ``jax.devices()[0]``, is process 0's device
+    in a multi-host run, which the other processes' rollouts cannot read."""
+    return mjx.put_model(mj_model, device=jax.local_devices()[0])
 
 
 @struct.dataclass

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import mujoco
 from mujoco import mjx
 
-from diffrl.envs.base import Env, EnvState
+from diffrl.envs.base import Env, EnvState, put_model
 from diffrl.envs.mjx_contact import (
     use_early_exit_linesearch,
     use_mujoco_capsule_plane_frames,
@@ -72,7 +72,7 @@ class LocomotionEnv(Env):
         self.mj_model = mujoco.MjModel.from_xml_path(os.path.join(GYMNASIUM_ASSETS, self.xml_file))
         use_mujoco_capsule_plane_frames()  # capsules on the floor: MuJoCo C's friction directions
         use_early_exit_linesearch()
-        self.model = mjx.put_model(self.mj_model)
+        self.model = put_model(self.mj_model)
         self.dt = self.mj_model.opt.timestep * self.frame_skip
         self.observation_size = self.mj_model.nq - 1 + self.mj_model.nv
         self.action_size = self.mj_model.nu

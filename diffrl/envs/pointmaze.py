@@ -45,7 +45,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from diffrl.envs.base import Env, EnvState
+from diffrl.envs.base import Env, EnvState, put_model
 from diffrl.envs.maze_plot import maze_figure
 from diffrl.envs.mjx_contact import (
     use_early_exit_linesearch,
@@ -345,7 +345,7 @@ class PointMaze(MazeGoalEnv):
         self.mj_model = mujoco.MjModel.from_xml_string(self.layout.mjcf())
         use_exact_sphere_box_contacts()  # before MJX sizes (make_data) or traces (step) this model's contacts
         use_early_exit_linesearch()
-        self.model = mjx.put_model(self.mj_model)
+        self.model = put_model(self.mj_model)
 
     # -- API -----------------------------------------------------------------------------------------------------
     def reset(self, rng: jax.Array) -> EnvState:

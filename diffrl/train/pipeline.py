@@ -24,7 +24,7 @@ from diffrl.data.normalizers import normalizer_from_dict
 from diffrl.locking import exclusive_lock
 from diffrl.train.checkpoint import CheckpointError, Checkpointer
 from diffrl.train.loop import check_workdir, train_stage
-from diffrl.train.sharding import make_mesh
+from diffrl.train.sharding import make_mesh, sync_processes
 
 PIPELINE_FILE = "pipeline.json"
 UPSTREAM_KEYS = ("dataset.id", "task", "model")  # an upstream stage must agree with its consumer on these
@@ -92,6 +92,7 @@ def _train_stages(config, workdir: pathlib.Path, stages, progress, data, devices
     for index, name in enumerate(names):
         stage_dir = workdir / name
         finished = _finished_step(stage_dir, method.train_config(name).steps)
+        sync_processes(f"diffrl stage {name} checked")  # before any process writes its checkpoints
         if finished is not None or (stages and name not in stages):
             if finished is not None:
                 exported[name] = _load_upstream(stage_dir, config, finished)

@@ -12,6 +12,7 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -26,6 +27,13 @@ def initialize_distributed() -> None:
                       num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                       process_id=int(os.environ["JAX_PROCESS_ID"]))
     jax.distributed.initialize(**kwargs)
+
+
+def sync_processes(name: str) -> None:
+    """A barrier of all processes of a multi-host run (nothing in a single-process one): what one process does to
+    the shared workdir after it, the others have looked at before it."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def make_mesh(devices=None) -> Mesh:

@@ -1,0 +1,68 @@
+"""A multi-host run on one machine: two processes of ``diffrl train --distributed`` (``jax.distributed`` with Gloo
+CPU collectives, four CPU devices each) train one stage together with evaluation during training, then resume
+it. What only a second process meets: its MJX model must sit on its own devices, and the processes must agree on
+the state of the shared workdir before any of them writes checkpoints into it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from synthetic import write_pointmaze_dataset
+from tensorboard_reader import read_scalars
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _train_on_two_processes(root, workdir, steps: int) -> list[str]:
+    """Both processes' output; fails as soon as one of them raises, stopping both."""
+    port = _free_port()
+    command = [sys.executable, "-m", "diffrl.cli", "train", "--distributed", "--no-progress",
+               "--config=configs/bc.py:pointmaze-umaze", "--workdir", str(workdir), f"--config.dataset.root={root}",
+               f"--config.train.steps={steps}", "--config.train.log_every=10", "--config.train.checkpoint_every=10",
+               "--config.train.batch_size=16", "--config.eval.every=20", "--config.eval.episodes=4"]
+    logs = [workdir.parent / f"process{i}-{steps}.log" for i in range(2)]
+    processes = [subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                  env={**os.environ, "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                                       "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i),
+                                       "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"})
+                 for i, log in enumerate(logs)]
+    deadline = time.monotonic() + 300
+    try:
+        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+            # a process that raised waits for the others at jax.distributed's exit barrier: fail on its traceback
+            failed = [i for i, log in enumerate(logs) if "Traceback (most recent call last)" in log.read_text()]
+            assert not failed, f"process {failed[0]} failed:\n{logs[failed[0]].read_text()[-3000:]}"
+            time.sleep(0.5)
+    finally:
+        for p in processes:
+            p.kill()
+            p.wait()
+    outputs = [log.read_text() for log in logs]
+    for i, (p, out) in enumerate(zip(processes, outputs)):
+        assert p.returncode == 0, f"process {i} failed or timed out:\n{out[-3000:]}"
+    return outputs
+
+
+def test_two_processes_train_evaluate_and_resume(tmp_path):
+    root = tmp_path / "minari"
+    write_pointmaze_dataset(root)
+    workdir = tmp_path / "run"
+    first = _train_on_two_processes(root, workdir, steps=20)
+    for out in first:
+        assert "finished at step 20 (resumed from 0) on 8 device(s)" in out
+        assert "evaluated 4 episodes" in out
+    second = _train_on_two_processes(root, workdir, steps=40)
+    for out in second:
+        assert "finished at step 40 (resumed from 20) on 8 device(s)" in out
+    checkpoints = workdir / "policy" / "checkpoints"
+    assert {int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()} >= {30, 40}
+    scalars = read_scalars(workdir / "policy" / "tensorboard")
+    assert [step for step, _ in scalars["eval/normalized_score"]] == [20, 40]
