@@ -1,7 +1,8 @@
 """A multi-host run on one machine: two processes of ``diffrl train --distributed`` (``jax.distributed`` with Gloo
 CPU collectives, four CPU devices each) train one stage together with evaluation during training, then resume
-it. What only a second process meets: its MJX model must sit on its own devices, and the processes must agree on
-the state of the shared workdir before any of them writes checkpoints into it."""
+it, and refuse together a workdir that another run holds. What only a second process meets: its MJX model must sit
+on its own devices, and the processes must agree on the state of the shared workdir before any of them writes
+checkpoints into it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 
+from diffrl.locking import exclusive_lock
 from synthetic import write_pointmaze_dataset
 from tensorboard_reader import read_scalars
 
@@ -21,14 +23,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_on_two_processes(root, workdir, steps: int) -> list[str]:
-    """Both processes' output; fails as soon as one of them raises, stopping both."""
+def _train_on_two_processes(root, workdir, steps: int, episodes: int, refused: bool = False) -> list[str]:
+    """Both processes' output. A successful run is expected unless ``refused``: then both must fail with the
+    message that the workdir is in use. Fails as soon as a process raises where none should, stopping both."""
     port = _free_port()
     command = [sys.executable, "-m", "diffrl.cli", "train", "--distributed", "--no-progress",
                "--config=configs/bc.py:pointmaze-umaze", "--workdir", str(workdir), f"--config.dataset.root={root}",
                f"--config.train.steps={steps}", "--config.train.log_every=10", "--config.train.checkpoint_every=10",
-               "--config.train.batch_size=16", "--config.eval.every=20", "--config.eval.episodes=4"]
-    logs = [workdir.parent / f"process{i}-{steps}.log" for i in range(2)]
+               "--config.train.batch_size=16", "--config.eval.every=20", f"--config.eval.episodes={episodes}"]
+    logs = [workdir.parent / f"process{i}-{steps}-{refused}.log" for i in range(2)]
     processes = [subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
                                   env={**os.environ, "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
                                        "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i),
@@ -38,7 +41,9 @@ def _train_on_two_processes(root, workdir, steps: int) -> list[str]:
     try:
         while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
             # a process that raised waits for the others at jax.distributed's exit barrier: fail on its traceback
-            failed = [i for i, log in enumerate(logs) if "Traceback (most recent call last)" in log.read_text()]
+            failed = [i for i, log in enumerate(logs)
+                      if "Traceback (most recent call last)" in (text := log.read_text())
+                      or ("diffrl train: " in text and not refused)]
             assert not failed, f"process {failed[0]} failed:\n{logs[failed[0]].read_text()[-3000:]}"
             time.sleep(0.5)
     finally:
@@ -47,7 +52,7 @@ def _train_on_two_processes(root, workdir, steps: int) -> list[str]:
             p.wait()
     outputs = [log.read_text() for log in logs]
     for i, (p, out) in enumerate(zip(processes, outputs)):
-        assert p.returncode == 0, f"process {i} failed or timed out:\n{out[-3000:]}"
+        assert p.returncode == (2 if refused else 0), f"process {i}:\n{out[-3000:]}"  # 2: diffrl's one-line errors
     return outputs
 
 
@@ -55,14 +60,20 @@ def test_two_processes_train_evaluate_and_resume(tmp_path):
     root = tmp_path / "minari"
     write_pointmaze_dataset(root)
     workdir = tmp_path / "run"
-    first = _train_on_two_processes(root, workdir, steps=20)
+    first = _train_on_two_processes(root, workdir, steps=20, episodes=4)  # 4 episodes: one per local device
     for out in first:
         assert "finished at step 20 (resumed from 0) on 8 device(s)" in out
         assert "evaluated 4 episodes" in out
-    second = _train_on_two_processes(root, workdir, steps=40)
+    second = _train_on_two_processes(root, workdir, steps=40, episodes=3)  # 3: not split over the local devices
     for out in second:
         assert "finished at step 40 (resumed from 20) on 8 device(s)" in out
+        assert "evaluated 3 episodes" in out
     checkpoints = workdir / "policy" / "checkpoints"
     assert {int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()} >= {30, 40}
     scalars = read_scalars(workdir / "policy" / "tensorboard")
     assert [step for step, _ in scalars["eval/normalized_score"]] == [20, 40]
+
+    with exclusive_lock(workdir):  # another run holds the workdir: every process refuses, none waits
+        refused = _train_on_two_processes(root, workdir, steps=60, episodes=3, refused=True)
+    for out in refused:
+        assert f"workdir {workdir} is in use by another diffrl process" in out

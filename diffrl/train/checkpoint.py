@@ -14,7 +14,6 @@ import pathlib
 import jax
 import orbax.checkpoint as ocp
 
-from diffrl.train.sharding import sync_processes
 
 FORMAT = 2  # 1: before stages (one agent state per run, normalisers in the JSON record)
 
@@ -33,12 +32,6 @@ class Checkpointer:
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoints in {pathlib.Path(workdir)} (expected {self.directory}); "
                                   "train first with diffrl train --workdir DIR")
-        if create and jax.process_count() > 1:
-            # Orbax's manager takes a barrier only when it finds the folder missing: processes that look at
-            # different moments would wait at a barrier the others skip. Made first, it is there for all of them.
-            if jax.process_index() == 0:
-                self.directory.mkdir(parents=True, exist_ok=True)
-            sync_processes("diffrl checkpoint folder")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
                                                enable_async_checkpointing=asynchronous)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "exported", "facts", "meta"))

@@ -110,7 +110,8 @@ def _resume(checkpointer: Checkpointer, carry: dict, config: ml_collections.Conf
             continue
         for bad, err in failures:
             aside = checkpointer.directory / f"corrupt-{bad}"
-            (checkpointer.directory / str(bad)).rename(aside)
+            if jax.process_index() == 0:  # the workdir is shared by the processes of a multi-host run
+                (checkpointer.directory / str(bad)).rename(aside)
             logger.warning("checkpoint %s cannot be restored (%s); moved to %s, resuming from step %d", bad, err,
                            aside, step)
         return restored, step
