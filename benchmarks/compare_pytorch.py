@@ -36,8 +36,8 @@ Each workload is built and warmed up on both sides, then timed ``--repeats`` tim
 them. On a machine with a GPU that both JAX and PyTorch see, both run on it. With several local JAX devices (a CPU
 split into one device per core by ``JAX_NUM_CPU_DEVICES=<cores>``), diffrl's plans split their batch over them
 where it divides, data-parallel, and so do its train updates (as ``diffrl train`` shards its batch over the mesh),
-while PyTorch uses as many threads. ``PJRT_NPROC=1`` gives XLA one thread per process, which is the fastest
-batch-1 plan on a CPU (the recorded command shows it).
+while PyTorch uses as many threads. With one JAX device, ``PJRT_NPROC=1`` gives XLA one thread, which is the
+fastest batch-1 plan on a CPU (the recorded command shows it).
 """
 
 from __future__ import annotations
