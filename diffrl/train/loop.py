@@ -29,7 +29,7 @@ from diffrl.agents.base import Stage
 from diffrl.config import config_from_json, mismatched_keys
 from diffrl.train.checkpoint import CheckpointError, Checkpointer
 from diffrl.train.logging import SummaryWriter
-from diffrl.train.sharding import check_batch_size, put_replicated, shard_batch
+from diffrl.train.sharding import check_batch_size, on_process_0, put_replicated, shard_batch
 
 # Config groups that fix the shapes of the saved state: a workdir cannot be resumed under other values.
 SHAPE_KEYS = ("method", "dataset.id", "task", "model", "value")
@@ -110,8 +110,11 @@ def _resume(checkpointer: Checkpointer, carry: dict, config: ml_collections.Conf
             continue
         for bad, err in failures:
             aside = checkpointer.directory / f"corrupt-{bad}"
-            if jax.process_index() == 0:  # the workdir is shared by the processes of a multi-host run
-                (checkpointer.directory / str(bad)).rename(aside)
+            if aside.exists():  # a checkpoint of that step was moved aside by an earlier resume
+                aside = aside.with_name(f"{aside.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+            # the workdir is shared by the processes of a multi-host run: process 0 moves it
+            on_process_0(lambda: (checkpointer.directory / str(bad)).rename(aside),
+                         OSError(f"process 0 could not move checkpoint {bad} to {aside} (its output says why)"))
             logger.warning("checkpoint %s cannot be restored (%s); moved to %s, resuming from step %d", bad, err,
                            aside, step)
         return restored, step

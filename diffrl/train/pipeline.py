@@ -16,8 +16,6 @@ from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
-import numpy as np
-from jax.experimental import multihost_utils
 
 from diffrl.agents import DatasetInfo, Method, method_class
 from diffrl.config import apply_overrides, config_from_json, config_to_json, mismatched_keys, validate
@@ -26,7 +24,7 @@ from diffrl.data.normalizers import normalizer_from_dict
 from diffrl.locking import LockedError, exclusive_lock
 from diffrl.train.checkpoint import CheckpointError, Checkpointer
 from diffrl.train.loop import check_workdir, train_stage
-from diffrl.train.sharding import make_mesh, sync_processes
+from diffrl.train.sharding import make_mesh, on_process_0, sync_processes
 
 PIPELINE_FILE = "pipeline.json"
 UPSTREAM_KEYS = ("dataset.id", "task", "model")  # an upstream stage must agree with its consumer on these
@@ -78,22 +76,11 @@ def train(config: ml_collections.ConfigDict, workdir, *, stages: Sequence[str] |
 
 @contextlib.contextmanager
 def _workdir_lock(workdir: pathlib.Path):
-    """One run writes a workdir at a time: process 0 holds its lock for all hosts, and when the lock is taken every
+    """One run writes a workdir at a time: process 0 holds its lock for all hosts, and when it cannot take it every
     process raises (the others would otherwise wait for process 0 at their first barrier)."""
-    if jax.process_count() == 1:
-        with exclusive_lock(workdir):
-            yield
-        return
     with contextlib.ExitStack() as stack:
-        refused = None
-        if jax.process_index() == 0:
-            try:
-                stack.enter_context(exclusive_lock(workdir))
-            except LockedError as err:
-                refused = err
-        if multihost_utils.broadcast_one_to_all(np.asarray(refused is not None)):
-            raise refused or LockedError(f"workdir {workdir} is in use by another diffrl process (process 0 "
-                                         "could not lock it)")
+        refused = LockedError(f"workdir {workdir} is in use by another diffrl process (process 0 could not lock it)")
+        on_process_0(lambda: stack.enter_context(exclusive_lock(workdir)), refused)
         yield
 
 
@@ -106,8 +93,9 @@ def _train_stages(config, workdir: pathlib.Path, stages, progress, data, devices
     unknown = [s for s in stages or () if s not in names]
     if unknown:
         raise ValueError(f"{config.method} has the stages {', '.join(names)}; got {', '.join(unknown)}")
-    if jax.process_index() == 0:
-        (workdir / PIPELINE_FILE).write_text(json.dumps({"method": config.method, "stages": list(names)}))
+    on_process_0(lambda: (workdir / PIPELINE_FILE).write_text(json.dumps({"method": config.method,
+                                                                          "stages": list(names)})),
+                 OSError(f"process 0 could not write {workdir / PIPELINE_FILE} (its output says why)"))
     facts, meta = _record(method)
     mesh = make_mesh(devices)
     store = None

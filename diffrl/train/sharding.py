@@ -9,11 +9,14 @@ of every process.
 from __future__ import annotations
 
 import os
+from typing import Callable, TypeVar
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+T = TypeVar("T")
 
 DATA_AXIS = "data"
 
@@ -34,6 +37,23 @@ def sync_processes(name: str) -> None:
     the shared workdir after it, the others have looked at before it."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+def on_process_0(work: Callable[[], T], failure: Exception) -> T | None:
+    """``work()`` on process 0 alone (a write to the workdir the processes share), and on every process an
+    exception when it failed there: process 0 raises its own, the others ``failure``, instead of waiting for process
+    0 at their next barrier. Returns what ``work`` returned on process 0, ``None`` on the others."""
+    if jax.process_count() == 1:
+        return work()
+    result = error = None
+    if jax.process_index() == 0:
+        try:
+            result = work()
+        except Exception as err:  # every kind: the other processes must learn of it
+            error = err
+    if multihost_utils.broadcast_one_to_all(np.asarray(error is not None)):
+        raise error or failure
+    return result
 
 
 def make_mesh(devices=None) -> Mesh:
