@@ -16,7 +16,7 @@ import diffrl.cli
 from diffrl.cli import main
 from diffrl.data import generate as gen
 from diffrl.locking import LOCK_FILE, LockedError, exclusive_lock
-from diffrl.train import pipeline
+from diffrl.train import loop, pipeline
 from diffrl.train.pipeline import load_stage, train
 from synthetic import TINY, tiny_config, write_pointmaze_dataset
 
@@ -136,6 +136,17 @@ def test_stale_lock_of_a_dead_process_does_not_block(tmp_path):
                 pass
     with exclusive_lock(tmp_path):  # released
         pass
+
+
+def test_a_checkpoint_moved_aside_again_keeps_the_earlier_one(tmp_path):
+    """A second resume past a corrupt checkpoint of the same step (a run cut short twice there) moves it to
+    ``corrupt-<step>-1``: the first one stays, and the rename does not fail on the taken name."""
+    for name in ("20", "corrupt-20"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "marker").write_text(name)
+    assert loop._move_aside(tmp_path, 20) == tmp_path / "corrupt-20-1"
+    assert [(tmp_path / d / "marker").read_text() for d in ("corrupt-20", "corrupt-20-1")] == ["corrupt-20", "20"]
+    assert not (tmp_path / "20").exists()
 
 
 def test_a_second_train_on_a_busy_workdir_refuses_and_the_first_finishes_intact(maze_root, tmp_path, capsys,

@@ -109,18 +109,24 @@ def _resume(checkpointer: Checkpointer, carry: dict, config: ml_collections.Conf
             failures.append((step, err))
             continue
         for bad, err in failures:
-            aside = checkpointer.directory / f"corrupt-{bad}"
-            if aside.exists():  # a checkpoint of that step was moved aside by an earlier resume
-                aside = aside.with_name(f"{aside.name}-{time.strftime('%Y%m%d-%H%M%S')}")
             # the workdir is shared by the processes of a multi-host run: process 0 moves it
-            on_process_0(lambda: (checkpointer.directory / str(bad)).rename(aside),
-                         OSError(f"process 0 could not move checkpoint {bad} to {aside} (its output says why)"))
+            aside = on_process_0(lambda: _move_aside(checkpointer.directory, bad),
+                                 OSError(f"process 0 could not move checkpoint {bad} aside (its output says why)"))
             logger.warning("checkpoint %s cannot be restored (%s); moved to %s, resuming from step %d", bad, err,
-                           aside, step)
+                           aside or "corrupt-<step> by process 0", step)
         return restored, step
     if failures:
         raise failures[0][1]
     return carry, 0
+
+
+def _move_aside(directory: pathlib.Path, step: int) -> pathlib.Path:
+    """Moves checkpoint ``step`` to ``corrupt-<step>``, or ``corrupt-<step>-<n>`` when earlier resumes took that."""
+    aside, n = directory / f"corrupt-{step}", 1
+    while aside.exists():
+        aside, n = directory / f"corrupt-{step}-{n}", n + 1
+    (directory / str(step)).rename(aside)
+    return aside
 
 
 @contextlib.contextmanager

@@ -79,7 +79,8 @@ def _workdir_lock(workdir: pathlib.Path):
     """One run writes a workdir at a time: process 0 holds its lock for all hosts, and when it cannot take it every
     process raises (the others would otherwise wait for process 0 at their first barrier)."""
     with contextlib.ExitStack() as stack:
-        refused = LockedError(f"workdir {workdir} is in use by another diffrl process (process 0 could not lock it)")
+        refused = LockedError(f"workdir {workdir} is in use by another diffrl process, or process 0 could not lock "
+                              "it (its output says which)")
         on_process_0(lambda: stack.enter_context(exclusive_lock(workdir)), refused)
         yield
 

@@ -49,7 +49,7 @@ def on_process_0(work: Callable[[], T], failure: Exception) -> T | None:
     if jax.process_index() == 0:
         try:
             result = work()
-        except Exception as err:  # every kind: the other processes must learn of it
+        except BaseException as err:  # every kind, Ctrl-C included: the other processes must learn of it
             error = err
     if multihost_utils.broadcast_one_to_all(np.asarray(error is not None)):
         raise error or failure
