@@ -14,7 +14,6 @@ import pathlib
 import jax
 import orbax.checkpoint as ocp
 
-
 FORMAT = 2  # 1: before stages (one agent state per run, normalisers in the JSON record)
 
 
