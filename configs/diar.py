@@ -101,6 +101,7 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         pool_batch=256,
         guidance_weight=1.0,
         per_alpha=0.7,  # Table 5
+        priority="abs_td",  # Schaul et al.'s |delta| (the LDCQ code's dqn.py uses delta^2)
         per_beta_start=0.3,  # Table 5: 0.3 -> 1 (the schedule, +0.03 every 3000 steps, is LDCQ's Table 7)
         per_beta_increment=0.03,
         per_beta_every=3000,

@@ -84,6 +84,10 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         # per chunk and the chunk's rewards undiscounted.
         per_step_discount=per_step_discount,
         target_rate=0.995,  # Table 7 rho
+        # "min": Algorithm 1 line 10, max_i min_j Q_target_j(s_{t+H}, z_i). "cross": the official models/dqn.py,
+        # network j's latent is the argmax of target network 1 - j, valued by min_j Q_target_j there.
+        target_latent="min",
+        priority="abs_td",  # Schaul et al.'s |delta|; "squared_td": the official dqn.py's delta^2
         num_candidates=500,  # Table 7: diffusion samples for the batch argmax
         candidates="pool",  # code: precomputed prior samples; "fresh": sampled inside the train step
         pool_size=1000,  # code: num_diffusion_samples

@@ -63,9 +63,13 @@ def _tiny_config(variant="hopper-medium", extra=()):
                                "model.time_dim=8", "model.embed_dim=16", "model.q_hidden=16", *extra])
 
 
-def test_q_target_is_max_over_candidates_of_min_target_q():
+@pytest.mark.parametrize("target_latent", ["min", "cross"])
+def test_q_target_is_max_over_candidates_of_min_target_q(target_latent):
+    """Algorithm 1 line 10 ("min"), or each network bootstrapped at the other target network's argmax ("cross",
+    the official dqn.py), against the target networks applied to the flat list of (state, candidate) pairs."""
     data = random_walk_dataset(3, seed=1)
-    config = _tiny_config(extra=["task.horizon=2", "task.state_key=None", "q.discount=0.9"])
+    config = _tiny_config(extra=["task.horizon=2", "task.state_key=None", "q.discount=0.9",
+                                 f"q.target_latent={target_latent}"])
     agent = LDCQ(config, DatasetInfo.from_data(data), GaussianNormalizer.fit(data.observations))
     stage = agent.stage("q", {"vae": None, "prior": None})
     target_params = jax.jit(agent.init_q)(jax.random.PRNGKey(0))
@@ -80,8 +84,32 @@ def test_q_target_is_max_over_candidates_of_min_target_q():
     q_net = jax.jit(agent.q_net.apply)
     q = np.stack([np.asarray(q_net(jax.tree.map(lambda p: p[j], target_params), pairs_state,
                                    pairs_latent)).reshape(4, 6) for j in range(2)])
-    expected = np.asarray(batch["reward"]) + 0.9**2 * (1 - np.asarray(batch["done"])) * q.min(0).max(1)
+    if target_latent == "min":
+        next_q = q.min(0).max(1)
+    else:
+        next_q = np.stack([q.min(0)[np.arange(4), q[1 - j].argmax(1)] for j in range(2)])
+        assert not np.allclose(next_q[0], next_q[1])  # the two networks' targets differ here
+    expected = np.asarray(batch["reward"]) + 0.9**2 * (1 - np.asarray(batch["done"])) * next_q
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("priority", ["abs_td", "squared_td"])
+def test_q_step_sets_priorities_from_the_td_errors_before_the_step(priority):
+    data = random_walk_dataset(3, seed=1)
+    config = _tiny_config(extra=["task.horizon=2", "task.state_key=None", f"q.priority={priority}"])
+    agent = LDCQ(config, DatasetInfo.from_data(data), GaussianNormalizer.fit(data.observations))
+    stage = agent.stage("q", {"vae": None, "prior": None})
+    stage.num_chunks = 6
+    state = stage.init(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(2)
+    batch = {"rows": jnp.asarray([1, 4, 5]), "weights": jnp.ones(3), "state": jnp.asarray(rng.normal(size=(3, 1)),
+             jnp.float32), "latent": jnp.asarray(rng.normal(size=(3, 16)), jnp.float32)}
+    target = jnp.asarray([[2.0, -1.0, 0.5], [1.0, 0.0, 3.0]])  # one target per network
+    td = np.asarray(agent.q_values(state["q"].params, batch["state"], batch["latent"])) - np.asarray(target)
+    _, replay_state, _ = jax.jit(stage.fit_q)(state["q"], state["replay"], batch, target)
+    expected = np.abs(td).mean(0) if priority == "abs_td" else np.square(td).mean(0)
+    np.testing.assert_allclose(replay_state.priorities[np.array([1, 4, 5])], expected + 1e-6, rtol=1e-5)
+    np.testing.assert_array_equal(replay_state.priorities[np.array([0, 2, 3])], 1.0)  # not drawn: unchanged
 
 
 def test_ldcp_executes_the_first_latent_of_the_leaf_nearest_the_goal():

@@ -85,6 +85,7 @@ class QVStage(QStage):
     as the official LDCQ ``dqn.py`` steps it)."""
 
     name = "qv"
+    bootstraps_on_latents = False  # Eq. 7 bootstraps on V(s_{t+H})
 
     def __init__(self, method: "DIAR", upstream=None):
         super().__init__(method, upstream)

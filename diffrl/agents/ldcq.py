@@ -10,6 +10,9 @@ Stages: the skill VAE, the latent diffusion prior (:mod:`diffrl.agents.latent_sk
 (with ``q.per_step_discount = False`` the official maze code's ``y = sum_k r_{t+k} + gamma (1 - done) max ...``),
 their targets updated ``theta_target <- rho theta_target + (1 - rho) theta`` every step, minibatches drawn by
 proportional prioritized replay (importance-weighted loss, priorities ``|delta|`` averaged over the two nets).
+Two choices follow the official ``models/dqn.py`` instead: ``q.target_latent = "cross"`` bootstraps network
+``j`` at the candidate that the *other* target network ranks highest, ``y_j = r + ... min_k Q_target_k(s_{t+H},
+argmax_i Q_target_{1-j}(s_{t+H}, z_i))``, and ``q.priority = "squared_td"`` sets priorities to ``delta^2``.
 
 The candidates ``z_i`` come, by default, from a pool of ``pool_size`` prior samples for every ``s_{t+H}`` made
 once before Q-learning (official ``collect_offline_q_learning_dataset.py``: 1000 samples, 100 DDPM steps,
@@ -38,6 +41,8 @@ from diffrl.nets.critics import LatentQNetwork
 
 logger = logging.getLogger(__name__)
 CANDIDATE_SOURCES = ("pool", "fresh")
+TARGET_LATENTS = ("min", "cross")
+PRIORITIES = ("abs_td", "squared_td")
 
 
 @struct.dataclass
@@ -55,6 +60,7 @@ class ChunkTransitions:
 class QStage(Stage):
     name = "q"
     consumes = ("vae", "prior")
+    bootstraps_on_latents = True  # the target maximises over candidate latents (q.target_latent applies)
 
     def __init__(self, method: "LDCQ", upstream=None):
         super().__init__(method, upstream)
@@ -63,6 +69,10 @@ class QStage(Stage):
             raise ValueError(f"q.candidates must be one of {CANDIDATE_SOURCES}, got {qc.candidates!r}")
         if qc.candidates == "pool" and qc.num_candidates > qc.pool_size:
             raise ValueError(f"q.num_candidates ({qc.num_candidates}) exceeds q.pool_size ({qc.pool_size})")
+        if self.bootstraps_on_latents and qc.target_latent not in TARGET_LATENTS:
+            raise ValueError(f"q.target_latent must be one of {TARGET_LATENTS}, got {qc.target_latent!r}")
+        if qc.priority not in PRIORITIES:
+            raise ValueError(f"q.priority must be one of {PRIORITIES}, got {qc.priority!r}")
         self.learning_rate = optax.constant_schedule(self.train_config.learning_rate)
         # Per-network gradient clipping and Adam: the official code keeps one optimizer per Q-network.
         self.optimizer = ensemble(optax.chain(optax.clip_by_global_norm(qc.grad_clip), optax.adam(self.learning_rate)))
@@ -149,8 +159,15 @@ class QStage(Stage):
 
     # -- update (Algorithm 1, lines 8-12) ---------------------------------------------------------------------------
     def target_values(self, target_params, batch: dict, rng) -> jnp.ndarray:
-        """``y`` of Algorithm 1 line 10 (the candidates, from the pool or the frozen prior, are constants)."""
-        next_q = jnp.max(self.method.min_q(target_params, batch["next_state"], self.candidates(batch, rng)), -1)
+        """``y`` of Algorithm 1 line 10, ``[B]`` (the candidates, from the pool or the frozen prior, are constants);
+        ``[2, B]``, one target per network, with ``q.target_latent = "cross"`` (official ``get_max_skills``)."""
+        q = self.method.candidate_q(target_params, batch["next_state"], self.candidates(batch, rng))  # [2, B, n]
+        clipped = jnp.min(q, axis=0)  # [B, n]
+        if self.config.q.target_latent == "min":
+            next_q = jnp.max(clipped, axis=-1)
+        else:  # network j bootstraps at the argmax of target network 1 - j
+            chosen = jnp.argmax(q[::-1], axis=-1)  # [2, B]
+            next_q = jnp.take_along_axis(clipped[None], chosen[..., None], axis=-1)[..., 0]
         return batch["reward"] + self.bootstrap_discount * (1.0 - batch["done"]) * next_q
 
     def candidates(self, batch: dict, rng) -> jnp.ndarray:
@@ -168,10 +185,12 @@ class QStage(Stage):
         return {"q": q_state, "replay": replay_state}, metrics
 
     def fit_q(self, q_state: TrainState, replay_state, batch: dict, target: jnp.ndarray):
-        """One importance-weighted step of both Q-networks towards ``target`` and the chunks' new priorities
-        ``|delta|`` (averaged over the two networks, measured before the step)."""
+        """One importance-weighted step of both Q-networks towards ``target`` (``[B]``, or ``[2, B]`` one per network)
+        and the chunks' new priorities, ``|delta|`` or ``delta^2`` (``q.priority``) averaged over the two networks
+        and measured before the step."""
         m = self.method
         td = m.q_values(q_state.params, batch["state"], batch["latent"]) - target  # [2, B], before the step
+        priority = jnp.abs(td) if self.config.q.priority == "abs_td" else jnp.square(td)
 
         def loss_fn(params):
             q = m.q_values(params, batch["state"], batch["latent"])
@@ -181,7 +200,7 @@ class QStage(Stage):
 
         q_state, metrics = apply_loss(q_state, self.optimizer, loss_fn, prefix="q", ema=self.target,
                                       learning_rate=self.learning_rate)
-        return q_state, replay.update(replay_state, batch["rows"], jnp.mean(jnp.abs(td), axis=0)), metrics
+        return q_state, replay.update(replay_state, batch["rows"], jnp.mean(priority, axis=0)), metrics
 
 
 class LDCQ(LatentSkillMethod):
@@ -210,10 +229,14 @@ class LDCQ(LatentSkillMethod):
         """``[2, ...]``: both Q-networks on ``states [..., Q_in]`` and ``latents [..., Z]``."""
         return jax.vmap(lambda p: self.q_net.apply(p, states, latents))(q_params)
 
-    def min_q(self, q_params, state: jnp.ndarray, candidates: jnp.ndarray) -> jnp.ndarray:
-        """``min_j Q_j(s, z_i)`` for every state ``[B, Q_in]`` and its candidates ``[B, n, Z]``: ``[B, n]``."""
+    def candidate_q(self, q_params, state: jnp.ndarray, candidates: jnp.ndarray) -> jnp.ndarray:
+        """``Q_j(s, z_i)`` for every state ``[B, Q_in]`` and its candidates ``[B, n, Z]``: ``[2, B, n]``."""
         states = jnp.broadcast_to(state[:, None], candidates.shape[:2] + state.shape[1:])
-        return jnp.min(self.q_values(q_params, states, candidates), axis=0)
+        return self.q_values(q_params, states, candidates)
+
+    def min_q(self, q_params, state: jnp.ndarray, candidates: jnp.ndarray) -> jnp.ndarray:
+        """``min_j Q_j(s, z_i)``: ``[B, n]``."""
+        return jnp.min(self.candidate_q(q_params, state, candidates), axis=0)
 
     def q_params(self, params: dict):
         """The two Q-networks' parameters among the policy's ``{stage: exported parameters}``."""
