@@ -186,6 +186,15 @@ def test_a_second_train_on_a_busy_workdir_refuses_and_the_first_finishes_intact(
     for a, b in zip(jax.tree.leaves(finished), jax.tree.leaves(load_stage(run / "denoiser", 20)[2])):
         np.testing.assert_array_equal(a, b)  # step 20 again, bit for bit
 
+    # another process of a multi-host run found step 10 (a read of 30 failed there): all raise, none waits
+    monkeypatch.setattr(loop, "process_values", lambda value: np.asarray([value, 10]))
+    before = sorted(p.name for p in checkpoints.iterdir())
+    assert main([*argv[:-1], "--config.train.steps=40"]) == 2
+    message = one_line(capsys)
+    assert "found different checkpoints to resume from" in message and "[30, 10]" in message
+    assert sorted(p.name for p in checkpoints.iterdir()) == before  # nothing moved, nothing written
+    monkeypatch.undo()
+
     def ctrl_c(step, metrics):  # at step 20, before its checkpoint
         if step == 20:
             raise KeyboardInterrupt

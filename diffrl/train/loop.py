@@ -29,7 +29,7 @@ from diffrl.agents.base import Stage
 from diffrl.config import config_from_json, mismatched_keys
 from diffrl.train.checkpoint import CheckpointError, Checkpointer
 from diffrl.train.logging import SummaryWriter
-from diffrl.train.sharding import check_batch_size, on_process_0, put_replicated, shard_batch
+from diffrl.train.sharding import check_batch_size, on_process_0, process_values, put_replicated, shard_batch
 
 # Config groups that fix the shapes of the saved state: a workdir cannot be resumed under other values.
 SHAPE_KEYS = ("method", "dataset.id", "task", "model", "value")
@@ -94,30 +94,37 @@ def _resume(checkpointer: Checkpointer, carry: dict, config: ml_collections.Conf
 
     A checkpoint that cannot be read while an older one can (a save cut short by a full disk, a file truncated by
     a copy) is corrupt: it is moved to ``checkpoints/corrupt-<step>`` with a warning and the run resumes from the
-    older one. When no checkpoint restores, the newest one's error is raised and nothing is moved."""
-    failures = []
-    for step in sorted(checkpointer.all_steps(), reverse=True):
+    older one. When no checkpoint restores, the newest one's error is raised and nothing is moved. The processes of
+    a multi-host run must find the same step (else all raise): one that read another would wait for the others."""
+    failures, restored, step = [], carry, None
+    for candidate in sorted(checkpointer.all_steps(), reverse=True):
         try:
-            _, saved = checkpointer.restore_meta(step)
+            _, saved = checkpointer.restore_meta(candidate)
         except CheckpointError as err:
-            failures.append((step, err))
+            failures.append((candidate, err))
             continue
         _check_resumable(config_from_json(saved["config"]), config, workdir)  # another config is not corruption
         try:
-            restored = checkpointer.restore_state(step, carry)
+            restored, step = checkpointer.restore_state(candidate, carry), candidate
+            break
         except CheckpointError as err:
-            failures.append((step, err))
-            continue
-        for bad, err in failures:
-            # the workdir is shared by the processes of a multi-host run: process 0 moves it
-            aside = on_process_0(lambda: _move_aside(checkpointer.directory, bad),
-                                 OSError(f"process 0 could not move checkpoint {bad} aside (its output says why)"))
-            logger.warning("checkpoint %s cannot be restored (%s); moved to %s, resuming from step %d", bad, err,
-                           aside or "corrupt-<step> by process 0", step)
-        return restored, step
-    if failures:
-        raise failures[0][1]
-    return carry, 0
+            failures.append((candidate, err))
+    found = process_values(-1 if step is None and failures else step or 0)
+    if np.any(found != found[0]):
+        raise CheckpointError(f"the processes found different checkpoints to resume from in {workdir} (step per "
+                              f"process, -1 for none readable: {found.tolist()}); is it one folder shared by every "
+                              "host? A read that failed on one host only succeeds on a rerun")
+    if step is None:
+        if failures:
+            raise failures[0][1]
+        return carry, 0
+    for bad, err in failures:
+        # the workdir is shared by the processes of a multi-host run: process 0 moves it
+        aside = on_process_0(lambda: _move_aside(checkpointer.directory, bad),
+                             OSError(f"process 0 could not move checkpoint {bad} aside (its output says why)"))
+        logger.warning("checkpoint %s cannot be restored (%s); moved to %s, resuming from step %d", bad, err,
+                       aside or "corrupt-<step> by process 0", step)
+    return restored, step
 
 
 def _move_aside(directory: pathlib.Path, step: int) -> pathlib.Path:

@@ -39,6 +39,13 @@ def sync_processes(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def process_values(value: int) -> np.ndarray:
+    """``value`` as every process holds it, in process order (one all-gather; ``[value]`` in a single process)."""
+    if jax.process_count() == 1:
+        return np.asarray([value])
+    return np.asarray(multihost_utils.process_allgather(np.asarray(value))).reshape(-1)
+
+
 def on_process_0(work: Callable[[], T], failure: Exception) -> T | None:
     """``work()`` on process 0 alone (a write to the workdir the processes share), and on every process an
     exception when it failed there: process 0 raises its own, the others ``failure``, instead of waiting for process
