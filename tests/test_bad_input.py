@@ -187,13 +187,16 @@ def test_a_second_train_on_a_busy_workdir_refuses_and_the_first_finishes_intact(
         np.testing.assert_array_equal(a, b)  # step 20 again, bit for bit
 
     # another process of a multi-host run found step 10 (a read of 30 failed there): all raise, none waits
-    monkeypatch.setattr(loop, "process_values", lambda value: np.asarray([value, 10]))
+    monkeypatch.setattr(loop, "process_values", lambda found: np.asarray([found, [10, 0]]))
     before = sorted(p.name for p in checkpoints.iterdir())
     assert main([*argv[:-1], "--config.train.steps=40"]) == 2
     message = one_line(capsys)
-    assert "found different checkpoints to resume from" in message and "[30, 10]" in message
+    assert "found different checkpoints to resume from" in message and "[[30, 0], [10, 0]]" in message
     assert sorted(p.name for p in checkpoints.iterdir()) == before  # nothing moved, nothing written
     monkeypatch.undo()
+    assert main([*argv[:-1], "--config.train.steps=40", "--config.model.dim=16"]) == 2  # another model: refused
+    assert "holds a run with another model ({'dim': 8," in one_line(capsys)
+    assert sorted(p.name for p in checkpoints.iterdir()) == before
 
     def ctrl_c(step, metrics):  # at step 20, before its checkpoint
         if step == 20:

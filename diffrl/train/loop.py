@@ -94,29 +94,38 @@ def _resume(checkpointer: Checkpointer, carry: dict, config: ml_collections.Conf
 
     A checkpoint that cannot be read while an older one can (a save cut short by a full disk, a file truncated by
     a copy) is corrupt: it is moved to ``checkpoints/corrupt-<step>`` with a warning and the run resumes from the
-    older one. When no checkpoint restores, the newest one's error is raised and nothing is moved. The processes of
-    a multi-host run must find the same step (else all raise): one that read another would wait for the others."""
-    failures, restored, step = [], carry, None
+    older one. When no checkpoint restores, the newest one's error is raised and nothing is moved.
+
+    The processes of a multi-host run compare what they found (the step, or none, and how many newer checkpoints
+    failed) and all raise when they differ, instead of some waiting at a collective the others skip. Not covered:
+    a state read that fails on some processes only, since Orbax passes a barrier after every restore that succeeds.
+    """
+    failures, restored, step, refusal = [], carry, None, None
     for candidate in sorted(checkpointer.all_steps(), reverse=True):
         try:
             _, saved = checkpointer.restore_meta(candidate)
         except CheckpointError as err:
             failures.append((candidate, err))
             continue
-        _check_resumable(config_from_json(saved["config"]), config, workdir)  # another config is not corruption
+        try:
+            _check_resumable(config_from_json(saved["config"]), config, workdir)
+        except CheckpointError as err:  # another config is not corruption: refuse
+            refusal = err
+            break
         try:
             restored, step = checkpointer.restore_state(candidate, carry), candidate
             break
         except CheckpointError as err:
             failures.append((candidate, err))
-    found = process_values(-1 if step is None and failures else step or 0)
+    found = process_values([-2 if refusal else -1 if step is None and failures else step or 0, len(failures)])
     if np.any(found != found[0]):
-        raise CheckpointError(f"the processes found different checkpoints to resume from in {workdir} (step per "
-                              f"process, -1 for none readable: {found.tolist()}); is it one folder shared by every "
-                              "host? A read that failed on one host only succeeds on a rerun")
-    if step is None:
-        if failures:
-            raise failures[0][1]
+        raise CheckpointError(f"the processes found different checkpoints to resume from in {workdir} ([step, newer "
+                              f"unreadable ones] per process, step -1: none readable, -2: another config, 0: none "
+                              f"saved: {found.tolist()}); is it one folder shared by every host? A read that failed "
+                              "on one host only succeeds on a rerun")
+    if refusal or step is None:
+        if refusal or failures:
+            raise refusal or failures[0][1]
         return carry, 0
     for bad, err in failures:
         # the workdir is shared by the processes of a multi-host run: process 0 moves it

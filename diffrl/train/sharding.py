@@ -39,11 +39,13 @@ def sync_processes(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def process_values(value: int) -> np.ndarray:
-    """``value`` as every process holds it, in process order (one all-gather; ``[value]`` in a single process)."""
+def process_values(values) -> np.ndarray:
+    """``[P, ...]``: the array ``values`` as each of the ``P`` processes holds it, in process order (one
+    all-gather; ``[values]`` in a single process)."""
+    values = np.asarray(values)
     if jax.process_count() == 1:
-        return np.asarray([value])
-    return np.asarray(multihost_utils.process_allgather(np.asarray(value))).reshape(-1)
+        return values[None]
+    return np.asarray(multihost_utils.process_allgather(values)).reshape((-1, *values.shape))
 
 
 def on_process_0(work: Callable[[], T], failure: Exception) -> T | None:
