@@ -122,7 +122,7 @@ def main(argv=None) -> int:
                     f"{paper.get(method, {}).get(maze, '-')} |")
     summary = runs[0]["summary"]
     body = (f"{versions('flax', 'mujoco-mjx')}; dataset `{summary['dataset_id']}` (`diffrl data generate`), "
-            f"evaluated in `{summary['env']}` ({summary['max_episode_steps']} steps), {len(args.seeds)} seeds x "
+            f"evaluated in `{summary['env']}` ({summary['max_episode_steps']} steps), {len(args.seeds)} seed{'s' * (len(args.seeds) > 1)} x "
             f"{args.episodes} episodes in parallel MJX envs. Score: 100 (R - R_min) / (R_max - R_min) of the "
             "return R with the dataset's references; first-hit score: the same of T - t for a first arrival at "
             "step t (0 if none), LDCQ's maze metric.\n\n" + "\n".join(rows))
