@@ -120,9 +120,9 @@ def main(argv=None) -> int:
                     f"{_pooled(np.concatenate([r['first_hit_scores'] for r in mine]))} | "
                     f"{np.mean(np.concatenate([r['success'] for r in mine])):.2f} | "
                     f"{paper.get(method, {}).get(maze, '-')} |")
-    summary = runs[0]["summary"]
+    summary, seeds = runs[0]["summary"], f"{len(args.seeds)} seed{'s' * (len(args.seeds) > 1)}"
     body = (f"{versions('flax', 'mujoco-mjx')}; dataset `{summary['dataset_id']}` (`diffrl data generate`), "
-            f"evaluated in `{summary['env']}` ({summary['max_episode_steps']} steps), {len(args.seeds)} seed{'s' * (len(args.seeds) > 1)} x "
+            f"evaluated in `{summary['env']}` ({summary['max_episode_steps']} steps), {seeds} x "
             f"{args.episodes} episodes in parallel MJX envs. Score: 100 (R - R_min) / (R_max - R_min) of the "
             "return R with the dataset's references; first-hit score: the same of T - t for a first arrival at "
             "step t (0 if none), LDCQ's maze metric.\n\n" + "\n".join(rows))
