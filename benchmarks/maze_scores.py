@@ -7,10 +7,11 @@ episodes, and write both maze scores to ``results/<device>.md``.
 ``--variant`` names the protocol and the maze: ``maze2d-<maze>`` (D4RL's maze2d-v1: ``diffrl data generate
 maze2d-<maze>``, the protocol of the papers' numbers), ``pointmaze-<maze>`` or ``multi2d-<maze>`` (Minari's
 pointmaze-v2 data). ``--set METHOD KEY=VALUE ...`` overrides that method's config (repeatable). Methods:
-bc, diffuser, diar, dql, plandq (``configs/<method>.py:<variant>``), ldcq, ldgc, ldcp (``configs/ldcq.py:<variant>[-ldgc|-ldcp]``),
-planqq, planqd, plandd (``configs/plandq.py:<variant>-<method>``)
-and diar-noar: diar's trained workdir evaluated without Adaptive Revaluation (list it after diar; it trains
-nothing of its own and takes diar's overrides).
+bc, diffuser, diar, dql, plandq (``configs/<method>.py:<variant>``), ldcq, ldgc, ldcp
+(``configs/ldcq.py:<variant>[-ldgc|-ldcp]``), planqq, planqd, plandd (``configs/plandq.py:<variant>-<method>``) and
+diar-noar: diar's trained workdir evaluated without Adaptive Revaluation (list it after diar; it trains
+nothing of its own and takes diar's overrides). ``--runs-from FILE ...`` reuses the runs of earlier ``--json``
+files (seeds trained in separate jobs pool into one row without training or evaluating again).
 Each row pools all seeds x episodes (mean and standard error) and lists the per-seed means; the "paper" column
 is the paper's D4RL maze2d-v1 score for the method, the budget column what each seed was trained for.
 """
@@ -34,8 +35,9 @@ from diffrl.eval.rollout import first_hit_returns
 from diffrl.train.pipeline import load_trained, train
 
 METHODS = {"bc": "bc.py:{}", "diffuser": "diffuser.py:{}", "ldcq": "ldcq.py:{}", "ldgc": "ldcq.py:{}-ldgc",
-           "ldcp": "ldcq.py:{}-ldcp", "diar": "diar.py:{}", "diar-noar": "diar.py:{}", "dql": "dql.py:{}", "plandq": "plandq.py:{}",
-           "planqq": "plandq.py:{}-planqq", "planqd": "plandq.py:{}-planqd", "plandd": "plandq.py:{}-plandd"}
+           "ldcp": "ldcq.py:{}-ldcp", "diar": "diar.py:{}", "diar-noar": "diar.py:{}", "dql": "dql.py:{}",
+           "plandq": "plandq.py:{}", "planqq": "plandq.py:{}-planqq", "planqd": "plandq.py:{}-planqd",
+           "plandd": "plandq.py:{}-plandd"}
 # Methods that evaluate another method's training under other settings: (trained method, evaluation overrides).
 EVALUATED_AS = {"diar-noar": ("diar", ["plan.adaptive_revaluation=False"])}
 # D4RL maze2d-v1 scores the papers report: Diffuser (Janner et al., Table 1), BC and LDCQ on U-Maze and Medium
@@ -60,7 +62,8 @@ def run(method: str, variant: str, overrides: list[str], seed: int, root: str, w
     info, rollout = trained.info, result["rollout"]
     first_hit = first_hit_returns(rollout["first_hit"], result["summary"]["max_episode_steps"])
     budget = {name: trained.train_config(name).steps for name in trained.stage_names()}
-    return {"method": method, "seed": seed, "budget": budget, "train_seconds": train_seconds,
+    return {"method": method, "seed": seed, "overrides": list(overrides), "budget": budget,
+            "train_seconds": train_seconds,
             "scores": normalized_score(np.asarray(rollout["returns"], np.float64), info.ref_min_score,
                                        info.ref_max_score).tolist(),
             "first_hit_scores": normalized_score(first_hit, info.ref_min_score, info.ref_max_score).tolist(),
@@ -83,6 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--workdir", default="runs/maze_scores")
     parser.add_argument("--json", default=None, help="also write every run's scores here")
+    parser.add_argument("--runs-from", nargs="+", default=[], metavar="JSON",
+                        help="earlier --json files: a method and seed found there is taken from them, not run again")
     args = parser.parse_args(argv)
     overrides = {method: [] for method in args.methods}
     for method, *values in args.set:
@@ -94,9 +99,17 @@ def main(argv=None) -> int:
             if trained_as not in overrides or args.methods.index(trained_as) > args.methods.index(method):
                 parser.error(f"{method} evaluates {trained_as}'s training: list {trained_as} before it in --methods")
             overrides[method] = overrides[trained_as]
+    earlier = {(r["method"], r["seed"]): r for path in args.runs_from
+               for r in json.loads(pathlib.Path(path).read_text())}
     runs = []
     for method in args.methods:
         for seed in args.seeds:
+            if (method, seed) in earlier:
+                runs.append(earlier[method, seed])
+                ran_with = runs[-1].get("overrides", overrides[method])  # files before 2026-12 do not say
+                if ran_with != overrides[method]:
+                    parser.error(f"{method} seed {seed} in --runs-from ran with --set {' '.join(ran_with)}")
+                continue
             trained_as, eval_overrides = EVALUATED_AS.get(method, (method, []))
             workdir = pathlib.Path(args.workdir) / f"{args.variant}-{trained_as}-seed{seed}"
             runs.append(run(method, args.variant, overrides[method], seed, args.root, workdir, args.episodes,
