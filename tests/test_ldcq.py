@@ -112,6 +112,31 @@ def test_q_step_sets_priorities_from_the_td_errors_before_the_step(priority):
     np.testing.assert_array_equal(replay_state.priorities[np.array([0, 2, 3])], 1.0)  # not drawn: unchanged
 
 
+def test_prior_sample_pool_is_kept_in_the_stage_workdir_and_read_back(tmp_path):
+    """The pool is saved once and read instead of sampled again (the saved file is what comes back); other sampler
+    settings, another prior or other states make a pool of their own."""
+    data = random_walk_dataset(3, seed=1)
+
+    def pool_of(prior_seed=0, extra=(), conditions=jnp.linspace(-1.0, 1.0, 10)[:, None]):
+        config = _tiny_config(extra=["task.horizon=2", "task.state_key=None", "q.pool_size=4", "q.num_candidates=4",
+                                     "q.pool_steps=2", "q.pool_batch=8", *extra])
+        agent = LDCQ(config, DatasetInfo.from_data(data), GaussianNormalizer.fit(data.observations))
+        stage = agent.stage("q", {"vae": None, "prior": agent.init_prior(jax.random.PRNGKey(prior_seed))})
+        stage.cache_dir = tmp_path / "q"
+        return np.asarray(stage.build_pool(conditions))
+
+    first = pool_of()
+    (saved,) = (tmp_path / "q").glob("pool-*.npy")
+    np.testing.assert_array_equal(np.load(saved), first)
+    assert first.shape == (10, 4, 16) and first.dtype == np.float16 and np.isfinite(first).all()
+    marked = np.full_like(first, 0.5)
+    np.save(saved, marked)
+    np.testing.assert_array_equal(pool_of(), marked)
+    others = [pool_of(extra=["q.pool_steps=3"]), pool_of(prior_seed=1), pool_of(conditions=jnp.zeros((10, 1)))]
+    assert len(list((tmp_path / "q").glob("pool-*.npy"))) == 4
+    assert not any(np.array_equal(other, marked) for other in others)
+
+
 def test_ldcp_executes_the_first_latent_of_the_leaf_nearest_the_goal():
     """Algorithm 2 with d = 2, n = 3 against an enumeration of the 9 two-skill sequences, with stand-ins for the
     prior (the same three latents everywhere) and the state decoder (a latent moves the position by itself)."""

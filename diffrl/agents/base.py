@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import pathlib
 from typing import Any, ClassVar
 
 import jax
@@ -112,6 +113,8 @@ class Stage(abc.ABC):
 
     name: ClassVar[str]
     consumes: ClassVar[tuple[str, ...]] = ()
+    # where :meth:`prepare` may keep what is slow to remake (the pipeline sets the stage's workdir; None: nowhere)
+    cache_dir: pathlib.Path | None = None
 
     def __init__(self, method: "Method", upstream: dict[str, Any] | None = None):
         self.method = method

@@ -16,15 +16,21 @@ argmax_i Q_target_{1-j}(s_{t+H}, z_i))``, and ``q.priority = "squared_td"`` sets
 
 The candidates ``z_i`` come, by default, from a pool of ``pool_size`` prior samples for every ``s_{t+H}`` made
 once before Q-learning (official ``collect_offline_q_learning_dataset.py``: 1000 samples, 100 DDPM steps,
-5 extra steps) and stored in float16; every step reads ``n`` of them (the same random subset for the batch, as
-the official ``get_max_skills``). ``q.candidates = "fresh"`` samples them inside the train step instead.
+5 extra steps), stored in float16 and kept in the stage's workdir (``q/pool-<fingerprint>.npy``: a resumed run
+or a Q-only change reads it instead of sampling again); every step reads ``n`` of them (the same random subset for
+the batch, as the official ``get_max_skills``). ``q.candidates = "fresh"`` samples them inside the train step.
 Acting (Sec. 4.2): ``n`` latents are sampled at the current state and the argmax of ``min_j Q_j`` is executed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import pathlib
 import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -121,9 +127,22 @@ class QStage(Stage):
         return data.next_conditions
 
     def build_pool(self, conditions: jnp.ndarray, seed: int | None = None) -> jnp.ndarray:
-        """``[M, pool_size, Z]`` float16 prior samples, ``q.pool_batch`` conditions per compiled sampler call."""
+        """``[M, pool_size, Z]`` float16 prior samples, ``q.pool_batch`` conditions per compiled sampler call, or
+        the pool saved in :attr:`cache_dir` from the same prior, conditions, seed and sampler settings."""
         m, qc = self.method, self.config.q
         rng = jax.random.PRNGKey(self.config.seed + 2 if seed is None else seed)
+        settings = {"q": {k: qc[k] for k in ("pool_size", "pool_steps", "pool_extra_steps", "guidance_weight",
+                                             "pool_dtype", "pool_batch")},
+                    "diffusion": self.config.diffusion.to_dict(), "jax": jax.__version__}
+        path = None
+        if self.cache_dir is not None:
+            key = fingerprint(json.dumps(settings, sort_keys=True), jax.random.key_data(rng), conditions,
+                              self.upstream["prior"])
+            path = pathlib.Path(self.cache_dir) / f"pool-{key}.npy"
+            if path.exists():
+                pool = jnp.asarray(np.load(path))
+                logger.info("prior-sample pool: read %s %s from %s", pool.shape, pool.dtype, path)
+                return pool
 
         @jax.jit
         def draw(prior, condition, key):  # data and parameters as arguments: a large dataset is no program constant
@@ -140,6 +159,8 @@ class QStage(Stage):
         self.pool_seconds = time.perf_counter() - started
         logger.info("prior-sample pool: %d states x %d samples x %d dims, %.1f MiB %s, built in %.1f s",
                     *pool.shape, pool.nbytes / 2**20, pool.dtype, self.pool_seconds)
+        if path is not None and jax.process_index() == 0:
+            save_atomically(path, np.asarray(pool))
         return pool
 
     def sample_batch(self, data: ChunkTransitions, rng, state):
@@ -251,3 +272,22 @@ class LDCQ(LatentSkillMethod):
 
     def policy(self) -> Policy:
         return LatentSkillPolicy(self, self.choose_by_q)
+
+
+def fingerprint(*parts) -> str:
+    """A short SHA-256 of the shapes, dtypes and bytes of every leaf of ``parts`` (strings by their text)."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(parts):
+        array = np.asarray(leaf)
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_atomically(path: pathlib.Path, array: np.ndarray) -> None:
+    """``np.save`` to a temporary file renamed onto ``path``: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    with open(partial, "wb") as f:
+        np.save(f, array)
+    os.replace(partial, path)

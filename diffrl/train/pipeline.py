@@ -111,6 +111,7 @@ def _train_stages(config, workdir: pathlib.Path, stages, progress, data, devices
                 summaries[name] = {"workdir": str(stage_dir), "skipped": True}
             continue
         stage = method.stage(name, exported)
+        stage.cache_dir = stage_dir
         if store is None:
             store = make_store(method.preprocess(data))
         evaluate = None
@@ -179,5 +180,6 @@ def load_trained(workdir, step: int | None = None, overrides: Sequence[str] = ()
         info = DatasetInfo.from_dict(meta["dataset"])
         normalizer = normalizer_from_dict({"kind": meta["normalizer"], **facts})
     except (KeyError, TypeError) as err:
-        raise CheckpointError(f"checkpoint of stage {names[-1]} in {workdir} has an unreadable record ({err})") from None
+        raise CheckpointError(f"checkpoint of stage {names[-1]} in {workdir} has an unreadable record "
+                              f"({err})") from None
     return method_class(config.method)(config, info, normalizer), params, config, stage_step
