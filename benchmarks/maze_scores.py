@@ -8,9 +8,10 @@ episodes, and write both maze scores to ``results/<device>.md``.
 maze2d-<maze>``, the protocol of the papers' numbers), ``pointmaze-<maze>`` or ``multi2d-<maze>`` (Minari's
 pointmaze-v2 data). ``--set METHOD KEY=VALUE ...`` overrides that method's config (repeatable). Methods:
 bc, diffuser, diar, dql, plandq (``configs/<method>.py:<variant>``), ldcq, ldgc, ldcp
-(``configs/ldcq.py:<variant>[-ldgc|-ldcp]``), planqq, planqd, plandd (``configs/plandq.py:<variant>-<method>``) and
-diar-noar: diar's trained workdir evaluated without Adaptive Revaluation (list it after diar; it trains
-nothing of its own and takes diar's overrides). ``--runs-from FILE ...`` reuses the runs of earlier ``--json``
+(``configs/ldcq.py:<variant>[-ldgc|-ldcp]``), planqq, planqd, plandd (``configs/plandq.py:<variant>-<method>``);
+diar-noar: diar's trained workdir evaluated without Adaptive Revaluation, and ldcq-code-eval: ldcq's evaluated as
+the official maze2d code does (list each after the method it evaluates; it trains nothing of its own and takes
+that method's overrides). ``--runs-from FILE ...`` reuses the runs of earlier ``--json``
 files (seeds trained in separate jobs pool into one row without training or evaluating again).
 Each row pools all seeds x episodes (mean and standard error) and lists the per-seed means; the "paper" column
 is the paper's D4RL maze2d-v1 score for the method, the budget column what each seed was trained for.
@@ -35,11 +36,15 @@ from diffrl.eval.rollout import first_hit_returns
 from diffrl.train.pipeline import load_trained, train
 
 METHODS = {"bc": "bc.py:{}", "diffuser": "diffuser.py:{}", "ldcq": "ldcq.py:{}", "ldgc": "ldcq.py:{}-ldgc",
-           "ldcp": "ldcq.py:{}-ldcp", "diar": "diar.py:{}", "diar-noar": "diar.py:{}", "dql": "dql.py:{}",
+           "ldcp": "ldcq.py:{}-ldcp", "diar": "diar.py:{}", "diar-noar": "diar.py:{}",
+           "ldcq-code-eval": "ldcq.py:{}", "dql": "dql.py:{}",
            "plandq": "plandq.py:{}", "planqq": "plandq.py:{}-planqq", "planqd": "plandq.py:{}-planqd",
            "plandd": "plandq.py:{}-plandd"}
 # Methods that evaluate another method's training under other settings: (trained method, evaluation overrides).
-EVALUATED_AS = {"diar-noar": ("diar", ["plan.adaptive_revaluation=False"])}
+# ldcq-code-eval: the official maze2d evaluation (the q_policy lookahead, new latents every 10 steps); LDCQ must be
+# trained with model.state_decoder=True.
+EVALUATED_AS = {"diar-noar": ("diar", ["plan.adaptive_revaluation=False"]),
+                "ldcq-code-eval": ("ldcq", ["plan.q_lookahead=True", "plan.replan_every=10"])}
 # D4RL maze2d-v1 scores the papers report: Diffuser (Janner et al., Table 1), BC and LDCQ on U-Maze and Medium
 # (DIAR, Park et al., Table 1), LDCQ, LDGC and LDCP on Large (Venkatraman et al., Tables 1 and 8), DIAR with and
 # without Adaptive Revaluation (Park et al., Table 2).
@@ -48,6 +53,7 @@ PAPER = {"diffuser": {"umaze": 113.9, "medium": 121.5, "large": 123.0},
          "ldcq": {"umaze": 134.2, "medium": 125.3, "large": 150.1}, "ldgc": {"large": 206.8}, "ldcp": {"large": 184.3},
          "diar": {"umaze": 141.8, "medium": 139.2, "large": 200.3},
          "diar-noar": {"umaze": 135.6, "medium": 138.2, "large": 193.5}}
+PAPER["ldcq-code-eval"] = PAPER["ldcq"]
 
 
 def run(method: str, variant: str, overrides: list[str], seed: int, root: str, workdir: pathlib.Path, episodes: int,

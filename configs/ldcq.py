@@ -117,6 +117,9 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         num_candidates=500 if method == "ldcq" else 50,  # LDCQ: Table 7; LDCP: code num_diffusion_samples 50
         depth=2,  # LDCP, App. B: d = 2 in the navigation tasks
         replan_every=horizon,  # Sec. 4.2: the H decoded actions are executed (code maze2d: every 10 steps)
+        # LDCQ: True chooses as the official maze2d evaluation's q_policy does (a state-decoder lookahead, see
+        # LDCQ.choose_by_q_lookahead; needs model.state_decoder=True); False: Sec. 4.2's argmax Q at s.
+        q_lookahead=False,
     )
     c.train = dict(
         log_every=1000,

@@ -112,6 +112,30 @@ def test_q_step_sets_priorities_from_the_td_errors_before_the_step(priority):
     np.testing.assert_array_equal(replay_state.priorities[np.array([0, 2, 3])], 1.0)  # not drawn: unchanged
 
 
+def test_q_lookahead_executes_the_latent_drawn_at_the_best_predicted_state():
+    """The official maze2d q_policy with stand-ins whose choice is known: prior latents z_i = 100 c + i at the
+    condition c, predicted states s'_i = s + i / 10, Q = -(s' - t)^2. The z' drawn at the s'_i nearest t is
+    executed (100 s'_i, not z_i = 100 s + i)."""
+    data = random_walk_dataset(3, seed=1)
+    config = _tiny_config(extra=["task.horizon=2", "task.state_key=None", "model.state_decoder=True",
+                                 "plan.q_lookahead=True", "plan.num_candidates=4"])
+    agent = LDCQ(config, DatasetInfo.from_data(data), GaussianNormalizer.fit(data.observations))
+    unit = 1.0 / float(agent.skill_state(jnp.ones((1, 1)))[0, 0] - agent.skill_state(jnp.zeros((1, 1)))[0, 0])
+    obs = jnp.asarray([[0.0], [0.1 * unit], [0.2 * unit]])  # normalised states s, s + 0.1, s + 0.2
+    s = np.asarray(agent.skill_state(obs), np.float64)[:, 0]
+    target = s[1] + 0.2  # nearest: i = 3, 2, 1
+    agent.sample_latents = lambda prior, rng, c, samples: jnp.broadcast_to(
+        (100 * c[:, :1] + jnp.arange(samples, dtype=jnp.float32))[..., None], (c.shape[0], samples, 16))
+    agent.predict_final_state = lambda vae, states, latents: states + (latents[:, :1] - 100 * states) / 10
+    agent.min_q = lambda q_params, states, candidates: jnp.broadcast_to(-jnp.square(states[:, :1] - target),
+                                                                       candidates.shape[:2])
+    chosen = agent.policy().choose({"prior": None, "vae": None, "q": None}, jax.random.PRNGKey(0), obs)
+    best_predicted = s + np.asarray([3, 2, 1]) / 10
+    np.testing.assert_allclose(chosen, np.repeat(100 * best_predicted[:, None], 16, axis=1), rtol=1e-4)
+    with pytest.raises(ValueError, match="state decoder"):
+        LDCQ(apply_overrides(config, ["model.state_decoder=False"]), agent.info, agent.normalizer)
+
+
 def test_prior_sample_pool_is_kept_in_the_stage_workdir_and_read_back(tmp_path):
     """The pool is saved once and read instead of sampled again (the saved file is what comes back); other sampler
     settings, another prior or other states make a pool of their own."""

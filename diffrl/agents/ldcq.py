@@ -232,12 +232,19 @@ class LDCQ(LatentSkillMethod):
         super().__init__(config, info, normalizer)
         self.q_net = LatentQNetwork(hidden=config.model.q_hidden)
         self.q_input_dim = self.state_dim + self.goal_dim
+        if config.plan.get("q_lookahead") and not config.model.state_decoder:
+            raise ValueError("plan.q_lookahead predicts s_{t+H} with the state decoder: train the VAE with "
+                             "model.state_decoder=True")
 
     def q_input(self, obs: jnp.ndarray) -> jnp.ndarray:
         """``Q``'s state: the skill state, and the goal where the observation has one (goal-reaching tasks)."""
+        return self.q_input_of(self.skill_state(obs), obs)
+
+    def q_input_of(self, state: jnp.ndarray, obs: jnp.ndarray) -> jnp.ndarray:
+        """``Q``'s input for the normalised skill state ``state`` with the goal of ``obs`` (where it has one)."""
         if self.goal_slice is None:
-            return self.skill_state(obs)
-        return jnp.concatenate([self.skill_state(obs), self.goal(obs)], axis=-1)
+            return state
+        return jnp.concatenate([state, self.goal(obs)], axis=-1)
 
     def init_q(self, rng):
         """Parameters of the two Q-networks, stacked on a leading axis of 2."""
@@ -270,7 +277,24 @@ class LDCQ(LatentSkillMethod):
         scores = self.min_q(self.q_params(params), self.q_input(obs), candidates)
         return candidates[jnp.arange(obs.shape[0]), jnp.argmax(scores, axis=-1)]
 
+    def choose_by_q_lookahead(self, params, rng, obs):
+        """The official maze2d evaluation (``q_policy``, eval/plan_skills_diffusion_maze2d.py): ``n`` prior
+        latents ``z_i`` at ``s``, the state decoder's ``s'_i`` after each, one prior latent ``z'_i`` at each
+        ``s'_i``; the ``z'_i`` with the highest ``min_j Q_j(s'_i, z'_i)`` is executed from ``s`` (as the code
+        does: the latent drawn at the predicted state, not ``z_i``)."""
+        n, envs = self.config.plan.num_candidates, obs.shape[0]
+        rng_first, rng_second = jax.random.split(rng)
+        first = self.sample_latents(params["prior"], rng_first, self.condition(obs), n)  # [E, n, Z]
+        predicted = self.predict_final_state(params["vae"], jnp.repeat(self.skill_state(obs), n, axis=0),
+                                             first.reshape(envs * n, -1))  # [E n, S]
+        repeated = jnp.repeat(obs, n, axis=0)
+        second = self.sample_latents(params["prior"], rng_second, predicted, 1)  # [E n, 1, Z]
+        scores = self.min_q(self.q_params(params), self.q_input_of(predicted, repeated), second).reshape(envs, n)
+        return second.reshape(envs, n, -1)[jnp.arange(envs), jnp.argmax(scores, axis=-1)]
+
     def policy(self) -> Policy:
+        if self.config.plan.get("q_lookahead"):
+            return LatentSkillPolicy(self, self.choose_by_q_lookahead)
         return LatentSkillPolicy(self, self.choose_by_q)
 
 
