@@ -40,11 +40,12 @@ METHODS = {"bc": "bc.py:{}", "diffuser": "diffuser.py:{}", "ldcq": "ldcq.py:{}",
            "ldcq-code-eval": "ldcq.py:{}", "dql": "dql.py:{}",
            "plandq": "plandq.py:{}", "planqq": "plandq.py:{}-planqq", "planqd": "plandq.py:{}-planqd",
            "plandd": "plandq.py:{}-plandd"}
-# Methods that evaluate another method's training under other settings: (trained method, evaluation overrides).
-# ldcq-code-eval: the official maze2d evaluation (the q_policy lookahead, new latents every 10 steps); LDCQ must be
-# trained with model.state_decoder=True.
-EVALUATED_AS = {"diar-noar": ("diar", ["plan.adaptive_revaluation=False"]),
-                "ldcq-code-eval": ("ldcq", ["plan.q_lookahead=True", "plan.replan_every=10"])}
+# Methods that evaluate another method's training under other settings: (trained method, evaluation overrides,
+# overrides the training needs). ldcq-code-eval: the official maze2d evaluation's policy (the q_policy lookahead,
+# new latents every 10 steps); its sampling settings (candidates, steps) stay those of the config and --set.
+EVALUATED_AS = {"diar-noar": ("diar", ["plan.adaptive_revaluation=False"], []),
+                "ldcq-code-eval": ("ldcq", ["plan.q_lookahead=True", "plan.replan_every=10"],
+                                   ["model.state_decoder=True"])}
 # D4RL maze2d-v1 scores the papers report: Diffuser (Janner et al., Table 1), BC and LDCQ on U-Maze and Medium
 # (DIAR, Park et al., Table 1), LDCQ, LDGC and LDCP on Large (Venkatraman et al., Tables 1 and 8), DIAR with and
 # without Adaptive Revaluation (Park et al., Table 2).
@@ -68,8 +69,8 @@ def run(method: str, variant: str, overrides: list[str], seed: int, root: str, w
     info, rollout = trained.info, result["rollout"]
     first_hit = first_hit_returns(rollout["first_hit"], result["summary"]["max_episode_steps"])
     budget = {name: trained.train_config(name).steps for name in trained.stage_names()}
-    return {"method": method, "seed": seed, "overrides": list(overrides), "budget": budget,
-            "train_seconds": train_seconds,
+    return {"method": method, "seed": seed, "variant": variant, "overrides": list(overrides),
+            "eval_overrides": list(eval_overrides), "budget": budget, "train_seconds": train_seconds,
             "scores": normalized_score(np.asarray(rollout["returns"], np.float64), info.ref_min_score,
                                        info.ref_max_score).tolist(),
             "first_hit_scores": normalized_score(first_hit, info.ref_min_score, info.ref_max_score).tolist(),
@@ -100,23 +101,33 @@ def main(argv=None) -> int:
         if method not in overrides:
             parser.error(f"--set {method}: not one of --methods {' '.join(args.methods)}")
         overrides[method] += values
-    for method, (trained_as, _) in EVALUATED_AS.items():
+    for method, (trained_as, _, needs) in EVALUATED_AS.items():
         if method in overrides:
             if trained_as not in overrides or args.methods.index(trained_as) > args.methods.index(method):
                 parser.error(f"{method} evaluates {trained_as}'s training: list {trained_as} before it in --methods")
+            if missing := [item for item in needs if item not in overrides[trained_as]]:
+                parser.error(f"{method} needs {trained_as} trained with --set {trained_as} {' '.join(missing)}")
             overrides[method] = overrides[trained_as]
-    earlier = {(r["method"], r["seed"]): r for path in args.runs_from
-               for r in json.loads(pathlib.Path(path).read_text())}
+    earlier = {}
+    for path in args.runs_from:
+        for r in json.loads(pathlib.Path(path).read_text()):
+            if (r["method"], r["seed"]) in earlier:
+                parser.error(f"--runs-from: {r['method']} seed {r['seed']} is in more than one run")
+            earlier[r["method"], r["seed"]] = r
     runs = []
     for method in args.methods:
+        trained_as, eval_overrides, _ = EVALUATED_AS.get(method, (method, [], []))
+        recipe = {"variant": args.variant, "overrides": overrides[method], "eval_overrides": eval_overrides}
         for seed in args.seeds:
             if (method, seed) in earlier:
                 runs.append(earlier[method, seed])
-                ran_with = runs[-1].get("overrides", overrides[method])  # files before 2026-12 do not say
-                if ran_with != overrides[method]:
-                    parser.error(f"{method} seed {seed} in --runs-from ran with --set {' '.join(ran_with)}")
+                # files written before 2026-12-01 record neither the variant nor the overrides
+                differ = {k: runs[-1][k] for k, v in recipe.items() if runs[-1].get(k, v) != v}
+                if len(runs[-1]["scores"]) != args.episodes:
+                    differ["episodes"] = len(runs[-1]["scores"])
+                if differ:
+                    parser.error(f"{method} seed {seed} in --runs-from ran with other settings: {differ}")
                 continue
-            trained_as, eval_overrides = EVALUATED_AS.get(method, (method, []))
             workdir = pathlib.Path(args.workdir) / f"{args.variant}-{trained_as}-seed{seed}"
             runs.append(run(method, args.variant, overrides[method], seed, args.root, workdir, args.episodes,
                             eval_overrides))

@@ -177,13 +177,14 @@ def test_maze_scores_pools_runs_from_earlier_json_files(tmp_path, monkeypatch, c
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
 
     def run(seed, scores, overrides=("train.steps=5",)):
-        return {"method": "bc", "seed": seed, "overrides": list(overrides), "budget": {"policy": 5},
+        return {"method": "bc", "seed": seed, "variant": "maze2d-large", "overrides": list(overrides),
+                "eval_overrides": [], "budget": {"policy": 5},
                 "train_seconds": 60.0 * (seed + 1), "scores": scores, "first_hit_scores": [2 * s for s in scores],
                 "success": [1, 0], "summary": {"dataset_id": "d", "env": "e", "max_episode_steps": 300}}
 
     (tmp_path / "a.json").write_text(json.dumps([run(0, [1.0, 3.0])]))
     (tmp_path / "b.json").write_text(json.dumps([run(1, [5.0, 7.0]), run(2, [0.0, 0.0])]))
-    args = ["--root", "unused", "--variant", "maze2d-large", "--methods", "bc", "--seeds", "0", "1",
+    args = ["--root", "unused", "--variant", "maze2d-large", "--methods", "bc", "--seeds", "0", "1", "--episodes", "2",
             "--set", "bc", "train.steps=5", "--runs-from", str(tmp_path / "a.json"), str(tmp_path / "b.json")]
     assert bench.main([*args, "--json", str(tmp_path / "all.json")]) == 0
     assert [r["seed"] for r in json.loads((tmp_path / "all.json").read_text())] == [0, 1]
@@ -192,6 +193,10 @@ def test_maze_scores_pools_runs_from_earlier_json_files(tmp_path, monkeypatch, c
     cells = [c.strip() for c in row.split("|")[1:-1]]
     stderr = np.std([1.0, 3.0, 5.0, 7.0], ddof=1) / 2
     assert cells[3:9] == ["1.5", "2.0, 6.0", f"4.0 +/- {stderr:.1f}", f"8.0 +/- {2 * stderr:.1f}", "0.50", "5.0"]
-    with pytest.raises(SystemExit):  # a run made with other overrides is refused
-        bench.main([*args[:-3], "train.steps=6", *args[-3:]])
-    assert "bc seed 0 in --runs-from ran with --set train.steps=5" in capsys.readouterr().err
+    capsys.readouterr()
+    for changed, differ in [(["--set", "bc", "train.steps=6"], "{'overrides': ['train.steps=5']}"),
+                            (["--variant", "maze2d-umaze"], "{'variant': 'maze2d-large'}"),
+                            (["--episodes", "3"], "{'episodes': 2}")]:
+        with pytest.raises(SystemExit):  # a run made with other settings is refused
+            bench.main([*args, *changed])
+        assert f"bc seed 0 in --runs-from ran with other settings: {differ}" in capsys.readouterr().err

@@ -114,8 +114,8 @@ def test_q_step_sets_priorities_from_the_td_errors_before_the_step(priority):
 
 def test_q_lookahead_executes_the_latent_drawn_at_the_best_predicted_state():
     """The official maze2d q_policy with stand-ins whose choice is known: prior latents z_i = 100 c + i at the
-    condition c, predicted states s'_i = s + i / 10, Q = -(s' - t)^2. The z' drawn at the s'_i nearest t is
-    executed (100 s'_i, not z_i = 100 s + i)."""
+    condition c, predicted states s'_i = s + i / 10, Q(s', z') = -(z'[0] / 100 - t)^2. The z' drawn at the s'_i
+    nearest t is executed (100 s'_i, not z_i = 100 s + i)."""
     data = random_walk_dataset(3, seed=1)
     config = _tiny_config(extra=["task.horizon=2", "task.state_key=None", "model.state_decoder=True",
                                  "plan.q_lookahead=True", "plan.num_candidates=4"])
@@ -127,8 +127,7 @@ def test_q_lookahead_executes_the_latent_drawn_at_the_best_predicted_state():
     agent.sample_latents = lambda prior, rng, c, samples: jnp.broadcast_to(
         (100 * c[:, :1] + jnp.arange(samples, dtype=jnp.float32))[..., None], (c.shape[0], samples, 16))
     agent.predict_final_state = lambda vae, states, latents: states + (latents[:, :1] - 100 * states) / 10
-    agent.min_q = lambda q_params, states, candidates: jnp.broadcast_to(-jnp.square(states[:, :1] - target),
-                                                                       candidates.shape[:2])
+    agent.min_q = lambda q_params, states, candidates: -jnp.square(candidates[..., 0] / 100 - target)  # z' / 100 = s'
     chosen = agent.policy().choose({"prior": None, "vae": None, "q": None}, jax.random.PRNGKey(0), obs)
     best_predicted = s + np.asarray([3, 2, 1]) / 10
     np.testing.assert_allclose(chosen, np.repeat(100 * best_predicted[:, None], 16, axis=1), rtol=1e-4)
@@ -159,6 +158,9 @@ def test_prior_sample_pool_is_kept_in_the_stage_workdir_and_read_back(tmp_path):
     others = [pool_of(extra=["q.pool_steps=3"]), pool_of(prior_seed=1), pool_of(conditions=jnp.zeros((10, 1)))]
     assert len(list((tmp_path / "q").glob("pool-*.npy"))) == 4
     assert not any(np.array_equal(other, marked) for other in others)
+    bfloat16 = pool_of(extra=["q.pool_dtype=bfloat16"])  # np.save keeps it as raw 2-byte records
+    read = pool_of(extra=["q.pool_dtype=bfloat16"])
+    assert read.dtype == jnp.bfloat16 and np.array_equal(read.astype(np.float32), bfloat16.astype(np.float32))
 
 
 def test_ldcp_executes_the_first_latent_of_the_leaf_nearest_the_goal():
@@ -223,6 +225,7 @@ def test_random_walk_diffusion_prior_is_bimodal_and_ldcq_walks_to_an_end(random_
     # all stages finished: a second call resumes nothing and trains nothing
     again = train(config, run, progress=False, data=data)
     assert set(again) == {"vae", "prior", "q"} and all(summary.get("skipped") for summary in again.values())
+    assert len(list((run / "q").glob("pool-*.npy"))) == 1  # the pipeline gave the Q stage its workdir
 
     agent, params, _, step = load_trained(run)
     assert step == 1000 and set(params) == {"vae", "prior", "q"}

@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 CANDIDATE_SOURCES = ("pool", "fresh")
 TARGET_LATENTS = ("min", "cross")
 PRIORITIES = ("abs_td", "squared_td")
+POOL_FORMAT = 1  # part of a saved pool's fingerprint: raise it when a change to the sampler changes the pool
 
 
 @struct.dataclass
@@ -131,18 +132,22 @@ class QStage(Stage):
         the pool saved in :attr:`cache_dir` from the same prior, conditions, seed and sampler settings."""
         m, qc = self.method, self.config.q
         rng = jax.random.PRNGKey(self.config.seed + 2 if seed is None else seed)
-        settings = {"q": {k: qc[k] for k in ("pool_size", "pool_steps", "pool_extra_steps", "guidance_weight",
-                                             "pool_dtype", "pool_batch")},
-                    "diffusion": self.config.diffusion.to_dict(), "jax": jax.__version__}
+        dtype = jnp.dtype(qc.pool_dtype)
         path = None
         if self.cache_dir is not None:
+            settings = {"format": POOL_FORMAT, "diffusion": self.config.diffusion.to_dict(),
+                        "q": {k: qc[k] for k in ("pool_size", "pool_steps", "pool_extra_steps", "guidance_weight",
+                                                 "pool_dtype", "pool_batch")},
+                        "jax": [jax.__version__, jax.config.jax_default_prng_impl,
+                                jax.config.jax_threefry_partitionable]}
             key = fingerprint(json.dumps(settings, sort_keys=True), jax.random.key_data(rng), conditions,
                               self.upstream["prior"])
             path = pathlib.Path(self.cache_dir) / f"pool-{key}.npy"
-            if path.exists():
-                pool = jnp.asarray(np.load(path))
-                logger.info("prior-sample pool: read %s %s from %s", pool.shape, pool.dtype, path)
-                return pool
+            shape = (conditions.shape[0], qc.pool_size, self.config.model.latent_dim)
+            saved = np.load(path) if path.exists() else None
+            if saved is not None and saved.shape == shape and saved.dtype.itemsize == dtype.itemsize:
+                logger.info("prior-sample pool: read %s from %s", shape, path)
+                return jnp.asarray(saved.view(dtype))  # np.save keeps bfloat16 as raw 2-byte records
 
         @jax.jit
         def draw(prior, condition, key):  # data and parameters as arguments: a large dataset is no program constant
@@ -160,7 +165,10 @@ class QStage(Stage):
         logger.info("prior-sample pool: %d states x %d samples x %d dims, %.1f MiB %s, built in %.1f s",
                     *pool.shape, pool.nbytes / 2**20, pool.dtype, self.pool_seconds)
         if path is not None and jax.process_index() == 0:
-            save_atomically(path, np.asarray(pool))
+            try:
+                save_atomically(path, np.asarray(pool))
+            except OSError as err:  # the saved pool only saves time: training goes on without it
+                logger.warning("prior-sample pool: could not save it to %s (%s)", path, err)
         return pool
 
     def sample_batch(self, data: ChunkTransitions, rng, state):
@@ -312,6 +320,9 @@ def save_atomically(path: pathlib.Path, array: np.ndarray) -> None:
     """``np.save`` to a temporary file renamed onto ``path``: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    with open(partial, "wb") as f:
-        np.save(f, array)
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as f:
+            np.save(f, array)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
