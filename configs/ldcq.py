@@ -62,7 +62,10 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         latent_dim=16,  # Table 5
         hidden=256,  # Table 5 / App. A.2.1
         gru_layers=2,  # App. A.2.1: two stacked bidirectional GRUs (code default 4)
-        state_decoder=method == "ldcp",  # p(s_{t+H} | s_t, z), App. B (LDCP; DIAR)
+        # p(s_{t+H} | s_t, z), App. B (LDCP; DIAR). The official code always trains it, on a detached latent, so
+        # it leaves the encoder, prior and Q as they are (an LDCQ maze2d-umaze seed scored the same to the last
+        # digit with and without it); LDCQ needs it for plan.q_lookahead.
+        state_decoder=method == "ldcp",
         prior_hidden_dims=(128, 32, 16, 8, 16, 32, 128),  # App. A.2.2
         time_dim=256,  # App. A.2.2: 256-d sinusoidal embedding (code: 128-d, then the 256-wide MLP)
         embed_dim=256,  # code: time and state MLP width
