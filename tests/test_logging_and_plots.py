@@ -13,6 +13,7 @@ import pytest
 from diffrl.envs.maze_plot import GOAL_LABEL, PLAN_LABEL, START_LABEL, TRAJECTORY_LABEL, WALL_GID, maze_figure
 from diffrl.envs.pointmaze import PointMaze
 from diffrl.eval.plots import curve_figure, figure_to_png, save_figure
+from diffrl.files import write_atomically
 from diffrl.train.logging import SummaryWriter
 from tensorboard_reader import read_image_tags, read_scalars, read_text
 
@@ -253,3 +254,18 @@ def test_save_figure_failures_leave_no_partial_file(tmp_path, monkeypatch):
         save_figure(curve_figure({"b": ([0, 1], [1, 0])}), target)
     assert os.listdir(tmp_path / "out") == ["fig.png"]
     assert target.read_bytes() == before
+
+
+def test_write_atomically_with_a_writer_that_fails_midway_keeps_the_old_file(tmp_path):
+    target = tmp_path / "pool.npy"
+    write_atomically(target, lambda f: np.save(f, np.arange(3)))
+    assert np.load(target).tolist() == [0, 1, 2]
+
+    def half_then_fail(f):
+        f.write(b"\x93NUMPY half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        write_atomically(target, half_then_fail)
+    assert os.listdir(tmp_path) == ["pool.npy"]
+    assert np.load(target).tolist() == [0, 1, 2]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pathlib
 import time
 
@@ -43,6 +42,7 @@ from diffrl.agents.latent_skills import (LatentSkillMethod, LatentSkillPolicy, P
 from diffrl.agents.train_state import EMA, TrainState, apply_loss, ensemble
 from diffrl.data import replay
 from diffrl.data.store import DatasetStore, gather_chunks
+from diffrl.files import write_atomically
 from diffrl.nets.critics import LatentQNetwork
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class QStage(Stage):
                     *pool.shape, pool.nbytes / 2**20, pool.dtype, self.pool_seconds)
         if path is not None and jax.process_index() == 0:
             try:
-                save_atomically(path, np.asarray(pool))
+                write_atomically(path, lambda f: np.save(f, np.asarray(pool)))
             except OSError as err:  # the saved pool only saves time: training goes on without it
                 logger.warning("prior-sample pool: could not save it to %s (%s)", path, err)
         return pool
@@ -315,14 +315,3 @@ def fingerprint(*parts) -> str:
         digest.update(array.tobytes())
     return digest.hexdigest()[:16]
 
-
-def save_atomically(path: pathlib.Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file renamed onto ``path``: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    try:
-        with open(partial, "wb") as f:
-            np.save(f, array)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)

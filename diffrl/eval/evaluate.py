@@ -21,7 +21,8 @@ from diffrl.agents.base import Method
 from diffrl.envs.base import Env
 from diffrl.envs.gym_fallback import evaluate_gym
 from diffrl.envs.registry import has_mjx_port, make_env, slower_than_mujoco_c_on_cpu
-from diffrl.eval.plots import save_figure, set_figure_title, write_atomically
+from diffrl.eval.plots import save_figure, set_figure_title
+from diffrl.files import write_atomically
 from diffrl.eval.rollout import make_rollout, score_summary
 from diffrl.train.pipeline import load_trained
 from diffrl.train.sharding import make_mesh, put_replicated
@@ -113,8 +114,9 @@ class Evaluator:
         has_success = self.env.reports_success if self.env is not None else out["first_hit"] is not None
         summary = score_summary(out["returns"], out["first_hit"] if has_success else None, info.ref_min_score,
                                 info.ref_max_score, max_steps)
-        summary.update(dataset_id=info.dataset_id, env=self.env_name, multi_goal=bool(self.method.config.eval.multi_goal),
-                       seconds=round(seconds, 3), max_episode_steps=max_steps)
+        summary.update(dataset_id=info.dataset_id, env=self.env_name,
+                       multi_goal=bool(self.method.config.eval.multi_goal), seconds=round(seconds, 3),
+                       max_episode_steps=max_steps)
         figure = None
         if self.env is not None:
             figure = rollout_figure(self.env, out, summary, step, self.method.config.eval.plot_episodes)

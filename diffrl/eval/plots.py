@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import textwrap
 from typing import Any, Mapping
 
@@ -17,7 +16,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["curve_figure", "figure_to_png", "new_figure", "save_figure", "set_figure_title", "write_atomically"]
+from diffrl.files import write_atomically
+
+__all__ = ["curve_figure", "figure_to_png", "new_figure", "save_figure", "set_figure_title"]
 TITLE_FONTSIZE = 10
 POINTS_PER_INCH = 72
 
@@ -63,29 +64,6 @@ def figure_to_png(fig: Figure, dpi: float | None = None) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi if dpi is not None else fig.dpi)
     return buf.getvalue()
-
-
-def write_atomically(path: str | os.PathLike, data: bytes) -> str:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``; parent folders are
-    created. On failure an ``OSError`` propagates and no partial or temp file is left. Returns the path."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600 files
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: float | None = None) -> str:
