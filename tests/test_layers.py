@@ -8,8 +8,9 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "diffrl"
 # Bottom to top; a module may import its own layer and the layers before it.
-LAYERS = (("diffrl.diffusion", "diffrl.nets", "diffrl.config", "diffrl.spaces", "diffrl.locking"), ("diffrl.envs",), ("diffrl.data",),
-          ("diffrl.agents",), ("diffrl.train",), ("diffrl.eval",), ("diffrl.experts",), ("diffrl.demo", "diffrl.cli"))
+LAYERS = (("diffrl.diffusion", "diffrl.nets", "diffrl.config", "diffrl.spaces", "diffrl.locking", "diffrl.files"),
+          ("diffrl.envs",), ("diffrl.data",), ("diffrl.agents",), ("diffrl.train",), ("diffrl.eval",),
+          ("diffrl.experts",), ("diffrl.demo", "diffrl.cli"))
 
 
 def module_name(path: pathlib.Path) -> str:
