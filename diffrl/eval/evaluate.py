@@ -22,8 +22,8 @@ from diffrl.envs.base import Env
 from diffrl.envs.gym_fallback import evaluate_gym
 from diffrl.envs.registry import has_mjx_port, make_env, slower_than_mujoco_c_on_cpu
 from diffrl.eval.plots import save_figure, set_figure_title
-from diffrl.files import write_atomically
 from diffrl.eval.rollout import make_rollout, score_summary
+from diffrl.files import write_atomically
 from diffrl.train.pipeline import load_trained
 from diffrl.train.sharding import make_mesh, put_replicated
 
