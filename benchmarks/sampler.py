@@ -120,6 +120,14 @@ def diffuser_case(name: str, horizon: int | None, steps: int | None, compute_dty
     return Case(name, method.horizon, method.schedule.num_steps, draw, inputs, step_cost)
 
 
+def latent_step_cost(method, prior_params, batch: int, samples: int):
+    """One latent denoiser call as ``sample_latents`` makes it: ``[batch, samples, Z]`` latents, each state's
+    ``[batch, 1, C]`` condition shared by its samples, one step ``t`` for all."""
+    return cost(jax.jit(method.denoiser.apply).lower(
+        prior_params, jnp.zeros((batch, samples, method.config.model.latent_dim)), jnp.zeros((1,), jnp.int32),
+        jnp.zeros((batch, 1, method.condition_dim))).compile())
+
+
 def ldcq_case(name: str, steps: int | None) -> Case:
     method = synthetic_method("pointmaze-umaze", [f"plan.sampler_steps={steps}"] if steps else [], method="ldcq")
     # the Q stage's init needs its prepared chunks: the two Q-networks' parameters come from the method instead
@@ -136,10 +144,7 @@ def ldcq_case(name: str, steps: int | None) -> Case:
         return params, jax.random.PRNGKey(1), jnp.zeros((batch, method.info.observation_size))
 
     def step_cost(batch):
-        rows = batch * latents_per_row
-        return cost(jax.jit(method.denoiser.apply).lower(
-            params["prior"], jnp.zeros((rows, method.config.model.latent_dim)), jnp.zeros((1,), jnp.int32),
-            jnp.zeros((rows, method.condition_dim))).compile())
+        return latent_step_cost(method, params["prior"], batch, latents_per_row)
 
     plan = method.config.plan
     return Case(name, None, plan.sampler_steps + plan.extra_steps, draw, inputs, step_cost)
@@ -172,10 +177,7 @@ def diar_case(name: str, steps: int | None) -> Case:
                         method.decode_action(params["vae"], obs, latent, jax.random.PRNGKey(0)))
 
             return cost(jax.jit(act).lower(params, jnp.zeros((batch, method.info.observation_size))).compile())
-        rows = batch * plan.num_candidates
-        return cost(jax.jit(method.denoiser.apply).lower(
-            params["prior"], jnp.zeros((rows, latent_dim)), jnp.zeros((1,), jnp.int32),
-            jnp.zeros((rows, method.condition_dim))).compile())
+        return latent_step_cost(method, params["prior"], batch, plan.num_candidates)
 
     return Case(name, None, 1 if name == "diar-act" else plan.sampler_steps + plan.extra_steps, draw, inputs,
                 step_cost)

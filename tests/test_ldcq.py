@@ -40,6 +40,11 @@ def test_latent_denoiser_shared_timestep_and_mirrored_widths():
     params = net.init(jax.random.PRNGKey(1), x, jnp.zeros((6,), jnp.int32), cond)
     t = jnp.full((6,), 17, jnp.int32)
     np.testing.assert_allclose(net.apply(params, x, t[:1], cond), net.apply(params, x, t, cond), rtol=1e-5, atol=1e-6)
+    # a state shared by its samples: [2, 3, Z] samples with [2, 1, C] states give the repeated-rows answer
+    states = jax.random.normal(jax.random.PRNGKey(2), (2, 3))
+    shared = net.apply(params, x.reshape(2, 3, 4), t[:1], states[:, None])
+    np.testing.assert_allclose(shared.reshape(6, 4), net.apply(params, x, t, jnp.repeat(states, 3, axis=0)),
+                               rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="palindrome"):
         LatentResNetDenoiser(hidden_dims=(32, 8, 16)).init(jax.random.PRNGKey(1), x, t, cond)
 

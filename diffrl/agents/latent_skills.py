@@ -182,15 +182,13 @@ class LatentSkillMethod(Method):
         weight = pc.guidance_weight if guidance_weight is None else guidance_weight
         config = diffusion.SamplerConfig(method="ddpm", steps=steps, prediction=self.config.diffusion.prediction,
                                          variance="beta", extra_steps=extra_steps)
-        cond = jnp.repeat(conditions, samples, axis=0)
         cfg = None if weight == 1.0 else diffusion.ClassifierFreeGuidance(jnp.zeros((self.condition_dim,)), weight)
 
-        def model_fn(x, t, c):
-            return self.denoiser.apply(prior_params, x, t[:1], c)  # every sample is at the same step t
+        def model_fn(x, t, c):  # every sample is at the same step t, and a state's samples share its encoding
+            return self.denoiser.apply(prior_params, x, t[:1], c)
 
-        z = diffusion.sample(rng, model_fn, self.schedule, (cond.shape[0], self.config.model.latent_dim), config,
-                             cond, cfg=cfg)
-        return z.reshape(conditions.shape[0], samples, -1)
+        shape = (conditions.shape[0], samples, self.config.model.latent_dim)
+        return diffusion.sample(rng, model_fn, self.schedule, shape, config, conditions[:, None], cfg=cfg)
 
     def decode_action(self, vae_params, obs, latent, rng) -> jnp.ndarray:
         """``a ~ pi(a | s, z)`` drawn autoregressively, clipped to the action box."""

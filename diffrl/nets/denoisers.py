@@ -87,16 +87,33 @@ def dense_ln_gelu(width: int, x):
     return jax.nn.gelu(nn.LayerNorm()(nn.Dense(width)(x)))
 
 
+class ConcatDense(nn.Module):
+    """``Dense`` of the concatenation of ``inputs`` (the same kernel, rows in input order, and bias), computed as
+    the sum of each input's product with its rows, so inputs that broadcast against each other (a condition shared
+    by many samples, a step shared by the batch) are multiplied once, not once per sample."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, *inputs):
+        sizes = [x.shape[-1] for x in inputs]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (sum(sizes), self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        return sum(x @ kernel[o : o + n] for x, o, n in zip(inputs, offsets, sizes)) + bias
+
+
 class LatentResidualBlock(nn.Module):
     """``h + GELU(LN(W2 GELU(LN(W1 [h, e_s, e_t]))))``: the state and time encodings concatenated with the
-    activation (LDCQ App. A.2.2)."""
+    activation (LDCQ App. A.2.2); ``e_s`` and ``e_t`` may broadcast against ``h``."""
 
     width: int
 
     @nn.compact
     def __call__(self, h, time_embedding, state_embedding):
-        inner = dense_ln_gelu(self.width, jnp.concatenate([h, state_embedding, time_embedding], axis=-1))
-        return h + dense_ln_gelu(self.width, inner)
+        inner = ConcatDense(self.width, name="Dense_0")(h, state_embedding, time_embedding)
+        inner = jax.nn.gelu(nn.LayerNorm()(inner))
+        return h + jax.nn.gelu(nn.LayerNorm()(nn.Dense(self.width, name="Dense_1")(inner)))
 
 
 class LatentResNetDenoiser(nn.Module):
@@ -107,6 +124,10 @@ class LatentResNetDenoiser(nn.Module):
     the first half with the same width, and a final residual block follows the input projection's skip
     (official ``UNet``: 8 residual blocks in all). ``t`` is encoded by a ``time_dim``-d sinusoidal embedding and a
     2-layer MLP, the condition ``s`` by a 2-layer MLP (both ``Dense -> LN -> GELU``, width ``embed_dim``).
+
+    ``x [..., Z]`` and ``cond [..., C]`` broadcast against each other (``[E, n, Z]`` samples with ``[E, 1, C]``
+    states: each state is encoded once), and ``t`` is ``[len(x)]`` or ``[1]`` (one step for the whole batch: its
+    encoding is computed once).
     """
 
     hidden_dims: tuple[int, ...] = (128, 32, 16, 8, 16, 32, 128)
@@ -115,15 +136,16 @@ class LatentResNetDenoiser(nn.Module):
 
     @nn.compact
     def __call__(self, x, t, cond):
-        chex.assert_rank([x, t, cond], [2, 1, 2])
-        chex.assert_equal_shape_prefix([x, cond], 1)
+        chex.assert_rank(t, 1)
+        chex.assert_equal_rank([x, cond])
         dims = tuple(self.hidden_dims)
         if len(dims) % 2 == 0 or dims != dims[::-1]:
-            raise ValueError(f"hidden_dims must be an odd-length palindrome (U-Net skips join equal widths), got {dims}")
+            raise ValueError("hidden_dims must be an odd-length palindrome (U-Net skips join equal widths), "
+                             f"got {dims}")
         t_emb = sinusoidal_embedding(t, self.time_dim)
         t_emb = dense_ln_gelu(self.embed_dim, dense_ln_gelu(self.embed_dim, t_emb))
+        t_emb = t_emb.reshape(t_emb.shape[:1] + (1,) * (x.ndim - 2) + t_emb.shape[1:])  # [B or 1, 1.., E]
         s_emb = dense_ln_gelu(self.embed_dim, dense_ln_gelu(self.embed_dim, cond))
-        t_emb = jnp.broadcast_to(t_emb, x.shape[:-1] + t_emb.shape[-1:])  # a [1] t serves the whole batch
         projected = nn.Dense(dims[0])(x)
         h, skips = projected, []
         middle = len(dims) // 2
