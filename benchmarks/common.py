@@ -16,20 +16,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import diffrl
 from diffrl.agents import Method, Stage, method_class
 from diffrl.config import apply_overrides, load_config
 from diffrl.data import OfflineData
 
 
 def _results_dir() -> Path:
-    """``$DIFFRL_BENCHMARK_RESULTS`` if set; else this folder's ``results/`` in a source checkout (diffrl installed
-    editable, or run as ``python benchmarks/NAME.py``); else, installed, ``benchmarks/results/`` under the current
-    directory (not inside site-packages)."""
+    """``$DIFFRL_BENCHMARK_RESULTS`` if set; else ``benchmarks/results/`` of the source checkout whose ``diffrl``
+    was imported (installed editable, or put first on ``PYTHONPATH``: the results land next to the code that made
+    them, even where the editable install maps ``diffrl.benchmarks`` to another checkout); else, installed,
+    ``benchmarks/results/`` under the current directory (not inside site-packages)."""
     if os.environ.get("DIFFRL_BENCHMARK_RESULTS"):
         return Path(os.environ["DIFFRL_BENCHMARK_RESULTS"])
-    here = Path(__file__).resolve().parent
-    if (here.parent / "pyproject.toml").is_file():
-        return here / "results"
+    checkout = Path(diffrl.__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "benchmarks").is_dir():
+        return checkout / "benchmarks" / "results"
     return Path.cwd() / "benchmarks" / "results"
 
 

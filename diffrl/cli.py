@@ -325,9 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "next to gymnasium), maze_scores (maze scores of every method over seeds), "
                                        "compare-pytorch (the official PyTorch Diffuser beside diffrl, interleaved), conv_in_loop (XLA:CPU's "
                                        "convolution gradients alone and inside a scan), antmaze_expert. "
-                                       "Results go to benchmarks/results/<device>.md: the checkout's folder when "
-                                       "diffrl is installed from a checkout in editable mode, else under the current "
-                                       "directory ($DIFFRL_BENCHMARK_RESULTS overrides both).")
+                                       "Results go to benchmarks/results/<device>.md: the folder of the checkout "
+                                       "diffrl is imported from (editable install or PYTHONPATH), else under the "
+                                       "current directory ($DIFFRL_BENCHMARK_RESULTS overrides both).")
     bench.add_argument("name", help="sampler | train | envs | maze_scores | compare-pytorch | conv_in_loop | "
                                     "antmaze_expert")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")

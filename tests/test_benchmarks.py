@@ -200,3 +200,18 @@ def test_maze_scores_pools_runs_from_earlier_json_files(tmp_path, monkeypatch, c
         with pytest.raises(SystemExit):  # a run made with other settings is refused
             bench.main([*args, *changed])
         assert f"bc seed 0 in --runs-from ran with other settings: {differ}" in capsys.readouterr().err
+
+
+def test_results_land_in_the_checkout_diffrl_is_imported_from(tmp_path, monkeypatch):
+    """A clone put first on PYTHONPATH writes its own results, whichever checkout the editable install maps."""
+    import diffrl
+
+    monkeypatch.delenv("DIFFRL_BENCHMARK_RESULTS", raising=False)
+    checkout = tmp_path / "clone"
+    (checkout / "benchmarks").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("")
+    monkeypatch.setattr(diffrl, "__file__", str(checkout / "diffrl" / "__init__.py"))
+    assert common._results_dir() == checkout / "benchmarks" / "results"
+    monkeypatch.setattr(diffrl, "__file__", str(tmp_path / "site-packages" / "diffrl" / "__init__.py"))
+    monkeypatch.chdir(tmp_path)
+    assert common._results_dir() == tmp_path / "benchmarks" / "results"
