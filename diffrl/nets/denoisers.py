@@ -88,9 +88,10 @@ def dense_ln_gelu(width: int, x):
 
 
 class ConcatDense(nn.Module):
-    """``Dense`` of the concatenation of ``inputs`` (the same kernel, rows in input order, and bias), computed as
-    the sum of each input's product with its rows, so inputs that broadcast against each other (a condition shared
-    by many samples, a step shared by the batch) are multiplied once, not once per sample."""
+    """``Dense`` of the concatenation of ``inputs`` (the same kernel, rows in input order, and bias). Inputs that
+    broadcast against each other (a condition shared by many samples, a step shared by the batch) are multiplied by
+    their rows of the kernel once, not once per sample, and the products summed; inputs of one shape (training)
+    take one product of their concatenation, which is faster for small batches."""
 
     features: int
 
@@ -99,6 +100,8 @@ class ConcatDense(nn.Module):
         sizes = [x.shape[-1] for x in inputs]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (sum(sizes), self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        if len({x.shape[:-1] for x in inputs}) == 1:
+            return jnp.concatenate(inputs, axis=-1) @ kernel + bias
         offsets = [sum(sizes[:i]) for i in range(len(sizes))]
         return sum(x @ kernel[o : o + n] for x, o, n in zip(inputs, offsets, sizes)) + bias
 
