@@ -114,6 +114,7 @@ class LatentResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, h, time_embedding, state_embedding):
+        # named as the two nn.Dense layers this block had before, so checkpoints saved then still load
         inner = ConcatDense(self.width, name="Dense_0")(h, state_embedding, time_embedding)
         inner = jax.nn.gelu(nn.LayerNorm()(inner))
         return h + jax.nn.gelu(nn.LayerNorm()(nn.Dense(self.width, name="Dense_1")(inner)))
