@@ -45,6 +45,8 @@ def test_latent_denoiser_shared_timestep_and_mirrored_widths():
     shared = net.apply(params, x.reshape(2, 3, 4), t[:1], states[:, None])
     np.testing.assert_allclose(shared.reshape(6, 4), net.apply(params, x, t, jnp.repeat(states, 3, axis=0)),
                                rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="must broadcast"):
+        net.apply(params, x.reshape(2, 3, 4), t[:1], jnp.ones((3, 1, 3)))
     with pytest.raises(ValueError, match="palindrome"):
         LatentResNetDenoiser(hidden_dims=(32, 8, 16)).init(jax.random.PRNGKey(1), x, t, cond)
 

@@ -142,6 +142,11 @@ class LatentResNetDenoiser(nn.Module):
     def __call__(self, x, t, cond):
         chex.assert_rank(t, 1)
         chex.assert_equal_rank([x, cond])
+        try:
+            jnp.broadcast_shapes(x.shape[:-1], cond.shape[:-1])
+        except ValueError:
+            raise ValueError(f"samples {x.shape} and states {cond.shape} must broadcast over their leading "
+                             "axes") from None
         dims = tuple(self.hidden_dims)
         if len(dims) % 2 == 0 or dims != dims[::-1]:
             raise ValueError("hidden_dims must be an odd-length palindrome (U-Net skips join equal widths), "
