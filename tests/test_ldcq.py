@@ -10,6 +10,7 @@ import pytest
 from conftest import optimizing
 
 from diffrl.agents import DIAR, LDCP, LDCQ, DatasetInfo
+from diffrl.agents.latent_skills import call_in_blocks
 from diffrl.config import apply_overrides, load_config
 from diffrl.data import GaussianNormalizer, OfflineData, chunk_starts, count_chunks, gather_chunks, make_store
 from diffrl.data.random_walk import random_walk_dataset
@@ -49,6 +50,20 @@ def test_latent_denoiser_shared_timestep_and_mirrored_widths():
         net.apply(params, x.reshape(2, 3, 4), t[:1], jnp.ones((3, 1, 3)))
     with pytest.raises(ValueError, match="palindrome"):
         LatentResNetDenoiser(hidden_dims=(32, 8, 16)).init(jax.random.PRNGKey(1), x, t, cond)
+
+
+@pytest.mark.parametrize("states, rows, block", [(12, 6, 2), (12, 13, 4), (7, 6, 1), (12, 36, 12), (12, None, 12)])
+def test_call_in_blocks_gives_the_whole_call(states, rows, block):
+    x = jnp.arange(states * 3 * 2, dtype=jnp.float32).reshape(states, 3, 2)
+    cond = jnp.arange(states, dtype=jnp.float32)[:, None, None] ** 2
+    seen = []
+
+    def fn(xb, cb):  # row-wise, with the state's condition: any mix-up of rows or states shows
+        seen.append(xb.shape[0])
+        return xb * 10.0 + cb + xb[:, :1] * 0.5
+
+    np.testing.assert_array_equal(call_in_blocks(fn, x, cond, rows), fn(x, cond))
+    assert seen[0] == block
 
 
 def test_chunk_table_covers_every_chunk_inside_episodes():

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 CANDIDATE_SOURCES = ("pool", "fresh")
 TARGET_LATENTS = ("min", "cross")
 PRIORITIES = ("abs_td", "squared_td")
-POOL_FORMAT = 2  # part of a saved pool's fingerprint: raise it when a change to the sampler changes the pool
+POOL_FORMAT = 3  # part of a saved pool's fingerprint: raise it when a change to the sampler changes the pool
 
 
 @struct.dataclass
