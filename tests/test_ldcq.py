@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import optimizing
 
-from diffrl.agents import DIAR, LDCP, LDCQ, DatasetInfo
+from diffrl.agents import DIAR, LDCP, LDCQ, LDGC, DatasetInfo
+from diffrl.agents import latent_skills
 from diffrl.agents.latent_skills import call_in_blocks
 from diffrl.config import apply_overrides, load_config
 from diffrl.data import GaussianNormalizer, OfflineData, chunk_starts, count_chunks, gather_chunks, make_store
@@ -52,7 +53,7 @@ def test_latent_denoiser_shared_timestep_and_mirrored_widths():
         LatentResNetDenoiser(hidden_dims=(32, 8, 16)).init(jax.random.PRNGKey(1), x, t, cond)
 
 
-@pytest.mark.parametrize("states, rows, block", [(12, 6, 2), (12, 13, 4), (7, 6, 1), (12, 36, 12), (12, None, 12)])
+@pytest.mark.parametrize("states, rows, block", [(12, 6, 2), (12, 13, 4), (7, 6, 2), (5, 2, 1), (12, 36, 12)])
 def test_call_in_blocks_gives_the_whole_call(states, rows, block):
     x = jnp.arange(states * 3 * 2, dtype=jnp.float32).reshape(states, 3, 2)
     cond = jnp.arange(states, dtype=jnp.float32)[:, None, None] ** 2
@@ -63,7 +64,27 @@ def test_call_in_blocks_gives_the_whole_call(states, rows, block):
         return xb * 10.0 + cb + xb[:, :1] * 0.5
 
     np.testing.assert_array_equal(call_in_blocks(fn, x, cond, rows), fn(x, cond))
-    assert seen[0] == block
+    assert seen[0] == block  # 7 states in blocks of <= 2: 4 blocks of 2, the last state repeated once
+
+
+def test_latent_sampler_in_blocks_draws_what_one_call_draws(monkeypatch):
+    """LDGC's guided sampler (conditional and null batches together) with the CPU blocks forced small."""
+    slices = {"observation": slice(0, 4), "achieved_goal": slice(4, 6), "desired_goal": slice(6, 8)}
+    data = OfflineData.from_arrays(np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32), np.zeros((50, 2)),
+                                   np.zeros(50), [50], observation_slices=slices)
+    method = LDGC(_tiny_config("pointmaze-umaze-ldgc"), DatasetInfo.from_data(data),
+                  GaussianNormalizer.fit(data.observations))
+    assert method.config.plan.guidance_weight != 1.0
+    prior = method.init_prior(jax.random.PRNGKey(0))
+    conditions = jax.random.normal(jax.random.PRNGKey(1), (5, method.condition_dim))
+
+    def draw():
+        return jax.jit(lambda: method.sample_latents(prior, jax.random.PRNGKey(2), conditions, 3, steps=2))()
+
+    whole = draw()
+    monkeypatch.setattr(latent_skills, "CPU_BLOCK_ROWS", 6)  # blocks of 2 of the 10 conditional + null states
+    # untrained weights give latents of ~1e4, so the float rounding of the blocked products is compared to that scale
+    np.testing.assert_allclose(draw(), whole, atol=1e-6 * float(jnp.abs(whole).max()))
 
 
 def test_chunk_table_covers_every_chunk_inside_episodes():

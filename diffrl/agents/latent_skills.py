@@ -33,28 +33,29 @@ from diffrl.nets.skills import SkillVAE, skill_vae_loss
 
 logger = logging.getLogger(__name__)
 
-# Rows (states x samples) per denoiser call of the latent sampler on a CPU. The prior's activations (128-256 wide)
-# for ~4,096 rows stay in a core's cache; for 1,024 states x 500 samples in one call they do not, and LDCQ's and
-# DIAR's policies ran 2.0-2.3x slower (benchmarks/results/cpu.md, "Sampler throughput: ldcq-policy, diar-policy,
-# diar-act"). Accelerators take the whole batch in one call.
+# Rows (states x samples) per denoiser call of the latent sampler on a CPU. The prior's per-sample activations (up
+# to 128 wide) for ~4,096 rows stay in a core's cache; for 1,024 states x 500 samples in one call they do not, and
+# LDCQ's and DIAR's policies ran 2.0-2.3x slower (benchmarks/results/cpu.md, "Sampler throughput: ldcq-policy,
+# diar-policy, diar-act"). Other platforms take the whole batch in one call.
 CPU_BLOCK_ROWS = 4096
 
 
-def call_in_blocks(fn: Callable, x: jnp.ndarray, cond: jnp.ndarray, rows: int | None) -> jnp.ndarray:
-    """``fn(x, cond)`` for ``x [B, n, ...]`` and ``cond [B, ...]``, over blocks of about ``rows // n`` states
-    (``lax.map``; the largest divisor of ``B`` that fits). A block takes every ``B / b``-th state, so a batch
-    split over devices stays split inside each block when ``b`` divides over them. ``rows=None``: one call."""
+def call_in_blocks(fn: Callable, x: jnp.ndarray, cond: jnp.ndarray, rows: int) -> jnp.ndarray:
+    """``fn(x, cond)`` for ``x [B, n, ...]`` and ``cond [B, ...]`` over blocks of at most ``max(1, rows // n)``
+    consecutive states, one block after another (``lax.map``); the last state is repeated to fill the last block."""
     states, samples = x.shape[0], x.shape[1]
-    limit = 0 if rows is None else max(1, rows // samples)
-    block = max((b for b in range(1, min(limit, states) + 1) if states % b == 0), default=states)
-    if block == states:
+    if states * samples <= rows:
         return fn(x, cond)
+    blocks = -(-states // max(1, rows // samples))
+    block = -(-states // blocks)
+    padded = blocks * block
 
-    def strided(a):  # [B, ...] -> [B / b, b, ...]: block i holds the states i, i + B / b, ...
-        return a.reshape((block, states // block) + a.shape[1:]).swapaxes(0, 1)
+    def in_blocks(a):  # [B, ...] -> [blocks, block, ...]
+        a = jnp.concatenate([a, jnp.broadcast_to(a[-1:], (padded - states,) + a.shape[1:])])
+        return a.reshape((blocks, block) + a.shape[1:])
 
-    out = jax.lax.map(lambda xc: fn(*xc), (strided(x), strided(cond)))
-    return out.swapaxes(0, 1).reshape((states,) + out.shape[2:])
+    out = jax.lax.map(lambda xc: fn(*xc), (in_blocks(x), in_blocks(cond)))
+    return out.reshape((padded,) + out.shape[2:])[:states]
 
 
 @struct.dataclass
@@ -208,8 +209,11 @@ class LatentSkillMethod(Method):
         cfg = None if weight == 1.0 else diffusion.ClassifierFreeGuidance(jnp.zeros((self.condition_dim,)), weight)
 
         def model_fn(x, t, c):  # every sample is at the same step t, and a state's samples share its encoding
-            rows = CPU_BLOCK_ROWS if jax.default_backend() == "cpu" else None
-            return call_in_blocks(lambda xb, cb: self.denoiser.apply(prior_params, xb, t[:1], cb), x, c, rows)
+            def call(xb, cb):
+                return self.denoiser.apply(prior_params, xb, t[:1], cb)
+
+            return jax.lax.platform_dependent(x, c, cpu=lambda *a: call_in_blocks(call, *a, CPU_BLOCK_ROWS),
+                                              default=call)
 
         shape = (conditions.shape[0], samples, self.config.model.latent_dim)
         return diffusion.sample(rng, model_fn, self.schedule, shape, config, conditions[:, None], cfg=cfg)
