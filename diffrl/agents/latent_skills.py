@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 # Rows (states x samples) per denoiser call of the latent sampler on a CPU. The prior's per-sample activations (up
 # to 128 wide) for ~4,096 rows stay in a core's cache; for 1,024 states x 500 samples in one call they do not, and
-# LDCQ's and DIAR's policies ran 2.0-2.3x slower (benchmarks/results/cpu.md, "Sampler throughput: ldcq-policy,
+# LDCQ's and DIAR's policies ran 2.0-2.4x slower (benchmarks/results/cpu.md, "Sampler throughput: ldcq-policy,
 # diar-policy, diar-act"). Other platforms take the whole batch in one call.
 CPU_BLOCK_ROWS = 4096
 
