@@ -67,6 +67,11 @@ def test_call_in_blocks_gives_the_whole_call(states, rows, block):
     assert seen[0] == block  # 7 states in blocks of <= 2: 4 blocks of 2, the last state repeated once
 
 
+def test_call_in_blocks_names_mismatched_states():
+    with pytest.raises(ValueError, match=r"samples \(4, 3, 2\) and states \(2, 1, 1\)"):
+        call_in_blocks(lambda xb, cb: xb, jnp.zeros((4, 3, 2)), jnp.zeros((2, 1, 1)), 6)
+
+
 def test_latent_sampler_in_blocks_draws_what_one_call_draws(monkeypatch):
     """LDGC's guided sampler (conditional and null batches together) with the CPU blocks forced small."""
     slices = {"observation": slice(0, 4), "achieved_goal": slice(4, 6), "desired_goal": slice(6, 8)}

@@ -44,6 +44,9 @@ def call_in_blocks(fn: Callable, x: jnp.ndarray, cond: jnp.ndarray, rows: int) -
     """``fn(x, cond)`` for ``x [B, n, ...]`` and ``cond [B, ...]`` over blocks of at most ``max(1, rows // n)``
     consecutive states, one block after another (``lax.map``); the last state is repeated to fill the last block."""
     states, samples = x.shape[0], x.shape[1]
+    if cond.shape[0] != states:
+        raise ValueError(f"call_in_blocks: samples {x.shape} and states {cond.shape} must have the same number of "
+                         f"states (leading axis)")
     if states * samples <= rows:
         return fn(x, cond)
     blocks = -(-states // max(1, rows // samples))
