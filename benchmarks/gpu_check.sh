@@ -3,20 +3,34 @@
 # no GPU), a check that a train chunk and a plan run there, the sampler, train and env benchmarks at GPU-sized
 # batches (the maze U-Net in float32 and in bfloat16), and the official PyTorch Diffuser beside diffrl on the
 # same GPU. Each benchmark writes its own section of
-# benchmarks/results/<gpu>.md; a step that runs past its time limit is reported and the next one starts.
+# benchmarks/results/<gpu>.md; a step that runs past its time limit is reported and the next one starts (the rows it
+# measured before that are in the log: each benchmark prints its rows as it measures them).
 #
 #   bash benchmarks/gpu_check.sh [OFFICIAL_DIFFUSER_CHECKOUT]
 #
 # OFFICIAL_DIFFUSER_CHECKOUT: a checkout of github.com/jannerm/diffuser for the PyTorch rows (skipped without it;
 # they need torch with CUDA and einops). On a machine with no network, install diffrl's dependencies that are
 # missing beforehand (e.g. from wheels); this script then installs diffrl alone, without a build environment.
-# With $OUT set (the lent device machines), the results files are copied there at the end. The steps' time limits
-# add up to 470 s when JAX already sees the GPU.
+# With $OUT set (the lent device machines), the log goes there as gpu_check.log and the results files are copied
+# there after every step, so a run cut short keeps what it measured. The GPU probe and the steps' time limits add up
+# to 510 s when JAX already sees the GPU. Programs are cached on disk, so the PyTorch comparison reuses the
+# sampler step's compiled plans.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 official=${1:-}
 started=$SECONDS
 status=0
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/diffrl-jax-cache}
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+if [ -n "${OUT:-}" ]; then
+  exec > >(tee "$OUT/gpu_check.log") 2>&1
+fi
+
+save_results() {
+  if [ -n "${OUT:-}" ]; then
+    cp benchmarks/results/*.md "$OUT"/
+  fi
+}
 
 step() {  # step SECONDS COMMAND...: run with a time limit; report a failure, remember it and go on
   local limit=$1
@@ -28,17 +42,18 @@ step() {  # step SECONDS COMMAND...: run with a time limit; report a failure, re
     echo "!! exit $code (limit ${limit} s): $*"
     status=1
   fi
+  save_results
   return "$code"
 }
 
-if python3 -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
+if timeout 30 python3 -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
   step 40 python3 -m pip install -q --no-deps --no-build-isolation --retries 0 --timeout 5 -e .
-else
-  step 300 python3 -m pip install -q -e '.[cuda]'
+else  # fails within seconds where there is no network
+  step 300 python3 -m pip install -q --retries 0 --timeout 5 -e '.[cuda]'
 fi
 
 # Without a GPU the benchmarks would run on the CPU and overwrite its results file: stop here instead.
-step 50 python3 - <<'EOF' || { echo "!! not on a GPU, or diffrl does not run there: no benchmarks"; exit 1; }
+step 50 python3 - <<'EOF' || { echo "!! exit $?: not on a GPU, diffrl does not run there, or past the limit: no benchmarks"; exit 1; }
 import jax
 import jax.numpy as jnp
 
@@ -59,23 +74,20 @@ EOF
 
 step 100 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided ldcq-prior \
   --batches 1 64 1024 --budget 30
-step 60 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze --compute-dtype bfloat16 \
+step 50 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze --compute-dtype bfloat16 \
   --batches 1 64 1024 --budget 30
-step 90 python3 -m diffrl.cli benchmark train --runs \
+step 100 python3 -m diffrl.cli benchmark train --runs \
   "diffuser:pointmaze-umaze,train.batch_size=32,train.gradient_accumulation=1" \
   "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1" \
   "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1,compute_dtype=bfloat16" \
   "diffuser:hopper-medium,train.batch_size=32,train.gradient_accumulation=1" \
   "diffuser:hopper-medium,train.batch_size=256,train.gradient_accumulation=1"
-step 50 python3 -m diffrl.cli benchmark envs --envs pointmaze-umaze hopper --sizes 4096 65536 --budget 30
+step 70 python3 -m diffrl.cli benchmark envs --envs pointmaze-umaze hopper --sizes 4096 65536 --budget 30
 if [ -n "$official" ]; then
-  step 80 python3 -m diffrl.cli benchmark compare-pytorch --official "$official" --batches 1 64 1024 \
+  step 70 python3 -m diffrl.cli benchmark compare-pytorch --official "$official" --batches 1 64 1024 \
     --guided-batches 64 1024 --repeats 3
 else
   echo "== no official Diffuser checkout given: the PyTorch rows are skipped"
 fi
 echo "== done in $((SECONDS - started)) s; results in benchmarks/results/"
-if [ -n "${OUT:-}" ]; then
-  cp benchmarks/results/*.md "$OUT"/
-fi
 exit "$status"
