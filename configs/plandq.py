@@ -103,6 +103,9 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         retries=5,  # code: up to 5 more plans while the sub-goal is refused
         too_far=7.0 * scale, reach=0.5 * scale,  # code: refuse a sub-goal > 7 or <= 0.5 away; 0.5: reached
         straight_distance=straight_distance * scale,
+        # diffrl: on CPU, plan only the environments that need a sub-goal, this many per call (0: all at once, as on
+        # accelerators); the official code runs one environment at a time
+        subgoal_batch=16,
     )
     if q_performer or not d_conductor:
         c.plan.num_candidates = 50  # code sample_action: 50 samples, one drawn by softmax over Q

@@ -120,7 +120,8 @@ POSITIVE_INTS = frozenset({
     "support_steps", "support_batch",
 })
 NON_NEGATIVE_INTS = frozenset({"eval.every", "ema_start", "extra_steps", "pool_extra_steps", "warm_start_steps",
-                               "replan_every", "t_stopgrad", "n_guide_steps", "plot_episodes", "seed", "retries"})
+                               "replan_every", "t_stopgrad", "n_guide_steps", "plot_episodes", "seed", "retries",
+                               "subgoal_batch"})
 POSITIVE_FLOATS = frozenset({"learning_rate", "min_snr_gamma", "prior_min_snr_gamma", "grad_clip", "beta_min",
                              "beta_max", "too_far", "reach", "straight_distance",
                              "lcb_coef", "intrinsic_length", "guidance_weight", "energy_scale", "beta", "kl_weight"})

@@ -8,6 +8,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from diffrl.agents import METHODS, DatasetInfo, PlanDQ
 from diffrl.config import apply_overrides, load_config
@@ -233,20 +234,22 @@ def _fake_performer(params, key, obs, subgoal):
 
 
 def _reference_choose(state, xy, goal, rng_plan, due):
-    """The official rules for a new sub-goal in every ``due`` environment (plain Python)."""
-    draws = [np.asarray(_fake_plan(None, jax.random.fold_in(rng_plan, j), jnp.asarray(xy), jnp.asarray(goal)))[:, 1]
-             for j in range(RULES["retries"] + 1)]
+    """The official rules for a new sub-goal in every ``due`` environment (plain Python); environment ``i``'s draw
+    ``j`` comes from key ``fold_in(split(rng_plan, N)[i], j)``."""
+    keys = jax.random.split(rng_plan, len(xy))
     for i in np.flatnonzero(due):
         to_goal = np.linalg.norm(xy[i] - goal[i])
         if to_goal <= RULES["straight_distance"]:
             state["subgoal"][i], state["refused"][i] = goal[i], False
         else:  # the first acceptable draw, else the last; "refused" once every retry was needed (n_try > 5)
-            for retries, draw in enumerate(draws):
-                distance = np.linalg.norm(draw[i] - xy[i])
+            for retries in range(RULES["retries"] + 1):
+                draw = np.asarray(_fake_plan(None, jax.random.fold_in(keys[i], retries), jnp.asarray(xy[i:i + 1]),
+                                             jnp.asarray(goal[i:i + 1])))[0, 1]
+                distance = np.linalg.norm(draw - xy[i])
                 if not (distance > RULES["too_far"] or distance <= RULES["reach"]
-                        or np.linalg.norm(draw[i] - goal[i]) > to_goal):
+                        or np.linalg.norm(draw - goal[i]) > to_goal):
                     break
-            state["subgoal"][i], state["refused"][i] = draw[i], retries >= RULES["retries"]
+            state["subgoal"][i], state["refused"][i] = draw, retries >= RULES["retries"]
         state["age"][i] = 0
 
 
@@ -260,14 +263,15 @@ def _reference_step(state, xy, goal, rng_plan):
     return action
 
 
-def test_orchestration_matches_a_plain_python_reference_of_the_official_loop():
+@pytest.mark.parametrize("subgoal_batch", [0, 4])  # 4: the environments due are planned 4 at a time on CPU
+def test_orchestration_matches_a_plain_python_reference_of_the_official_loop(subgoal_batch):
     n, steps = 6, 80
     info = DatasetInfo(dataset_id="toy/point-v0", observation_size=4, action_size=2,
                        observation_slices={"observation": (0, 2), "desired_goal": (2, 4)}, ref_min_score=None,
                        ref_max_score=None, env_spec=None, eval_env_spec=None, action_low=(-1.0, -1.0),
                        action_high=(1.0, 1.0))
     config = apply_overrides(load_config("plandq.py:maze2d-umaze"),
-                             [*TINY, *(f"plan.{k}={v}" for k, v in RULES.items())])
+                             [*TINY, *(f"plan.{k}={v}" for k, v in RULES.items()), f"plan.subgoal_batch={subgoal_batch}"])
     agent = PlanDQ(config, info, LimitsNormalizer.fit(np.random.default_rng(0).normal(size=(10, 2))))
     agent.plan, agent.perform = _fake_plan, _fake_performer
     policy = agent.policy()

@@ -29,6 +29,8 @@ the performer runs the whole ``replan_every`` steps towards the last draw.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -42,6 +44,28 @@ from diffrl.agents.train_state import TrainState, apply_loss
 from diffrl.data.minari_io import OfflineData
 from diffrl.data.store import DatasetStore, gather_jumpy_states, jumpy_starts, sample_subgoal_transitions
 from diffrl.nets.unet import TemporalUNet, check_unet_horizon
+
+
+def map_active_rows(fn: Callable, active: jnp.ndarray, rows: int, *args):
+    """``fn(*args)`` for arrays ``args`` with one row per environment, computed only for the ``active`` rows,
+    ``rows`` at a time (a ``while_loop`` over as many blocks as the active rows fill); ``fn`` must compute each row
+    on its own. The other rows of the result are zero."""
+    n = active.shape[0]
+    order = jnp.argsort(~active, stable=True)  # the active rows first, in order
+    order = jnp.concatenate([order, jnp.zeros((-n % rows,), order.dtype)])
+    count = jnp.sum(active)
+    shapes = jax.eval_shape(fn, *(a[:rows] for a in args))
+    out = jax.tree.map(lambda s: jnp.zeros((n,) + s.shape[1:], s.dtype), shapes)
+
+    def block(carry):
+        i, out = carry
+        index = jax.lax.dynamic_slice(order, (i * rows,), (rows,))
+        valid = i * rows + jnp.arange(rows) < count
+        result = fn(*(a[index] for a in args))
+        target = jnp.where(valid, index, n)  # n: out of range, dropped
+        return i + 1, jax.tree.map(lambda o, r: o.at[target].set(r, mode="drop"), out, result)
+
+    return jax.lax.while_loop(lambda c: c[0] * rows < count, block, (0, out))[1]
 
 
 class ConductorStage(TrajectoryStage):
@@ -191,17 +215,31 @@ class GoalSubgoalMethod(SubgoalMethod):
         """A plan ``[N, M, S]`` in data units whose second state is the proposed sub-goal."""
         raise NotImplementedError
 
+    def draw_plans(self, params, keys: jnp.ndarray, obs: jnp.ndarray, active: jnp.ndarray) -> jnp.ndarray:
+        """:meth:`draw_plan` for the ``active`` environments, each with its own key (``keys [N]``), so that a plan
+        does not depend on which others are drawn with it. On CPU only the active rows are computed,
+        ``plan.subgoal_batch`` at a time (0: every row at once, as on accelerators); the other rows are zero."""
+        def draw(keys, obs):
+            return jax.vmap(lambda key, o: self.draw_plan(params, key, o[None])[0])(keys, obs)
+
+        rows = self.config.plan.subgoal_batch
+        if not 0 < rows < obs.shape[0]:
+            return draw(keys, obs)
+        return jax.lax.platform_dependent(keys, obs, active, default=lambda k, o, _: draw(k, o),
+                                          cpu=lambda k, o, a: map_active_rows(draw, a, rows, k, o))
+
     def choose_subgoals(self, params, rng, obs: jnp.ndarray, active: jnp.ndarray):
         """``(sub-goal state [N, S], plan [N, M, S], exhausted [N])`` for the ``active`` environments: plan[1],
         drawn again up to ``plan.retries`` times while refused (official rules); ``exhausted`` where every retry
-        was needed (official ``n_try > 5``). Draw ``j`` is the same for every environment however many draws the
-        others need."""
+        was needed (official ``n_try > 5``). Environment ``i``'s draw ``j`` comes from its own key, the same however
+        many draws the others need; a retry draws only for the environments still refused."""
         pc = self.config.plan
+        keys = jax.random.split(rng, obs.shape[0])
         xy, goal = self.position(obs), obs[..., self.goal_slice]
         to_goal = jnp.linalg.norm(xy - goal, axis=-1)
 
-        def draw(key):
-            plan = self.draw_plan(params, key, obs)
+        def draw(j, pending):
+            plan = self.draw_plans(params, jax.vmap(jax.random.fold_in, (0, None))(keys, j), obs, pending)
             subgoal = plan[:, 1]
             distance = jnp.linalg.norm(subgoal[:, self.xy] - xy, axis=-1)
             refused = (distance > pc.too_far) | (distance <= pc.reach) | (
@@ -210,12 +248,12 @@ class GoalSubgoalMethod(SubgoalMethod):
 
         def retry(carry):
             tries, used, plan, subgoal, refused = carry
-            new_plan, new_subgoal, new_refused = draw(jax.random.fold_in(rng, tries + 1))
+            new_plan, new_subgoal, new_refused = draw(tries + 1, refused & active)
             take = refused[:, None]
             return (tries + 1, used + refused, jnp.where(take[..., None], new_plan, plan),
                     jnp.where(take, new_subgoal, subgoal), refused & new_refused)
 
-        plan, subgoal, refused = draw(jax.random.fold_in(rng, 0))
+        plan, subgoal, refused = draw(0, active)
         _, used, plan, subgoal, _ = jax.lax.while_loop(
             lambda c: (c[0] < pc.retries) & jnp.any(c[4] & active), retry,
             (0, jnp.zeros(refused.shape, jnp.int32), plan, subgoal, refused))
