@@ -38,10 +38,14 @@ Samplers (random weights; timing does not depend on them):
                    one D-Conductor plan of 16 states (256 DDPM steps, start and goal inpainted; timed with
                    plan.retries=0, as each refused sub-goal adds one more plan) and the Q-Performer's action;
                    GFLOP/call counts the conductor's U-Net only.
+  plandq-cycle     PlanDQ's steady state: plan.replan_every (15) steps of the same policy, the environments' sub-goals
+                   falling due one step after another so that each is chosen once per call (the rate of an
+                   evaluation where no sub-goal is reached early); on CPU only the environments due are planned,
+                   plan.subgoal_batch (16) at a time. Latency / 15 is the mean step of a rollout.
   latent-diffuser-plan
                    LatentDiffuser's step (configs/latent_diffuser.py:hopper-medium) for one environment per batch
-                   row: one latent plan of 40 latent actions (120 steps; U-Net (1, 4, 8), dim 128) by 100 DDPM steps with
-                   classifier-free guidance and the energy model's gradient, decoded by the transformer, and the
+                   row: one latent plan of 40 latent actions (120 steps; U-Net (1, 4, 8), dim 128) by 100 DDPM steps
+                   with classifier-free guidance and the energy model's gradient, decoded by the transformer, and the
                    inverse-dynamics action; GFLOP/call counts the prior U-Net (conditional and null together) only.
   latent-diffuser-supports
                    LatentDiffuser's support set for one initial state per batch row: M = 16 prior latents (w = 1,
@@ -74,7 +78,8 @@ from diffrl.benchmarks.common import (batch_over_devices, ceilings, compile_seco
 from diffrl.nets import MLPDenoiser
 
 SAMPLERS = ("diffuser-maze", "diffuser-guided", "ldcq-prior", "ldcq-policy", "diar-policy", "diar-act", "dql-act",
-            "plandq-policy", "latent-diffuser-plan", "latent-diffuser-supports", "ddpm", "ddim", "ddpm-cfg")
+            "plandq-policy", "plandq-cycle", "latent-diffuser-plan", "latent-diffuser-supports", "ddpm", "ddim",
+            "ddpm-cfg")
 
 
 @dataclasses.dataclass
@@ -206,20 +211,32 @@ def dql_case(name: str, steps: int | None) -> Case:
 
 
 def plandq_case(name: str, steps: int | None) -> Case:
-    # one plan per step (plan.retries=0): a refused sub-goal's further plans each cost as much again
+    # one plan per sub-goal (plan.retries=0): a refused sub-goal's further plans each cost as much again
     method = synthetic_method("maze2d-large", ["plan.retries=0", *([f"plan.sampler_steps={steps}"] if steps else [])],
                               method="plandq")
     params = random_params(method)
     policy, plan = method.policy(), method.config.plan
+    every = plan.replan_every
 
     @jax.jit
-    def draw(params, rng, obs):
-        state = policy.init(params, rng, obs)  # every environment's sub-goal is due
-        return policy.act(params, state, obs, jnp.int32(0), rng)[0]
+    def draw(params, rng, obs, state):
+        if name == "plandq-policy":
+            state = policy.init(params, rng, obs)  # every environment's sub-goal is due
+            return policy.act(params, state, obs, jnp.int32(0), rng)[0]
+
+        def step(state, t):
+            action, state = policy.act(params, state, obs, t, jax.random.fold_in(rng, t))
+            return state, action
+
+        return jax.lax.scan(step, state, jnp.arange(every))[1]
 
     def inputs(batch):
-        # far from the goal, so that the conductor plans
-        return params, jax.random.PRNGKey(1), jnp.zeros((batch, method.info.observation_size)).at[:, 6].set(5.0)
+        # far from the goal, so that the conductor plans; ages 1 .. every: environment i is due at step every - 1 - i
+        obs = jnp.zeros((batch, method.info.observation_size)).at[:, 6].set(5.0)
+        if name == "plandq-policy":
+            return params, jax.random.PRNGKey(1), obs, None
+        state = jax.jit(policy.init)(params, jax.random.PRNGKey(0), obs)
+        return params, jax.random.PRNGKey(1), obs, {**state, "age": 1 + jnp.arange(batch, dtype=jnp.int32) % every}
 
     def step_cost(batch):
         return cost(jax.jit(method.conductor.apply).lower(
@@ -297,7 +314,7 @@ def cases(names, horizons, steps, compute_dtype: str = "float32") -> list[Case]:
                 built.append(diar_case(name, n))
             elif name == "dql-act":
                 built.append(dql_case(name, n))
-            elif name == "plandq-policy":
+            elif name.startswith("plandq"):
                 built.append(plandq_case(name, n))
             elif name.startswith("latent-diffuser"):
                 built.append(latent_diffuser_case(name, n))
