@@ -271,7 +271,8 @@ def test_orchestration_matches_a_plain_python_reference_of_the_official_loop(sub
                        ref_max_score=None, env_spec=None, eval_env_spec=None, action_low=(-1.0, -1.0),
                        action_high=(1.0, 1.0))
     config = apply_overrides(load_config("plandq.py:maze2d-umaze"),
-                             [*TINY, *(f"plan.{k}={v}" for k, v in RULES.items()), f"plan.subgoal_batch={subgoal_batch}"])
+                             [*TINY, *(f"plan.{k}={v}" for k, v in RULES.items()),
+                              f"plan.subgoal_batch={subgoal_batch}"])
     agent = PlanDQ(config, info, LimitsNormalizer.fit(np.random.default_rng(0).normal(size=(10, 2))))
     agent.plan, agent.perform = _fake_plan, _fake_performer
     policy = agent.policy()
