@@ -232,7 +232,7 @@ class GoalSubgoalMethod(SubgoalMethod):
         """``(sub-goal state [N, S], plan [N, M, S], exhausted [N])`` for the ``active`` environments: plan[1],
         drawn again up to ``plan.retries`` times while refused (official rules); ``exhausted`` where every retry
         was needed (official ``n_try > 5``). Environment ``i``'s draw ``j`` comes from its own key, the same however
-        many draws the others need; a retry draws only for the environments still refused."""
+        many draws the others need; on CPU a retry draws only for the environments still refused."""
         pc = self.config.plan
         keys = jax.random.split(rng, obs.shape[0])
         xy, goal = self.position(obs), obs[..., self.goal_slice]
