@@ -17,10 +17,11 @@ import ml_collections
 
 from diffrl.configs.dql import get_config as dql_config
 
-# (M sub-goal states, straight-to-goal distance): code horizon H = M K with K = 30 (App. C: H K = 270 / 450 for
-# AntMaze Medium / Large); here M is a multiple of 4 for the U-Net's (1, 4, 8) levels (the code shapes odd lengths
-# with special kernels): maze2d U-Maze 8, Medium 12, Large 16 states, spanning 210 / 330 / 450 steps.
-MAZE2D = {"umaze": (8, 1.0), "medium": (12, 1.0), "large": (16, 1.5)}
+# (M sub-goal states, straight-to-goal distance in AntMaze units, scaled below): code horizon H = M K with K = 30
+# (App. C: H K = 270 / 450 for AntMaze Medium / Large); here M is a multiple of 4 for the U-Net's (1, 4, 8) levels
+# (the code shapes odd lengths with special kernels): maze2d U-Maze 8, Medium 12, Large 16 states, spanning 210 / 330 /
+# 450 steps. The distance is the code's dist_thr (4 Medium, 6 Large; U-Maze takes Medium's).
+MAZE2D = {"umaze": (8, 4.0), "medium": (12, 4.0), "large": (16, 6.0)}
 ANTMAZE = {"medium-diverse": (12, 4.0), "large-diverse": (16, 6.0)}  # code: dist_thr 4 (medium), 6 (large)
 TASKS = tuple(f"maze2d-{m}" for m in MAZE2D) + tuple(f"antmaze-{m}" for m in ANTMAZE)
 FAMILY = ("plandq", "planqq", "planqd", "plandd")  # conductor D / Q, performer Q / D (Sec. 3.3)
@@ -44,7 +45,7 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     d_conductor, q_performer = method in ("plandq", "plandd"), method in ("plandq", "planqq")
     antmaze = kind == "antmaze"
     num_states, straight_distance = (ANTMAZE if antmaze else MAZE2D)[rest]  # num_states: PlanDQ's conductor
-    scale = 1.0 if antmaze else 0.25  # the evaluation loop's distances, in maze2d units
+    scale = 1.0 if antmaze else 0.25  # the evaluation loop's distances: a maze2d cell is 1, an AntMaze cell 4
     c = ml_collections.ConfigDict()
     c.method = method
     c.seed = 0

@@ -36,6 +36,18 @@ def _agent(data, *overrides, variant="maze2d-umaze"):
     return METHODS[config.method](config, DatasetInfo.from_data(data), LimitsNormalizer.fit(state))
 
 
+@pytest.mark.parametrize("maze, antmaze", [("medium", "medium-diverse"), ("large", "large-diverse")])
+def test_maze2d_orchestration_distances_are_the_official_antmaze_ones_over_the_cell_ratio(maze, antmaze):
+    """A maze2d cell is 1 wide, an AntMaze cell 4: every distance of the official loop (dist_thr 4 Medium / 6 Large,
+    too far 7, reached 0.5) is a quarter of AntMaze's, so the goal is handed over 1.0 / 1.5 from it, outside D4RL's
+    0.5 reward disk."""
+    for member in ("", "-planqq"):
+        small, big = (load_config(f"plandq.py:{k}{member}").plan for k in (f"maze2d-{maze}", f"antmaze-{antmaze}"))
+        assert big.straight_distance == {"medium": 4.0, "large": 6.0}[maze]
+        for key in ("straight_distance", "too_far", "reach"):
+            assert small[key] == big[key] / 4
+
+
 def test_performer_batches_add_the_intrinsic_reward_and_end_where_the_subgoal_is_the_next_state():
     data = _line_data()
     agent = _agent(data, *TINY, "q.subgoal_p=0.5", "q.intrinsic_length=0.5")
