@@ -1,6 +1,7 @@
 """SAC (the expert trainer of the locomotion datasets): its density and losses against hand computations, one
 update's order, learning Pendulum-v1 on the host backend with a resume, and the locomotion datasets it makes."""
 
+import dataclasses
 import json
 import os
 
@@ -15,7 +16,7 @@ from tensorboard_reader import read_scalars
 
 from diffrl.envs.random_walk import RandomWalk1D
 from diffrl.experts.locomotion_data import D4RL_REF_SCORES, generate_locomotion_dataset
-from diffrl.experts.sac import SAC, ReplayBuffer, SACConfig, squashed_gaussian
+from diffrl.experts.sac import OGBENCH_SAC, SAC, ReplayBuffer, SACConfig, squashed_gaussian
 from diffrl.experts.training import train_sac
 
 
@@ -94,6 +95,24 @@ def test_one_update_steps_the_three_losses_then_moves_the_targets_by_tau(tiny):
     jax.tree.map(lambda t, t0, p: np.testing.assert_allclose(t, 0.75 * t0 + 0.25 * p, rtol=1e-5, atol=1e-7),
                  new.critic.ema_params, state.critic.ema_params, new.critic.params)
     assert not jax.tree.all(jax.tree.map(np.allclose, new.actor.params, state.actor.params))
+
+
+def test_ogbench_settings_initialise_glorot_with_zero_biases_and_small_actor_outputs():
+    """OGBench ``default_init(scale)``: kernel ``U(-b, b)``, ``b = sqrt(3 scale / fan_avg)``; biases 0; the actor's
+    mean and log std layers at scale 0.01; target entropy ``-|A| / 2``."""
+    sac = SAC(dataclasses.replace(OGBENCH_SAC, hidden=(64, 64)), 29, 8)
+    state = sac.init(jax.random.PRNGKey(0))
+    assert sac.target_entropy == -4.0
+    for params, name, fan_in, fan_out, scale in [
+            (state.actor.params, "hidden_0", 29, 64, 1.0), (state.actor.params, "hidden_1", 64, 64, 1.0),
+            (state.actor.params, "mean", 64, 8, 0.01), (state.actor.params, "log_std", 64, 8, 0.01),
+            (state.critic.params, "hidden_0", 37, 64, 1.0), (state.critic.params, "q", 64, 1, 1.0)]:
+        kernel, bias = np.asarray(params[name]["kernel"]), np.asarray(params[name]["bias"])
+        bound = np.sqrt(3 * scale / ((fan_in + fan_out) / 2))
+        assert np.all(bias == 0) and np.abs(kernel).max() <= bound
+        assert np.abs(kernel).max() > 0.9 * bound  # uniform over the whole range, not a narrower one
+    with pytest.raises(ValueError, match="initialization"):
+        SACConfig(initialization="xavier")
 
 
 def test_replay_buffer_wraps_around_in_insertion_order():

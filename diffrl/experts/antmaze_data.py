@@ -4,7 +4,7 @@ Recipe (Minari's ``D4RL/antmaze/*-v1``, ``minari-dataset-generation-scripts/scri
 ``create_antmaze_dataset.py``, ``controller.py``), with OGBench's low-level expert:
 
 * low-level expert: a direction-following ant (:mod:`diffrl.envs.ant_direction`, OGBench's ``online-ant-xy``
-  task) trained with the project's SAC (:class:`diffrl.experts.sac.SACConfig`, SB3's defaults) for
+  task) trained with the project's SAC at OGBench's settings (:data:`diffrl.experts.sac.OGBENCH_SAC`) for
   ``expert_steps`` (default 400k, OGBench's budget). Minari trains a goal-reaching SB3 SAC for 30M steps instead,
   which this machine cannot pay for; a direction follower is what the waypoint controller needs.
 * waypoint controller (``controller.py: WaypointController``): a shortest path over the maze's cells to the goal
@@ -44,7 +44,7 @@ from diffrl.envs.ant_direction import ENV_ID as DIRECTION_ENV_ID
 from diffrl.envs.antmaze import MAZE_SIZE_SCALING
 from diffrl.envs.pointmaze import GOAL, RESET, MazeLayout
 from diffrl.envs.third_party import import_gymnasium_robotics_quietly, removing_maze_xml_files
-from diffrl.experts.sac import SACConfig
+from diffrl.experts.sac import OGBENCH_SAC
 from diffrl.experts.training import SACRun, choose_backend, train_sac
 from diffrl.spaces import flatten_observation
 
@@ -144,7 +144,7 @@ def train_direction_expert(experts_root, steps: int = DEFAULT_EXPERT_STEPS, seed
                            progress: bool = True) -> SACRun:
     """The cached SAC run of the direction-following ant (trained, or resumed, up to ``steps``)."""
     workdir = Path(experts_root) / "AntDirection-v4" / f"expert-{choose_backend(DIRECTION_ENV_ID)}-seed{seed}"
-    return train_sac(DIRECTION_ENV_ID, workdir, steps=steps, config=SACConfig(), seed=seed, eval_every=25_000,
+    return train_sac(DIRECTION_ENV_ID, workdir, steps=steps, config=OGBENCH_SAC, seed=seed, eval_every=25_000,
                      eval_episodes=10, checkpoint_every=25_000, progress=progress)
 
 
@@ -274,7 +274,7 @@ def generate_antmaze_dataset(name: str, steps: int | None = None, *, expert_step
         logger.warning("the walker scored no better than a random policy in the evaluation env (ref_max_score %.2f, "
                        "ref_min_score %.2f): normalized scores of this dataset are undefined; train the ant longer "
                        "(--expert-steps)", ref_max, ref_min)
-    recipe = {"env_id": env_id, "sac": json.loads(json.dumps(dataclasses.asdict(SACConfig()))),
+    recipe = {"env_id": env_id, "sac": json.loads(json.dumps(dataclasses.asdict(OGBENCH_SAC))),
               "expert_env_id": DIRECTION_ENV_ID, "expert_steps": expert.steps,
               "expert_eval_return": expert.evaluations[-1][1], "action_noise": ACTION_NOISE,
               "waypoint_threshold": WAYPOINT_THRESHOLD, "collect_steps": steps,

@@ -12,8 +12,15 @@ policy's ``log pi``), critic loss ``0.5 * sum_i (Q_i(s, a) - y)^2`` with ``y = r
 updated critics, then the target update; ``alpha`` is the temperature before its own step. Only terminations
 stop the bootstrap (SB3's ``handle_timeout_termination``): a time-limit truncation keeps it.
 
-Layers are initialised as PyTorch's ``nn.Linear`` (SB3's SAC keeps that default). Actions live in ``[-1, 1]`` inside the agent (buffer, losses) and are mapped affinely onto the environment's box,
-as SB3 rescales them.
+Layers are initialised as PyTorch's ``nn.Linear`` (SB3's SAC keeps that default). Actions live in ``[-1, 1]`` inside
+the agent (buffer, losses) and are mapped affinely onto the environment's box, as SB3 rescales them.
+
+OGBench's SAC (``impls/agents/sac.py``, which trained its directional ant) differs in four settings, each a field
+of :class:`SACConfig`: Adam at 1e-4, target entropy ``-|A| / 2`` (``target_entropy_multiplier``), ``log std >= -5``
+and ``initialization="ogbench"`` (``impls/utils/networks.py``: Glorot-uniform kernels, zero biases, the actor's two
+output layers scaled by ``actor_fc_scale = 0.01``). :data:`OGBENCH_SAC` holds them. Its temperature loss
+``alpha (H - target)`` steps ``log alpha`` by a gradient ``alpha`` times SB3's; that factor is not taken over (Adam
+divides most of it out).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from diffrl.agents.base import Policy
 from diffrl.agents.train_state import EMA, TrainState, apply_loss
 
 SQUASH_EPSILON = 1e-6  # SB3 TanhBijector
+INITIALIZATIONS = ("pytorch", "ogbench")
+OGBENCH_ACTOR_FC_SCALE = 0.01  # impls/agents/sac.py actor_fc_scale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +53,12 @@ class SACConfig:
     initial_alpha: float = 1.0
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    target_entropy_scale: float = 1.0  # target entropy -scale |A|: SB3 1.0, OGBench target_entropy_multiplier 0.5
+    initialization: str = "pytorch"  # "pytorch" (nn.Linear, SB3) or "ogbench" (Glorot, zero bias, actor outputs x 0.01)
 
     def __post_init__(self):
+        if self.initialization not in INITIALIZATIONS:
+            raise ValueError(f"SAC initialization must be one of {INITIALIZATIONS}, got {self.initialization!r}")
         for name in ("batch_size", "buffer_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SAC {name} must be positive, got {getattr(self, name)}")
@@ -53,18 +66,25 @@ class SACConfig:
             raise ValueError(f"SAC tau must be in (0, 1] and discount in [0, 1], got {self.tau}, {self.discount}")
 
 
-def _dense(width: int, name: str, x):
-    """PyTorch's default ``nn.Linear`` (SB3 keeps it for SAC): weights and biases ``U(-1/sqrt(fan_in),
-    1/sqrt(fan_in))``."""
+OGBENCH_SAC = SACConfig(learning_rate=1e-4, log_std_min=-5.0, target_entropy_scale=0.5, initialization="ogbench")
+
+
+def _dense(width: int, name: str, x, initialization: str = "pytorch", scale: float = 1.0):
+    """A linear layer initialised as PyTorch's default ``nn.Linear`` (SB3 keeps it for SAC: weights and biases
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``) or as OGBench's ``default_init(scale)`` (kernel ``variance_scaling(scale,
+    fan_avg, uniform)``, bias zero)."""
+    if initialization == "ogbench":
+        return nn.Dense(width, kernel_init=nn.initializers.variance_scaling(scale, "fan_avg", "uniform"), name=name)(x)
     bound = 1.0 / jnp.sqrt(x.shape[-1])
     bias_init = lambda rng, shape, dtype=jnp.float32: jax.random.uniform(rng, shape, dtype, -bound, bound)
     kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
     return nn.Dense(width, kernel_init=kernel_init, bias_init=bias_init, name=name)(x)
 
 
-def _mlp(hidden, x):
+
+def _mlp(hidden, x, initialization: str = "pytorch"):
     for k, width in enumerate(hidden):
-        x = nn.relu(_dense(width, f"hidden_{k}", x))
+        x = nn.relu(_dense(width, f"hidden_{k}", x, initialization))
     return x
 
 
@@ -75,22 +95,27 @@ class Actor(nn.Module):
     hidden: tuple[int, ...]
     log_std_min: float
     log_std_max: float
+    initialization: str = "pytorch"
 
     @nn.compact
     def __call__(self, obs):
-        h = _mlp(self.hidden, obs)
-        log_std = jnp.clip(_dense(self.action_size, "log_std", h), self.log_std_min, self.log_std_max)
-        return _dense(self.action_size, "mean", h), log_std
+        h = _mlp(self.hidden, obs, self.initialization)
+        scale = OGBENCH_ACTOR_FC_SCALE if self.initialization == "ogbench" else 1.0
+        log_std = _dense(self.action_size, "log_std", h, self.initialization, scale)
+        return _dense(self.action_size, "mean", h, self.initialization, scale), jnp.clip(log_std, self.log_std_min,
+                                                                                          self.log_std_max)
 
 
 class Critic(nn.Module):
     """``Q(s, a)``: ``[s, a]`` through the hidden ReLU layers and a linear output."""
 
     hidden: tuple[int, ...]
+    initialization: str = "pytorch"
 
     @nn.compact
     def __call__(self, obs, action):
-        return _dense(1, "q", _mlp(self.hidden, jnp.concatenate([obs, action], axis=-1)))[..., 0]
+        h = _mlp(self.hidden, jnp.concatenate([obs, action], axis=-1), self.initialization)
+        return _dense(1, "q", h, self.initialization)[..., 0]
 
 
 TwinCritic = nn.vmap(Critic, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None, out_axes=0,
@@ -167,10 +192,11 @@ class SAC:
 
     def __init__(self, config: SACConfig, observation_size: int, action_size: int):
         self.config, self.observation_size, self.action_size = config, observation_size, action_size
-        self.actor = Actor(action_size, tuple(config.hidden), config.log_std_min, config.log_std_max)
-        self.critic = TwinCritic(tuple(config.hidden))
+        self.actor = Actor(action_size, tuple(config.hidden), config.log_std_min, config.log_std_max,
+                           config.initialization)
+        self.critic = TwinCritic(tuple(config.hidden), config.initialization)
         self.optimizer = optax.adam(config.learning_rate)
-        self.target_entropy = -float(action_size)
+        self.target_entropy = -config.target_entropy_scale * action_size
         self.target_update = EMA(decay=1.0 - config.tau)
 
     def init(self, rng: jax.Array) -> SACState:

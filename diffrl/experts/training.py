@@ -104,6 +104,8 @@ def train_sac(env: str | Env, workdir, *, steps: int, config: SACConfig | None =
     start, evaluations, stopped = 0, [], False
     if checkpointer.latest_step() is not None:
         start, saved = checkpointer.restore_meta()
+        # runs saved before a SACConfig field existed ran with its default
+        saved["sac"] = {**json.loads(json.dumps(dataclasses.asdict(SACConfig()))), **saved.get("sac", {})}
         if any(saved.get(key) != value for key, value in meta.items()):
             raise ValueError(f"{workdir} holds a SAC run of {saved.get('env_id')} with other settings "
                              f"({ {k: saved.get(k) for k in meta} }); use a new workdir")
