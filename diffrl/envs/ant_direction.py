@@ -6,9 +6,11 @@ OGBench's recipe (``ogbench/online_locomotion/wrappers.py: GymXYWrapper``, ``dat
 rewarded for the torso's motion along it, and ``z`` is drawn uniformly on the circle at reset and every 100 steps.
 OGBench rewards the displacement ``(xy' - xy) . z``; here it is divided by the step's duration (0.05 s), the
 velocity along ``z``, the scale of ``Ant-v4``'s own forward reward. SAC's fixed entropy target makes the reward
-scale matter: at displacement scale (about 0.05 per step at 1 m/s) our SAC had not started to walk after 90k steps
-(evaluation return -0.3), its temperature down to 3e-4. Driven by a maze's waypoint controller (``z`` pointing at the next
-waypoint) it walks the maze (:mod:`diffrl.experts.antmaze_data`).
+scale matter: at displacement scale (about 0.05 per step at 1 m/s) our SAC, then at SB3's settings, had not started to
+walk after 90k steps (evaluation return -0.3), its temperature down to 3e-4; the expert now trains at OGBench's SAC
+settings (:data:`diffrl.experts.sac.OGBENCH_SAC`), with which the displacement scale was not tried. Driven by a
+maze's waypoint controller (``z`` pointing at the next waypoint) it walks the maze
+(:mod:`diffrl.experts.antmaze_data`).
 
 The ant is the one gymnasium-robotics' ``AntMaze_*-v4`` simulates: gymnasium's ``Ant-v4`` (``assets/ant.xml``,
 frame skip 5, unhealthy outside ``z in [0.2, 1.0]``, which ends the episode) with its reset noise 0.1; its
