@@ -171,6 +171,8 @@ def evaluate_checkpoint(workdir, *, step: int | None = None, episodes: int | Non
                "device": jax.devices()[0].platform}
     if plot_path is not None and result["figure"] is not None:
         summary["plot"] = str(save_figure(result["figure"], plot_path))
+    elif plot_path is not None:
+        logger.info("no plot written to %s: the gymnasium evaluator records no episodes to draw", plot_path)
     if json_path is not None:
         write_atomically(json_path, json.dumps(summary, indent=2, default=_json_default).encode())
     return summary
