@@ -81,7 +81,6 @@ def _dense(width: int, name: str, x, initialization: str = "pytorch", scale: flo
     return nn.Dense(width, kernel_init=kernel_init, bias_init=bias_init, name=name)(x)
 
 
-
 def _mlp(hidden, x, initialization: str = "pytorch"):
     for k, width in enumerate(hidden):
         x = nn.relu(_dense(width, f"hidden_{k}", x, initialization))
@@ -101,9 +100,9 @@ class Actor(nn.Module):
     def __call__(self, obs):
         h = _mlp(self.hidden, obs, self.initialization)
         scale = OGBENCH_ACTOR_FC_SCALE if self.initialization == "ogbench" else 1.0
+        mean = _dense(self.action_size, "mean", h, self.initialization, scale)
         log_std = _dense(self.action_size, "log_std", h, self.initialization, scale)
-        return _dense(self.action_size, "mean", h, self.initialization, scale), jnp.clip(log_std, self.log_std_min,
-                                                                                          self.log_std_max)
+        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
 
 
 class Critic(nn.Module):
