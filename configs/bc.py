@@ -7,7 +7,9 @@ No paper defines it here, so its values are the usual ones for D4RL-scale BC (tw
 import ml_collections
 
 VARIANTS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "maze2d-umaze", "maze2d-medium", "maze2d-large",
-            "multi2d-umaze", "multi2d-medium", "multi2d-large", "hopper-medium", "halfcheetah-medium", "walker2d-medium")
+            "multi2d-umaze", "multi2d-medium", "multi2d-large", "hopper-medium", "halfcheetah-medium", "walker2d-medium",
+            "antmaze-umaze", "antmaze-umaze-diverse", "antmaze-medium-play", "antmaze-medium-diverse",
+            "antmaze-large-play", "antmaze-large-diverse")
 
 
 def get_config(variant: str) -> ml_collections.ConfigDict:
@@ -15,12 +17,16 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = "bc"
     c.seed = 0
-    maze = kind in ("pointmaze", "maze2d", "multi2d")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    maze = kind in ("pointmaze", "maze2d", "multi2d", "antmaze")
     dataset_id = {"pointmaze": f"diffrl/pointmaze/{rest}-v0", "multi2d": f"diffrl/pointmaze/{rest}-v0",
-                  "maze2d": f"diffrl/maze2d/{rest}-v1"}.get(kind, f"mujoco/{kind}/{rest}-v0")
+                  "maze2d": f"diffrl/maze2d/{rest}-v1", "antmaze": f"D4RL/antmaze/{rest}-v1"}.get(
+                      kind, f"mujoco/{kind}/{rest}-v0")
     c.dataset = dict(id=dataset_id, root=None, episodes="stored")
-    # Gaussian-normalised observations. PointMaze's carry the goal, so BC is goal-conditioned there; on maze2d BC
-    # sees D4RL's observation (position and velocity, no goal), as the papers' BC rows did.
+    # Gaussian-normalised observations. PointMaze's and AntMaze's carry the goal (Minari's antmaze-v1 episodes each
+    # follow their own), so BC is goal-conditioned there; on maze2d BC sees D4RL's observation (position and
+    # velocity, no goal), as the papers' BC rows did.
     c.task = dict(kind="goal" if maze else "reward", state_key="observation" if kind == "maze2d" else None,
                   goal_key=None, normalizer="gaussian")
     c.model = dict(hidden=(256, 256))

@@ -118,6 +118,41 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env
     assert summary["normalized_score"] == pytest.approx(100 * (np.mean(returns) + 1500) / 1500, rel=1e-4)
 
 
+def test_the_gymnasium_evaluator_draws_the_ants_paths_over_the_maze(tmp_path):
+    """AntMaze on a CPU is evaluated in gymnasium (MuJoCo C) and drawn on the MJX env's maze: each panel's path is
+    the torso's xy of the same policy stepped by hand in gymnasium, from the reset to the last of its 700 steps, with
+    the goal star on the episode's desired goal."""
+    root = tmp_path / "data"
+    dataset_id = write_random_dataset(root, "AntMaze_UMaze-v4", "toy/antmaze/random-v0", episodes=2, steps=10,
+                                      ref_scores=(0.0, 1.0))
+    config = apply_overrides(load_config("bc.py:antmaze-umaze"), [*TINY_BC, f"dataset.root={root}",
+                                                                  f"dataset.id={dataset_id}"])
+    train(config, tmp_path / "run", progress=False)
+    method, params, _, _ = load_trained(tmp_path / "run")
+    evaluator = Evaluator(method, episodes=2, seed=5)
+    assert evaluator.env is None  # the CPU takes gymnasium
+    result = evaluator(params, 10)
+    rollout = result["rollout"]
+    assert rollout["valid"].sum(1).tolist() == (rollout["lengths"] + 1).tolist() == [701, 701]
+    envs = [make_gym_env("AntMaze_UMaze-v4") for _ in range(2)]  # stepped in lockstep: the same batch of 2
+    obs = [env.reset(seed=5 + k)[0] for k, env in enumerate(envs)]
+    goals, paths = [o["desired_goal"] for o in obs], [[o["achieved_goal"]] for o in obs]
+    for t in range(700):
+        actions, _ = evaluator._act(params, (), np.stack([by_hand_flat(o) for o in obs]).astype(np.float32), t, None)
+        obs = [env.step(np.asarray(a))[0] for env, a in zip(envs, actions)]
+        for path, o in zip(paths, obs):
+            path.append(o["achieved_goal"])
+    panels = result["figure"].axes
+    for k, (path, goal) in enumerate(zip(paths, goals)):
+        np.testing.assert_allclose(rollout["observations"][k, :, -4:-2], path, atol=1e-5)
+        segments = np.asarray(panels[k].collections[0].get_segments())
+        np.testing.assert_allclose(segments[:, 0], np.asarray(path[:-1]), atol=1e-5)
+        np.testing.assert_allclose(segments[-1, 1], path[-1], atol=1e-5)
+        goal_star = [line for line in panels[k].lines if line.get_marker() == "*"]
+        np.testing.assert_allclose(np.ravel(goal_star[0].get_data()), goal, atol=1e-6)
+    assert np.linalg.norm(np.subtract(path[-1], path[0])) > 0.1  # the ant moved
+
+
 def by_hand_flat(obs):
     """A dict observation as ``[observation, achieved_goal, desired_goal]``, a goal dict in sorted key order."""
     if not isinstance(obs, dict):

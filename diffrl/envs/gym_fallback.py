@@ -33,7 +33,7 @@ def make_gym_env(env, **kwargs):
 
 
 def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num_envs: int = 10, seed: int = 0,
-                 **make_kwargs) -> dict:
+                 record: bool = False, **make_kwargs) -> dict:
     """Roll a batched policy out in ``num_envs`` gymnasium envs stepped in lockstep, round after round, until
     ``episodes`` episodes have finished (episode ``k`` resets with seed ``seed + k``).
 
@@ -41,12 +41,14 @@ def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num
     keeps its last observation and its actions are ignored), so a stateful policy (a plan, a chosen skill) starts
     afresh with each episode. Returns per-episode ``returns``, ``lengths``, ``successes`` (``info["success"]``
     seen at some step, or ``None`` when the env reports none) and ``first_hits`` (the 0-based step at which it
-    was first seen, -1 if never; ``None`` with ``successes``).
+    was first seen, -1 if never; ``None`` with ``successes``). With ``record`` also ``observations [N, T + 1, obs]``
+    (each episode's flat observations, its first included, zero after its end) and ``valid [N, T + 1]`` (the
+    observation belongs to the episode), the layout of :func:`diffrl.eval.rollout.make_rollout`, to draw.
     """
     if episodes < 1 or num_envs < 1:
         raise ValueError("episodes and num_envs must be positive")
     envs = [make_gym_env(env, **make_kwargs) for _ in range(num_envs)]
-    returns, lengths, successes, first_hits = [], [], [], []
+    returns, lengths, successes, first_hits, paths = [], [], [], [], []
     reports_success = False
     try:
         for first in range(0, episodes, num_envs):
@@ -56,6 +58,7 @@ def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num
             alive = np.ones(num_envs, bool)
             total, length, success = np.zeros(num_envs), np.zeros(num_envs, np.int64), np.zeros(num_envs, bool)
             first_hit = np.full(num_envs, -1, np.int64)
+            path = [[o.copy()] for o in obs] if record else None
             t = 0
             while alive.any():
                 actions, state = act(state, obs, t)
@@ -70,15 +73,25 @@ def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num
                         if info["success"] and not success[i]:
                             success[i], first_hit[i] = True, t
                     alive[i] = not (terminated or truncated)
+                    if record:
+                        path[i].append(obs[i].copy())
                 t += 1
             count = min(num_envs, episodes - first)
             returns.extend(total[:count])
             lengths.extend(length[:count])
             successes.extend(success[:count])
             first_hits.extend(first_hit[:count])
+            paths.extend(path[:count] if record else ())
     finally:
         for e in envs:
             e.close()
-    return {"returns": np.asarray(returns), "lengths": np.asarray(lengths),
-            "successes": np.asarray(successes) if reports_success else None,
-            "first_hits": np.asarray(first_hits) if reports_success else None}
+    result = {"returns": np.asarray(returns), "lengths": np.asarray(lengths),
+              "successes": np.asarray(successes) if reports_success else None,
+              "first_hits": np.asarray(first_hits) if reports_success else None}
+    if record:
+        longest = max(map(len, paths))
+        result["observations"] = np.zeros((len(paths), longest, paths[0][0].size), np.float32)
+        result["valid"] = np.zeros((len(paths), longest), bool)
+        for k, path in enumerate(paths):
+            result["observations"][k, :len(path)], result["valid"][k, :len(path)] = path, True
+    return result

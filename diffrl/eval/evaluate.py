@@ -4,11 +4,13 @@ An :class:`Evaluator` builds the environment and the policy once and compiles th
 periodic evaluation during training and repeated evaluations reuse one program. Environments with an MJX port
 run as one jitted ``lax.scan``; the others fall back to gymnasium environments on the CPU, with the policy's
 ``init``/``act`` jitted, and say so in one line. An evaluation logs one line when it starts and one with its
-duration when it ends; its figure is titled with the checkpoint step and the score.
+duration when it ends; its figure (the MJX env's picture, also of the gymnasium evaluator's recorded episodes) is
+titled with the checkpoint step and the score.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -118,18 +120,40 @@ class Evaluator:
                        multi_goal=bool(self.method.config.eval.multi_goal), seconds=round(seconds, 3),
                        max_episode_steps=max_steps)
         figure = None
-        if self.env is not None:
-            figure = rollout_figure(self.env, out, summary, step, self.method.config.eval.plot_episodes)
+        if self.picture_env is not None:
+            figure = rollout_figure(self.picture_env, out, summary, step, self.method.config.eval.plot_episodes)
         return {"summary": summary, "rollout": out, "figure": figure}
 
+    @functools.cached_property
+    def picture_env(self) -> Env | None:
+        """The env whose picture the figure is: the MJX one (also for the gymnasium evaluator of an env that has an
+        MJX port: it draws the same flat observations); ``None`` for an env with no port."""
+        if self.env is not None or not has_mjx_port(self.spec):
+            return self.env
+        return make_env(self.spec, **self.spec_kwargs)
+
     def _gym_rollout(self, params, rng) -> dict:
+        """The gymnasium evaluator's episodes in :func:`diffrl.eval.rollout.make_rollout`'s layout; each round's
+        first plans (the states a planner intends to visit) are kept to draw, as the MJX rollout keeps them."""
         rng_init, rng_act = jax.random.split(rng)
-        result = evaluate_gym(self.spec, lambda obs: self._init(params, rng_init, obs),
+        plans = []
+
+        def init(obs):
+            state = self._init(params, rng_init, obs)
+            plans.append(self.policy.planned_states(state))
+            return state
+
+        result = evaluate_gym(self.spec, init,
                               lambda state, obs, t: self._act(params, state, obs, t, jax.random.fold_in(rng_act, t)),
                               episodes=self.episodes, num_envs=min(GYM_FALLBACK_ENVS, self.episodes), seed=self.seed,
-                              **self.spec_kwargs)
-        return {"returns": result["returns"], "success": result["successes"], "first_hit": result["first_hits"],
-                "lengths": result["lengths"]}
+                              record=True, **self.spec_kwargs)
+        success = result["successes"]
+        out = {"returns": result["returns"], "first_hit": result["first_hits"], "lengths": result["lengths"],
+               "success": np.zeros(self.episodes, bool) if success is None else success,
+               "observations": result["observations"], "valid": result["valid"]}
+        if plans[0] is not None:
+            out["planned_states"] = np.concatenate(jax.device_get(plans))[:self.episodes]
+        return out
 
 
 def episode_mesh(episodes: int):
@@ -172,7 +196,7 @@ def evaluate_checkpoint(workdir, *, step: int | None = None, episodes: int | Non
     if plot_path is not None and result["figure"] is not None:
         summary["plot"] = str(save_figure(result["figure"], plot_path))
     elif plot_path is not None:
-        logger.info("no plot written to %s: the gymnasium evaluator records no episodes to draw", plot_path)
+        logger.info("no plot written to %s: %s has no picture", plot_path, summary["env"])
     if json_path is not None:
         write_atomically(json_path, json.dumps(summary, indent=2, default=_json_default).encode())
     return summary
