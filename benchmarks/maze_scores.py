@@ -1,12 +1,13 @@
-"""Maze scores over seeds: train each method on a generated maze dataset, evaluate it on 100 parallel MJX
-episodes, and write both maze scores to ``results/<device>.md``.
+"""Maze scores over seeds: train each method on a generated maze dataset, evaluate it on 100 episodes (parallel
+MJX envs; gymnasium's for AntMaze on a CPU), and write both maze scores to ``results/<device>.md``.
 
     python benchmarks/maze_scores.py --root /data/minari --variant maze2d-umaze --seeds 0 1 2 \\
         --methods bc diffuser ldcq --set diffuser model.dim=16 train.steps=3000 --set bc train.steps=20000
 
 ``--variant`` names the protocol and the maze: ``maze2d-<maze>`` (D4RL's maze2d-v1: ``diffrl data generate
 maze2d-<maze>``, the protocol of the papers' numbers), ``pointmaze-<maze>`` or ``multi2d-<maze>`` (Minari's
-pointmaze-v2 data). ``--set METHOD KEY=VALUE ...`` overrides that method's config (repeatable). Methods:
+pointmaze-v2 data), ``antmaze-<maze>[-diverse|-play]`` (``diffrl data generate antmaze-...``; its dataset id
+``diffrl/antmaze/...-v1`` given by ``--dataset-id``, which replaces every method's). ``--set METHOD KEY=VALUE ...`` overrides that method's config (repeatable). Methods:
 bc, diffuser, diar, dql, plandq (``configs/<method>.py:<variant>``), ldcq, ldgc, ldcp
 (``configs/ldcq.py:<variant>[-ldgc|-ldcp]``), planqq, planqd, plandd (``configs/plandq.py:<variant>-<method>``);
 diar-noar: diar's trained workdir evaluated without Adaptive Revaluation, and ldcq-code-eval: ldcq's evaluated as
@@ -55,6 +56,7 @@ PAPER = {"diffuser": {"umaze": 113.9, "medium": 121.5, "large": 123.0},
          "diar": {"umaze": 141.8, "medium": 139.2, "large": 200.3},
          "diar-noar": {"umaze": 135.6, "medium": 138.2, "large": 193.5}}
 PAPER["ldcq-code-eval"] = PAPER["ldcq"]
+EVALUATED_IN = {"mjx": "parallel MJX envs", "gym": "gymnasium envs (MuJoCo C, faster than MJX on a CPU)"}
 
 
 def run(method: str, variant: str, overrides: list[str], seed: int, root: str, workdir: pathlib.Path, episodes: int,
@@ -85,7 +87,8 @@ def _pooled(values) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="Minari root holding the variant's dataset")
-    parser.add_argument("--variant", default="maze2d-umaze", help="maze2d-<maze> | pointmaze-<maze> | multi2d-<maze>")
+    parser.add_argument("--variant", default="maze2d-umaze", help="maze2d-<maze> | pointmaze-<maze> | multi2d-<maze> | antmaze-<maze>[-<kind>]")
+    parser.add_argument("--dataset-id", default=None, help="the dataset of every method (default: the configs')")
     parser.add_argument("--methods", nargs="+", default=["bc", "diffuser"], choices=sorted(METHODS))
     parser.add_argument("--set", nargs="+", action="append", default=[], metavar=("METHOD", "KEY=VALUE"),
                         help="config overrides of one method")
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs-from", nargs="+", default=[], metavar="JSON",
                         help="earlier --json files: a method and seed found there is taken from them, not run again")
     args = parser.parse_args(argv)
-    overrides = {method: [] for method in args.methods}
+    overrides = {method: [f"dataset.id={args.dataset_id}"] if args.dataset_id else [] for method in args.methods}
     for method, *values in args.set:
         if method not in overrides:
             parser.error(f"--set {method}: not one of --methods {' '.join(args.methods)}")
@@ -153,7 +156,8 @@ def main(argv=None) -> int:
     summary, seeds = runs[0]["summary"], f"{len(args.seeds)} seed{'s' * (len(args.seeds) > 1)}"
     body = (f"{versions('flax', 'mujoco-mjx')}; dataset `{summary['dataset_id']}` (`diffrl data generate`), "
             f"evaluated in `{summary['env']}` ({summary['max_episode_steps']} steps), {seeds} x "
-            f"{args.episodes} episodes in parallel MJX envs. Score: 100 (R - R_min) / (R_max - R_min) of the "
+            f"{args.episodes} episodes in {EVALUATED_IN[summary.get('backend', 'mjx')]}. Score: 100 (R - R_min) / "
+            "(R_max - R_min) of the "
             "return R with the dataset's references; first-hit score: the same of T - t for a first arrival at "
             "step t (0 if none), LDCQ's maze metric.\n\n" + "\n".join(rows))
     command = "python benchmarks/maze_scores.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

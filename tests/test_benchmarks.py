@@ -193,8 +193,10 @@ def test_maze_scores_pools_runs_from_earlier_json_files(tmp_path, monkeypatch, c
     cells = [c.strip() for c in row.split("|")[1:-1]]
     stderr = np.std([1.0, 3.0, 5.0, 7.0], ddof=1) / 2
     assert cells[3:9] == ["1.5", "2.0, 6.0", f"4.0 +/- {stderr:.1f}", f"8.0 +/- {2 * stderr:.1f}", "0.50", "5.0"]
+    assert "2 seeds x 2 episodes in parallel MJX envs" in results.read_text()  # runs that record no backend
     capsys.readouterr()
     for changed, differ in [(["--set", "bc", "train.steps=6"], "{'overrides': ['train.steps=5']}"),
+                            (["--dataset-id", "diffrl/maze2d/other-v1"], "{'overrides': ['train.steps=5']}"),
                             (["--variant", "maze2d-umaze"], "{'variant': 'maze2d-large'}"),
                             (["--episodes", "3"], "{'episodes': 2}")]:
         with pytest.raises(SystemExit):  # a run made with other settings is refused

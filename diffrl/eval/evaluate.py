@@ -116,7 +116,7 @@ class Evaluator:
         has_success = self.env.reports_success if self.env is not None else out["first_hit"] is not None
         summary = score_summary(out["returns"], out["first_hit"] if has_success else None, info.ref_min_score,
                                 info.ref_max_score, max_steps)
-        summary.update(dataset_id=info.dataset_id, env=self.env_name,
+        summary.update(dataset_id=info.dataset_id, env=self.env_name, backend="gym" if self.env is None else "mjx",
                        multi_goal=bool(self.method.config.eval.multi_goal), seconds=round(seconds, 3),
                        max_episode_steps=max_steps)
         figure = None
