@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("env", help="pointmaze-umaze | pointmaze-open | pointmaze-medium | pointmaze-large | "
                                  "maze2d-umaze | maze2d-medium | maze2d-large | {hopper,halfcheetah,walker2d}-"
                                  "{expert,medium,medium-replay} | antmaze-umaze[-diverse] | "
-                                 "antmaze-{medium,large}-{play,diverse}")
+                                 "antmaze-{medium,large}-{play,diverse} | antmaze-ultra-diverse")
     gen.add_argument("--steps", type=_count(1), default=None,
                      help="transitions to generate (default: 1e6 umaze/open and locomotion, 2e6 medium, 4e6 large, "
                           "as D4RL)")

@@ -77,3 +77,33 @@ def test_registrations_give_maps_time_limits_and_layout():
     assert (umaze.max_episode_steps, umaze.reward_type) == (700, "dense")
     # cell (i, j) centre: x = 4 (j + 0.5) - 2 width, y = 2 length - 4 (i + 0.5)
     np.testing.assert_allclose(umaze.layout.cell_to_xy(np.array([1, 1])), [-4.0, 4.0])
+
+
+def test_ultra_is_plandqs_maze_with_its_time_limit_in_both_envs():
+    """PlanDQ's Ultra maze (12 x 16 cells) by name in MJX; the evaluation spec of ``antmaze-ultra-diverse`` builds
+    the same maze, start and goal in gymnasium-robotics and in MJX, with the 2,000-step limit of antmaze-ultra-v0."""
+    import dataclasses
+
+    import gymnasium
+
+    from diffrl.envs.gym_fallback import make_gym_env
+    from diffrl.envs.third_party import import_gymnasium_robotics_quietly
+    from diffrl.experts.antmaze_data import DATASETS, EVAL_MAPS
+
+    env = AntMaze("ultra")
+    assert (env.maze_name, env.max_episode_steps, env.layout.free.shape, int(env.layout.free.sum())) == (
+        "ultra", 2000, (12, 16), 89)
+    env_id, maze_map = DATASETS["antmaze-ultra-diverse"]
+    gymnasium.register_envs(import_gymnasium_robotics_quietly())
+    spec = gymnasium.spec(env_id)
+    spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "maze_map": EVAL_MAPS["ultra"]}, max_episode_steps=2000)
+    mjx_env, gym_env = make_env(spec), make_gym_env(spec)
+    obs, _ = gym_env.reset(seed=0)
+    assert (mjx_env.maze_name, mjx_env.max_episode_steps, gym_env.spec.max_episode_steps) == ("ultra", 2000, 2000)
+    np.testing.assert_array_equal(mjx_env.layout.free, env.layout.free)
+    np.testing.assert_array_equal(gym_env.unwrapped.maze.maze_map, EVAL_MAPS["ultra"])
+    assert mjx_env.layout.reset_cells.tolist() == [[1, 1]] and mjx_env.layout.goal_cells.tolist() == [[10, 14]]
+    start, goal = mjx_env.layout.cell_to_xy(np.array([[1, 1], [10, 14]]))  # top left, bottom right
+    assert np.abs(obs["achieved_goal"] - start).max() <= 1.0 and np.abs(obs["desired_goal"] - goal).max() <= 1.0
+    assert {kind for row in maze_map for kind in row} == {1, "c"}  # the data's: every free cell a reset and goal
+    gym_env.close()

@@ -16,7 +16,7 @@ Minari ``D4RL/antmaze/*-v1`` datasets record:
   and goal noise ``U(-0.25, 0.25) x 4`` per coordinate, resets in a reset cell more than half a cell from the
   goal) with the ant at ``qpos0`` (torso at height 0.75, joints at 0) moved to the reset xy, zero velocity:
   ``AntMazeEnv`` builds its ant with ``reset_noise_scale=0``.
-* time limit: 700 steps on U-Maze and Open, 1000 on Medium and Large (the registrations).
+* time limit: 700 steps on U-Maze and Open, 1000 on Medium and Large (the registrations), 2000 on Ultra.
 
 Contacts: as in :class:`diffrl.envs.pointmaze.PointMaze`, the model holds three wall boxes (mocap bodies) placed
 before every physics step on the wall cells beside the torso's cell in x, in y and diagonally, on its quadrant's
@@ -48,13 +48,37 @@ from diffrl.envs.mjx_contact import (
     use_exact_sphere_box_contacts,
     use_mujoco_capsule_plane_frames,
 )
-from diffrl.envs.pointmaze import GYM_IDS, POINTMAZE_V3, MazeGoalEnv, MazeProtocol
+from diffrl.envs.pointmaze import GYM_IDS, MAZE_MAPS, POINTMAZE_V3, MazeGoalEnv, MazeProtocol
 
 ANT_XML = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets", "ant.xml")
 MAZE_SIZE_SCALING = 4.0  # ant_maze_v4.AntMazeEnv
 MAZE_HEIGHT = 0.5
 FRAME_SKIP = 5  # ant_v4.AntEnv
-MAX_EPISODE_STEPS = {"open": 700, "umaze": 700, "medium": 1000, "large": 1000}
+MAX_EPISODE_STEPS = {"open": 700, "umaze": 700, "medium": 1000, "large": 1000, "ultra": 2000}
+# PlanDQ's AntMaze Ultra (Jiang et al.'s D4RL extension, changchencc/PlanDQ branch antmaze,
+# d4rl/locomotion/maze_env.py ULTRA_MAZE_TEST, antmaze-ultra-*-v0: 2,000-step episodes), walls only
+ULTRA_MAZE = [[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+              [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1],
+              [1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1],
+              [1, 0, 1, 1, 1, 0, 1, 0, 0, 0, 0, 1, 0, 1, 0, 1],
+              [1, 0, 0, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 0, 1],
+              [1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+              [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1, 1, 0, 1, 1],
+              [1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 0, 0, 1, 0, 1, 1],
+              [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1],
+              [1, 1, 0, 1, 1, 0, 1, 0, 0, 0, 1, 1, 1, 1, 0, 1],
+              [1, 1, 0, 1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 1],
+              [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]]
+ANT_ONLY_MAZES = {"ultra": ULTRA_MAZE}
+
+
+def known_maze(maze_map) -> str | None:
+    """The name of a maze (``umaze`` ... ``ultra``) whose walls ``maze_map`` has, whatever its reset and goal cells."""
+    walls = [[kind == 1 for kind in row] for row in maze_map]
+    for name, known in {**MAZE_MAPS, **ANT_ONLY_MAZES}.items():
+        if walls == [[kind == 1 for kind in row] for row in known]:
+            return name
+    return None
 
 
 def ant_maze_mjcf(layout) -> str:
@@ -68,7 +92,8 @@ def ant_maze_mjcf(layout) -> str:
 
 
 class AntMaze(MazeGoalEnv):
-    """MJX AntMaze with the gymnasium-robotics ``AntMaze_*-v4`` dynamics, rewards and resets."""
+    """MJX AntMaze with the gymnasium-robotics ``AntMaze_*-v4`` dynamics, rewards and resets; ``maze`` is a
+    gymnasium-robotics maze name, ``"ultra"`` (:data:`ULTRA_MAZE`, every free cell a reset and goal cell) or a map."""
 
     observation_size = 31
     action_size = 8
@@ -82,7 +107,9 @@ class AntMaze(MazeGoalEnv):
         max_episode_steps: int | None = None,
         protocol: MazeProtocol = POINTMAZE_V3,
     ):
-        super().__init__(maze, reward_type, continuing_task, reset_target, protocol, MAZE_SIZE_SCALING, MAZE_HEIGHT)
+        super().__init__(ANT_ONLY_MAZES.get(maze, maze) if isinstance(maze, str) else maze, reward_type,
+                         continuing_task, reset_target, protocol, MAZE_SIZE_SCALING, MAZE_HEIGHT)
+        self.maze_name = known_maze(self.layout.maze_map) or "custom"
         self.max_episode_steps = int(max_episode_steps or MAX_EPISODE_STEPS.get(self.maze_name, 1000))
         suffix = "Dense" if reward_type == "dense" else ""
         self.name = f"AntMaze_{GYM_IDS.get(self.maze_name, 'PointMaze_Custom').removeprefix('PointMaze_')}{suffix}-v4"

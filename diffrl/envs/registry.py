@@ -58,7 +58,9 @@ def make_env(env, **overrides) -> Env:
         }
         options.update(overrides)
         made = AntMaze(**options)
-        made.maze_name, made.name = _MAZE_BY_GYM_NAME[f"{antmaze.group(1)}"], env_id
+        if made.maze_name == "custom":  # a map of other resets and goals (an evaluation map) keeps the id's maze
+            made.maze_name = _MAZE_BY_GYM_NAME[f"{antmaze.group(1)}"]
+        made.name = env_id
         return made
     if env_id in LOCOMOTION_IDS:
         from diffrl.envs.locomotion import make_locomotion_env

@@ -21,7 +21,7 @@ Recipe (Minari's ``D4RL/antmaze/*-v1``, ``minari-dataset-generation-scripts/scri
   ``success`` and nothing terminated: as in the public data.
 * evaluation env: the same env id on Minari's ``EVAL_ENV_MAPS`` (:data:`EVAL_MAPS`: one reset cell, one goal
   cell; Minari's U-Maze evaluation map is the collection map mirrored, its opening on the other side, and is kept as
-  Minari has it); reference scores by Minari's ``get_average_reference_score`` (``reference_episodes`` episodes
+  Minari has it; Ultra's is PlanDQ's ``antmaze-ultra-*-v0`` one, with its 2,000-step limit); reference scores by Minari's ``get_average_reference_score`` (``reference_episodes`` episodes
   from ``reset(seed=123)``): ``ref_max_score`` of the controller driving the expert without the action noise
   (Minari's ``expert_policy``; Minari's expert samples its SAC policy, here its mode is taken), ``ref_min_score`` of
   a uniformly random policy.
@@ -41,8 +41,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from diffrl.envs.ant_direction import ENV_ID as DIRECTION_ENV_ID
-from diffrl.envs.antmaze import MAZE_SIZE_SCALING
-from diffrl.envs.pointmaze import GOAL, RESET, MazeLayout
+from diffrl.envs.antmaze import MAX_EPISODE_STEPS, MAZE_SIZE_SCALING, ULTRA_MAZE
+from diffrl.envs.pointmaze import COMBINED, GOAL, RESET, MazeLayout
 from diffrl.envs.third_party import import_gymnasium_robotics_quietly, removing_maze_xml_files
 from diffrl.experts.sac import OGBENCH_SAC
 from diffrl.experts.training import SACRun, choose_backend, train_sac
@@ -59,6 +59,10 @@ DATASETS = {  # create_antmaze_dataset.py: DATASET_ID_TO_ENV_ID (maze map None: 
     "antmaze-medium-diverse": ("AntMaze_Medium_Diverse_GR-v4", None),
     "antmaze-large-play": ("AntMaze_Large-v4", None),
     "antmaze-large-diverse": ("AntMaze_Large_Diverse_GR-v4", None),
+    # PlanDQ's Ultra maze in gymnasium-robotics' AntMaze (the Large registration with its map): every free cell a
+    # reset and goal cell, as in the *_Diverse_GR maps of the -diverse datasets
+    "antmaze-ultra-diverse": ("AntMaze_Large_Diverse_GR-v4",
+                              [[COMBINED if kind == 0 else kind for kind in row] for row in ULTRA_MAZE]),
 }
 EVAL_MAPS = {  # create_antmaze_dataset.py: EVAL_ENV_MAPS, as Minari has them (U-Maze's is the collection map mirrored)
     "umaze": [[1, 1, 1, 1, 1], [1, 0, 0, RESET, 1], [1, 0, 1, 1, 1], [1, 0, 0, GOAL, 1], [1, 1, 1, 1, 1]],
@@ -70,6 +74,8 @@ EVAL_MAPS = {  # create_antmaze_dataset.py: EVAL_ENV_MAPS, as Minari has them (U
               [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
               [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1], [1, 0, 0, 1, 0, 0, 0, 1, 0, GOAL, 0, 1],
               [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]],
+    "ultra": [[RESET if (i, j) == (1, 1) else GOAL if (i, j) == (10, 14) else kind for j, kind in enumerate(row)]
+              for i, row in enumerate(ULTRA_MAZE)],  # ULTRA_MAZE_TEST: start top left, goal bottom right
 }
 WAYPOINT_THRESHOLD = 0.45  # controller.py: WaypointController(waypoint_threshold=0.45)
 WAYPOINT_JITTER = 0.2
@@ -267,8 +273,9 @@ def generate_antmaze_dataset(name: str, steps: int | None = None, *, expert_step
     spec = gym.spec(env_id)
     spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "continuing_task": True, "reset_target": False,
                                              **({"maze_map": maze_map} if maze_map else {})})
-    maze = env_id.split("_")[1].split("-")[0].lower()
-    eval_spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "maze_map": EVAL_MAPS[maze]})
+    maze = name.split("-")[1]
+    eval_spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "maze_map": EVAL_MAPS[maze]},
+                                    max_episode_steps=MAX_EPISODE_STEPS[maze])
     ref_min, ref_max = reference_scores(expert, eval_spec, reference_episodes)
     if ref_max <= ref_min:
         logger.warning("the walker scored no better than a random policy in the evaluation env (ref_max_score %.2f, "
