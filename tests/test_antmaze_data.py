@@ -65,8 +65,9 @@ def test_dataset_holds_time_limited_episodes_with_goal_rewards(tiny_dataset):
     eval_env = dataset.recover_environment(eval_env=True)
     eval_map = eval_env.spec.kwargs["maze_map"]
     eval_env.close()
-    # Minari's EVAL_ENV_MAPS["umaze"]: the collection U mirrored (its opening on the left), start and goal on the right
-    assert eval_map == [[1, 1, 1, 1, 1], [1, 0, 0, "r", 1], [1, 0, 1, 1, 1], [1, 0, 0, "g", 1], [1, 1, 1, 1, 1]]
+    # D4RL's antmaze-umaze-v2 task on the collection walls (U_MAZE_TEST: start and goal at the U's two ends), not
+    # Minari's EVAL_ENV_MAPS["umaze"], whose U is mirrored (Minari issue #304)
+    assert eval_map == [[1, 1, 1, 1, 1], [1, "g", 0, 0, 1], [1, 1, 1, 0, 1], [1, "r", 0, 0, 1], [1, 1, 1, 1, 1]]
 
 
 def test_first_episode_replays_through_gymnasium(tiny_dataset):

@@ -20,8 +20,10 @@ Recipe (Minari's ``D4RL/antmaze/*-v1``, ``minari-dataset-generation-scripts/scri
   by the env from seeds 123, 124, ..., ``steps`` transitions in whole episodes (default 1M). Sparse rewards,
   ``success`` and nothing terminated: as in the public data.
 * evaluation env: the same env id on Minari's ``EVAL_ENV_MAPS`` (:data:`EVAL_MAPS`: one reset cell, one goal
-  cell; Minari's U-Maze evaluation map is the collection map mirrored, its opening on the other side, and is kept as
-  Minari has it; Ultra's is PlanDQ's ``antmaze-ultra-*-v0`` one, with its 2,000-step limit); reference scores by Minari's ``get_average_reference_score`` (``reference_episodes`` episodes
+  cell). Minari's U-Maze evaluation map is the collection map mirrored (its wall on the other side: a maze the data
+  never shows, Minari issue #304); diffrl evaluates U-Maze on D4RL's ``antmaze-umaze-v2`` task instead, the
+  collection map from the bottom-left cell to the top-left one (:data:`U_MAZE_FIXED`), on which the papers' U-Maze
+  numbers were measured. Ultra's is PlanDQ's ``antmaze-ultra-*-v0`` one, with its 2,000-step limit. Reference scores by Minari's ``get_average_reference_score`` (``reference_episodes`` episodes
   from ``reset(seed=123)``): ``ref_max_score`` of the controller driving the expert without the action noise
   (Minari's ``expert_policy``; Minari's expert samples its SAC policy, here its mode is taken), ``ref_min_score`` of
   a uniformly random policy.
@@ -64,8 +66,8 @@ DATASETS = {  # create_antmaze_dataset.py: DATASET_ID_TO_ENV_ID (maze map None: 
     "antmaze-ultra-diverse": ("AntMaze_Large_Diverse_GR-v4",
                               [[COMBINED if kind == 0 else kind for kind in row] for row in ULTRA_MAZE]),
 }
-EVAL_MAPS = {  # create_antmaze_dataset.py: EVAL_ENV_MAPS, as Minari has them (U-Maze's is the collection map mirrored)
-    "umaze": [[1, 1, 1, 1, 1], [1, 0, 0, RESET, 1], [1, 0, 1, 1, 1], [1, 0, 0, GOAL, 1], [1, 1, 1, 1, 1]],
+EVAL_MAPS = {  # create_antmaze_dataset.py: EVAL_ENV_MAPS, but for U-Maze (see the module's docstring)
+    "umaze": U_MAZE_FIXED,
     "medium": [[1, 1, 1, 1, 1, 1, 1, 1], [1, RESET, 0, 1, 1, 0, 0, 1], [1, 0, 0, 1, 0, 0, 0, 1],
                [1, 1, 0, 0, 0, 1, 1, 1], [1, 0, 0, 1, 0, 0, 0, 1], [1, 0, 1, 0, 0, 1, 0, 1],
                [1, 0, 0, 0, 1, 0, GOAL, 1], [1, 1, 1, 1, 1, 1, 1, 1]],
@@ -177,11 +179,13 @@ class MazeWalker:
 
 
 def collect(run: SACRun, env_id: str, maze_map, steps: int, num_envs: int = 10, seed: int = 0,
-            progress: bool = True, noise: float = ACTION_NOISE) -> list[dict]:
+            progress: bool = True, noise: float = ACTION_NOISE, max_episode_steps: int | None = None) -> list[dict]:
     """Whole episodes of the maze walker (action noise ``noise``) in ``env_id`` on ``maze_map``, at most ``steps``
-    transitions; episode ``k`` resets with seed ``123 + k``; each is ``{observations (dict of [T + 1] arrays), actions,
-    rewards, terminations, truncations, successes}``."""
-    kwargs = {"continuing_task": True, "reset_target": False, **({"maze_map": maze_map} if maze_map else {})}
+    transitions, cut at ``max_episode_steps`` (default: the registered limit); episode ``k`` resets with seed
+    ``123 + k``; each is ``{observations (dict of [T + 1] arrays), actions, rewards, terminations, truncations,
+    successes}``."""
+    kwargs = {"continuing_task": True, "reset_target": False, **({"maze_map": maze_map} if maze_map else {}),
+              **({"max_episode_steps": max_episode_steps} if max_episode_steps else {})}
     with removing_maze_xml_files():
         envs = [gym.make(env_id, **kwargs) for _ in range(num_envs)]
     max_steps = envs[0].spec.max_episode_steps
