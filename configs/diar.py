@@ -36,9 +36,11 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         dataset_id, horizon = f"diffrl/pointmaze/{rest}-v0", 30
         task = dict(kind="goal", state_key="observation", goal_key="desired_goal", done_on_reward=True)
     elif kind == "antmaze":
-        # Minari's D4RL AntMaze data: the ant's 27-d observation, the collection goal in desired_goal.
+        # D4RL's 29-d ant state [x, y, observation] (Minari keeps x, y in achieved_goal), the collection goal in
+        # desired_goal
         dataset_id, horizon = f"D4RL/antmaze/{rest}-v1", 20
-        task = dict(kind="goal", state_key="observation", goal_key="desired_goal", done_on_reward=True)
+        task = dict(kind="goal", state_key=("achieved_goal", "observation"), goal_key="desired_goal",
+                    done_on_reward=True)
     else:
         dataset_id, horizon = f"D4RL/kitchen/{rest}-v2", 20
         task = dict(kind="reward", state_key="observation", goal_key=None, done_on_reward=False)

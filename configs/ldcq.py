@@ -16,10 +16,12 @@ LOCOMOTION = ("hopper", "halfcheetah", "walker2d")
 TASKS = (
     tuple(f"pointmaze-{m}" for m in MAZES)
     + tuple(f"maze2d-{m}" for m in MAZES)
+    + ("antmaze-umaze-diverse", "antmaze-medium-diverse", "antmaze-large-diverse")  # Table 1: medium, large
     + ("kitchen-mixed", "kitchen-partial", "kitchen-complete")
     + tuple(f"{env}-{q}" for env in LOCOMOTION for q in ("medium", "medium-replay", "medium-expert"))
 )
-VARIANTS = TASKS + tuple(f"{t}-{m}" for t in TASKS if t.startswith(("pointmaze", "maze2d")) for m in ("ldgc", "ldcp"))
+VARIANTS = TASKS + tuple(f"{t}-{m}" for t in TASKS if t.startswith(("pointmaze", "maze2d", "antmaze"))
+                         for m in ("ldgc", "ldcp"))
 
 
 def get_config(variant: str) -> ml_collections.ConfigDict:
@@ -47,6 +49,13 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         task = dict(kind="goal", state_key="observation", goal_key=None if method == "ldcq" else "desired_goal",
                     done_on_reward=True)
         per_step_discount = False  # code maze2d Q (see q.per_step_discount)
+    elif kind == "antmaze":
+        # code (utils.get_dataset): D4RL's 29-d ant state [x, y, observation], chunks within each 1,000-step
+        # episode, a chunk that collects reward ends the task. Minari's antmaze-v1 rewards follow each episode's own
+        # goal (D4RL's follow the evaluation goal), so Q reads the goal, as on PointMaze.
+        dataset_id, horizon = f"D4RL/antmaze/{rest}-v1", 30
+        task = dict(kind="goal", state_key=("achieved_goal", "observation"), goal_key="desired_goal",
+                    done_on_reward=True)
     elif kind == "kitchen":
         dataset_id, horizon = f"D4RL/kitchen/{rest}-v2", 20
         task = dict(kind="reward", state_key="observation", goal_key=None, done_on_reward=False)

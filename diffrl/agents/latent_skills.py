@@ -136,9 +136,10 @@ class LatentSkillMethod(Method):
         super().__init__(config, info, normalizer)
         task, model = config.task, config.model
         self.horizon = task.horizon
-        self.state_slice = info.slice(task.state_key)
+        # task.state_key: one observation key or several, concatenated (AntMaze: D4RL's [x, y, observation])
+        self.state_columns = info.columns(task.state_key)
         self.goal_slice = info.slice(task.goal_key) if task.goal_key else None
-        self.state_dim = self.state_slice.stop - self.state_slice.start
+        self.state_dim = len(self.state_columns)
         self.goal_dim = 0 if self.goal_slice is None else self.goal_slice.stop - self.goal_slice.start
         self.action_dim = info.action_size
         if self.goal_conditioned_prior and self.goal_slice is None:
@@ -155,11 +156,11 @@ class LatentSkillMethod(Method):
     # -- inputs ------------------------------------------------------------------------------------------------
     def skill_state(self, obs: jnp.ndarray) -> jnp.ndarray:
         """The normalised state the VAE sees, ``[..., S]``."""
-        return self.normalizer.normalize(obs)[..., self.state_slice]
+        return self.normalizer.normalize(obs)[..., self.state_columns]
 
     def unnormalize_state(self, state: jnp.ndarray) -> jnp.ndarray:
         full = jnp.zeros(state.shape[:-1] + (self.info.observation_size,), state.dtype)
-        return self.normalizer.unnormalize(full.at[..., self.state_slice].set(state))[..., self.state_slice]
+        return self.normalizer.unnormalize(full.at[..., self.state_columns].set(state))[..., self.state_columns]
 
     def goal(self, obs: jnp.ndarray) -> jnp.ndarray:
         return self.normalizer.normalize(obs)[..., self.goal_slice]
