@@ -56,6 +56,13 @@ PAPER = {"diffuser": {"umaze": 113.9, "medium": 121.5, "large": 123.0},
          "diar": {"umaze": 141.8, "medium": 139.2, "large": 200.3},
          "diar-noar": {"umaze": 135.6, "medium": 138.2, "large": 193.5}}
 PAPER["ldcq-code-eval"] = PAPER["ldcq"]
+# D4RL antmaze-*-v2 scores (the success rate x 100, on D4RL's data): BC, LDCQ and DIAR from DIAR's Table 1,
+# Diffusion-QL and PlanDQ from PlanDQ's Table 2.
+PAPER_ANTMAZE = {"bc": {"umaze-diverse": 45.6, "medium-diverse": 0.0, "large-diverse": 0.0},
+                 "ldcq": {"umaze-diverse": 81.4, "medium-diverse": 68.9, "large-diverse": 57.7},
+                 "diar": {"umaze-diverse": 88.8, "medium-diverse": 68.2, "large-diverse": 60.6},
+                 "dql": {"medium-diverse": 90.0, "large-diverse": 64.0},
+                 "plandq": {"medium-diverse": 93.0, "large-diverse": 86.0}}
 EVALUATED_IN = {"mjx": "parallel MJX envs", "gym": "gymnasium envs (MuJoCo C, faster than MJX on a CPU)"}
 
 
@@ -139,8 +146,8 @@ def main(argv=None) -> int:
     if args.json:
         print(f"wrote {write_json(args.json, runs)}")
 
-    maze = args.variant.partition("-")[2]
-    paper = PAPER if args.variant.startswith("maze2d") else {}
+    kind, _, maze = args.variant.partition("-")
+    paper = {"maze2d": PAPER, "antmaze": PAPER_ANTMAZE}.get(kind, {})
     rows = ["| method | train steps per stage | overrides | train min/seed | per-seed score | score +/- stderr | "
             "first-hit score +/- stderr | success rate | paper |", "|---|---|---|---:|---|---:|---:|---:|---:|"]
     for method in args.methods:
@@ -159,7 +166,9 @@ def main(argv=None) -> int:
             f"{args.episodes} episodes in {EVALUATED_IN[summary.get('backend', 'mjx')]}. Score: 100 (R - R_min) / "
             "(R_max - R_min) of the "
             "return R with the dataset's references; first-hit score: the same of T - t for a first arrival at "
-            "step t (0 if none), LDCQ's maze metric.\n\n" + "\n".join(rows))
+            "step t (0 if none), LDCQ's maze metric." + (
+                " Paper: D4RL's AntMaze score, the success rate x 100 on D4RL's data (DIAR Table 1, PlanDQ Table 2)."
+                if kind == "antmaze" else "") + "\n\n" + "\n".join(rows))
     command = "python benchmarks/maze_scores.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     print(write_section(f"Maze scores {args.variant}: {', '.join(args.methods)}", body, command))
     return 0
