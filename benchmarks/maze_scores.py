@@ -7,7 +7,8 @@ MJX envs; gymnasium's for AntMaze on a CPU), and write both maze scores to ``res
 ``--variant`` names the protocol and the maze: ``maze2d-<maze>`` (D4RL's maze2d-v1: ``diffrl data generate
 maze2d-<maze>``, the protocol of the papers' numbers), ``pointmaze-<maze>`` or ``multi2d-<maze>`` (Minari's
 pointmaze-v2 data), ``antmaze-<maze>[-diverse|-play]`` (``diffrl data generate antmaze-...``; its dataset id
-``diffrl/antmaze/...-v1`` given by ``--dataset-id``, which replaces every method's). ``--set METHOD KEY=VALUE ...`` overrides that method's config (repeatable). Methods:
+``diffrl/antmaze/...-v1`` given by ``--dataset-id``, which replaces every method's). ``--set METHOD KEY=VALUE ...``
+overrides that method's config (repeatable). Methods:
 bc, diffuser, diar, dql, plandq (``configs/<method>.py:<variant>``), ldcq, ldgc, ldcp
 (``configs/ldcq.py:<variant>[-ldgc|-ldcp]``), planqq, planqd, plandd (``configs/plandq.py:<variant>-<method>``);
 diar-noar: diar's trained workdir evaluated without Adaptive Revaluation, and ldcq-code-eval: ldcq's evaluated as
@@ -94,7 +95,8 @@ def _pooled(values) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="Minari root holding the variant's dataset")
-    parser.add_argument("--variant", default="maze2d-umaze", help="maze2d-<maze> | pointmaze-<maze> | multi2d-<maze> | antmaze-<maze>[-<kind>]")
+    parser.add_argument("--variant", default="maze2d-umaze",
+                        help="maze2d-<maze> | pointmaze-<maze> | multi2d-<maze> | antmaze-<maze>[-<kind>]")
     parser.add_argument("--dataset-id", default=None, help="the dataset of every method (default: the configs')")
     parser.add_argument("--methods", nargs="+", default=["bc", "diffuser"], choices=sorted(METHODS))
     parser.add_argument("--set", nargs="+", action="append", default=[], metavar=("METHOD", "KEY=VALUE"),

@@ -7,7 +7,8 @@ No paper defines it here, so its values are the usual ones for D4RL-scale BC (tw
 import ml_collections
 
 VARIANTS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "maze2d-umaze", "maze2d-medium", "maze2d-large",
-            "multi2d-umaze", "multi2d-medium", "multi2d-large", "hopper-medium", "halfcheetah-medium", "walker2d-medium",
+            "multi2d-umaze", "multi2d-medium", "multi2d-large",
+            "hopper-medium", "halfcheetah-medium", "walker2d-medium",
             "antmaze-umaze", "antmaze-umaze-diverse", "antmaze-medium-play", "antmaze-medium-diverse",
             "antmaze-large-play", "antmaze-large-diverse")
 

@@ -23,7 +23,8 @@ Recipe (Minari's ``D4RL/antmaze/*-v1``, ``minari-dataset-generation-scripts/scri
   cell). Minari's U-Maze evaluation map is the collection map mirrored (its wall on the other side: a maze the data
   never shows, Minari issue #304); diffrl evaluates U-Maze on D4RL's ``antmaze-umaze-v2`` task instead, the
   collection map from the bottom-left cell to the top-left one (:data:`U_MAZE_FIXED`), on which the papers' U-Maze
-  numbers were measured. Ultra's is PlanDQ's ``antmaze-ultra-*-v0`` one, with its 2,000-step limit. Reference scores by Minari's ``get_average_reference_score`` (``reference_episodes`` episodes
+  numbers were measured. Ultra's is PlanDQ's ``antmaze-ultra-*-v0`` one, with its 2,000-step limit. Reference
+  scores by Minari's ``get_average_reference_score`` (``reference_episodes`` episodes
   from ``reset(seed=123)``): ``ref_max_score`` of the controller driving the expert without the action noise
   (Minari's ``expert_policy``; Minari's expert samples its SAC policy, here its mode is taken), ``ref_min_score`` of
   a uniformly random policy.
