@@ -46,21 +46,25 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = "dql"
     c.seed = 0
+    rewards = "stored"
     if kind == "maze2d":  # D4RL's protocol: one fixed goal, the observation holds no goal
         dataset_id, task = f"diffrl/maze2d/{rest}-v1", dict(kind="goal", state_key="observation", goal_key=None)
     elif kind == "pointmaze":  # Minari's: a goal per episode, read from the observation
         dataset_id = f"diffrl/pointmaze/{rest}-v0"
         task = dict(kind="goal", state_key="observation", goal_key="desired_goal")
-    elif kind == "antmaze":
+    elif kind == "antmaze":  # the paper's protocol (D4RL antmaze-v0 through d4rl.qlearning_dataset), as maze2d's
         dataset_id = f"D4RL/antmaze/{rest}-v1"
-        # code: D4RL's 29-d ant state [x, y, observation]; Minari's observation drops x, y (they are the
-        # achieved_goal) and its rewards follow each episode's own goal, which the networks therefore read
-        task = dict(kind="goal", state_key=("achieved_goal", "observation"), goal_key="desired_goal")
+        # code: D4RL's 29-d ant state [x, y, observation] (Minari's observation drops x, y: they are the
+        # achieved_goal) and no goal; D4RL's rewards and terminals mark the one evaluation goal, where Minari's
+        # follow each episode's own goal and never terminate. dataset.rewards=stored task.goal_key=desired_goal
+        # trains the goal-conditioned task of Minari's files instead.
+        task = dict(kind="goal", state_key=("achieved_goal", "observation"), goal_key=None)
+        rewards = "evaluation_goal"
     elif kind == "kitchen":
         dataset_id, task = f"D4RL/kitchen/{rest}-v2", dict(kind="reward", state_key="observation", goal_key=None)
     else:
         dataset_id, task = f"mujoco/{kind}/{rest}-v0", dict(kind="reward", state_key=None, goal_key=None)
-    c.dataset = dict(id=dataset_id, root=None, episodes="stored")
+    c.dataset = dict(id=dataset_id, root=None, episodes="stored", rewards=rewards)
     c.task = dict(normalizer="none", **task)  # code: raw states
     c.model = dict(
         hidden=256, depth=3, time_dim=16,  # App. C / code agents/model.py: 3 x 256 Mish, 16-d time embedding

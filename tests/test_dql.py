@@ -1,6 +1,9 @@
 """Diffusion-QL: the critic target with and without max-Q backup against a plain computation, the policy loss's
 terms, the EMA held before its start, and a one-step bandit that Diffusion-QL solves and behaviour cloning cannot."""
 
+import dataclasses
+
+import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 from diffrl.agents import DatasetInfo, DiffusionQL, EMA
 from diffrl.config import apply_overrides, load_config
 from diffrl.data import IdentityNormalizer, OfflineData, make_store
+from diffrl.experts.antmaze_data import EVAL_MAPS
 from diffrl.train.loop import init_carry, make_train_chunk
 from diffrl.train.sharding import make_mesh, put_replicated
 
@@ -112,16 +116,33 @@ def test_diffusion_ql_takes_the_rewarded_mode_of_a_bimodal_bandit_where_behaviou
     assert float(jnp.mean(agent.learner.choose(params, jax.random.PRNGKey(3), jnp.zeros((200, 1))) > 0)) > 0.95
 
 
-def test_antmaze_state_is_d4rls_position_then_observation():
-    """Minari's AntMaze observation drops x, y (its achieved_goal): the state is rebuilt as D4RL's [x, y, obs]."""
+def test_antmaze_follows_d4rls_task_position_then_observation_and_the_evaluation_goals_rewards():
+    """The paper's AntMaze protocol on Minari's files: the state is D4RL's [x, y, obs] (Minari's observation drops
+    x, y, its achieved_goal), no goal is read, and rewards and terminals mark the one evaluation goal within 0.5
+    (D4RL's relabel_antmaze_rewards.py), whatever goal each episode was collected for."""
+    slices = {"observation": slice(0, 4), "achieved_goal": slice(4, 6), "desired_goal": slice(6, 8)}
     info = DatasetInfo(dataset_id="toy/ant-v0", observation_size=8, action_size=2,
-                       observation_slices={"observation": (0, 4), "achieved_goal": (4, 6), "desired_goal": (6, 8)},
+                       observation_slices={k: (v.start, v.stop) for k, v in slices.items()},
                        ref_min_score=None, ref_max_score=None, env_spec=None, eval_env_spec=None,
                        action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
     config = apply_overrides(load_config("dql.py:antmaze-medium-diverse"), TINY)
-    assert tuple(config.task.state_key) == ("achieved_goal", "observation")
+    assert tuple(config.task.state_key) == ("achieved_goal", "observation") and config.task.goal_key is None
     np.testing.assert_array_equal(info.columns(config.task.state_key), [4, 5, 0, 1, 2, 3])
     agent = DiffusionQL(config, info, IdentityNormalizer.fit(np.zeros((2, 8))))
-    obs = jnp.arange(8.0)[None]
-    np.testing.assert_array_equal(agent.inputs(obs), [[4, 5, 0, 1, 2, 3, 6, 7]])  # state, then the episode's goal
-    assert agent.learner.input_dim == 8
+    np.testing.assert_array_equal(agent.inputs(jnp.arange(8.0)[None]), [[4, 5, 0, 1, 2, 3]])
+    assert agent.learner.input_dim == 6
+    # Medium's evaluation goal cell (6, 6): centre (4 * 6.5 - 16, 16 - 4 * 6.5) = (10, -10)
+    xy = np.array([[0.0, 0.0], [9.7, -9.7], [10.3, -10.3], [10.0, -9.4], [0.0, 0.0], [10.0, -10.4]])
+    obs = np.zeros((6, 8), np.float32)
+    obs[:, 4:6], obs[:, 6:8] = xy, [2.0, 2.0]  # collected for another goal: its stored rewards are all 1
+    data = OfflineData.from_arrays(obs, np.zeros((6, 2)), np.ones(6), [3, 3], observation_slices=slices)
+    spec = gym.envs.registration.EnvSpec("AntMaze_Medium_Diverse_GR-v4", kwargs={"maze_map": EVAL_MAPS["medium"]})
+    relabelled = agent.preprocess(dataclasses.replace(data, eval_env_spec=spec))
+    # r_t from o_{t+1}: rows 0-1 see (9.7, -9.7) and (10.3, -10.3), 0.42 away; row 2 sees (10, -9.4), 0.6 away;
+    # row 3 sees (0, 0); row 4 sees (10, -10.4), 0.4 away; the last row's next observation repeats it
+    np.testing.assert_array_equal(relabelled.rewards, [1, 1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(relabelled.terminations, [True, True, False, False, True, True])
+    stored = apply_overrides(load_config("dql.py:antmaze-medium-diverse"), [*TINY, "dataset.rewards=stored"])
+    assert DiffusionQL(stored, info, agent.normalizer).preprocess(data).rewards.tolist() == [1.0] * 6
+    with pytest.raises(ValueError, match="achieved_goal"):
+        agent.preprocess(OfflineData.from_arrays(obs, np.zeros((6, 2)), np.ones(6), [6]))

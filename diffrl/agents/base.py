@@ -23,7 +23,7 @@ import optax
 
 from diffrl.data.minari_io import OfflineData
 from diffrl.data.normalizers import Normalizer, fit_normalizer
-from diffrl.data.preprocess import segment_episodes
+from diffrl.data.preprocess import relabel_rewards, segment_episodes
 from diffrl.data.store import DatasetStore
 
 
@@ -189,8 +189,10 @@ class Method(abc.ABC):
         return data.observations
 
     def preprocess(self, data: OfflineData) -> OfflineData:
-        """The dataset's episodes as ``dataset.episodes`` asks (:func:`diffrl.data.preprocess.segment_episodes`)."""
-        return segment_episodes(data, self.config.dataset.episodes)
+        """The dataset's episodes as ``dataset.episodes`` asks (:func:`diffrl.data.preprocess.segment_episodes`), its
+        rewards as ``dataset.rewards`` does where the config has it (:func:`diffrl.data.preprocess.relabel_rewards`)."""
+        return relabel_rewards(segment_episodes(data, self.config.dataset.episodes),
+                               self.config.dataset.get("rewards", "stored"))
 
     def stage_names(self) -> tuple[str, ...]:
         return tuple(stage.name for stage in self.stages)

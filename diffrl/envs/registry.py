@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 
 from diffrl.envs.base import Env
-from diffrl.envs.pointmaze import GYM_IDS, MAX_EPISODE_STEPS, MAZE2D_V1, POINTMAZE_V3, PointMaze, evaluation_map
+from diffrl.envs.pointmaze import (
+    GYM_IDS,
+    MAX_EPISODE_STEPS,
+    MAZE2D_V1,
+    MAZE_MAPS,
+    POINTMAZE_V3,
+    MazeLayout,
+    PointMaze,
+    evaluation_map,
+)
 
 _POINTMAZE_ID = re.compile(r"^PointMaze_(UMaze|Open|Medium|Large)(Dense)?-v3$")
 _MAZE2D_ID = re.compile(r"^diffrl/Maze2D_(UMaze|Medium|Large)-v1$")
@@ -71,6 +80,23 @@ def make_env(env, **overrides) -> Env:
         f"{', '.join(LOCOMOTION_IDS)}); "
         "evaluate it on the CPU with diffrl.envs.gym_fallback.evaluate_gym"
     )
+
+
+def maze_layout(env) -> MazeLayout:
+    """The cells of a maze env (an id or ``EnvSpec``: its map, reset and goal cells, cell size) as :func:`make_env`
+    lays them out, without building the env."""
+    env_id = getattr(env, "id", env)
+    kwargs = dict(getattr(env, "kwargs", None) or {})
+    pointmaze, maze2d = _POINTMAZE_ID.match(env_id), _MAZE2D_ID.match(env_id)
+    if pointmaze or maze2d:
+        maze = _MAZE_BY_GYM_NAME[(pointmaze or maze2d).group(1)]
+        return MazeLayout(kwargs.get("maze_map", MAZE_MAPS[maze]) if pointmaze else evaluation_map(maze))
+    if _ANTMAZE_ID.match(env_id):
+        from diffrl.envs.antmaze import MAZE_SIZE_SCALING
+
+        return MazeLayout(kwargs.get("maze_map") or _gymnasium_robotics_spec(env_id).kwargs["maze_map"],
+                          MAZE_SIZE_SCALING)
+    raise ValueError(f"{env_id!r} is not a maze env (PointMaze_*-v3, diffrl/Maze2D_*-v1, AntMaze_*-v4)")
 
 
 def has_mjx_port(env) -> bool:
