@@ -26,6 +26,7 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = "diar"
     c.seed = 0
+    rewards = "stored"
     # Sec. 4.2: H = 30 in Maze2D, 20 in AntMaze and Kitchen.
     if kind == "maze2d":
         # One fixed evaluation goal: Q and V take no goal (LDCQ code, maze2d Q).
@@ -36,16 +37,16 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         dataset_id, horizon = f"diffrl/pointmaze/{rest}-v0", 30
         task = dict(kind="goal", state_key="observation", goal_key="desired_goal", done_on_reward=True)
     elif kind == "antmaze":
-        # D4RL's 29-d ant state [x, y, observation] (Minari keeps x, y in achieved_goal), the collection goal in
-        # desired_goal
+        # D4RL's task, as LDCQ's code reads it: the 29-d ant state [x, y, observation] (Minari keeps x, y in
+        # achieved_goal), no goal, D4RL's rewards of the one evaluation goal (Minari's follow each episode's own)
         dataset_id, horizon = f"D4RL/antmaze/{rest}-v1", 20
-        task = dict(kind="goal", state_key=("achieved_goal", "observation"), goal_key="desired_goal",
-                    done_on_reward=True)
+        task = dict(kind="goal", state_key=("achieved_goal", "observation"), goal_key=None, done_on_reward=True)
+        rewards = "evaluation_goal"
     else:
         dataset_id, horizon = f"D4RL/kitchen/{rest}-v2", 20
         task = dict(kind="reward", state_key="observation", goal_key=None, done_on_reward=False)
     # Chunks start at every step of a collection stream (LDCQ code: utils.py chunks the whole D4RL stream).
-    c.dataset = dict(id=dataset_id, root=None, episodes="streams")
+    c.dataset = dict(id=dataset_id, root=None, episodes="streams", rewards=rewards)
     # done_on_reward: a chunk that collects reward ends the task (LDCQ code, maze2d: `reward == 0` masks the
     # bootstrap); Eq. 7 writes no mask.
     c.task = dict(horizon=horizon, normalizer="gaussian", **task)

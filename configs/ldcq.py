@@ -35,7 +35,7 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = method
     c.seed = 0
-    per_step_discount = True
+    per_step_discount, rewards = True, "stored"
     if kind == "pointmaze":
         dataset_id, horizon = f"diffrl/pointmaze/{rest}-v0", 30
         # The VAE sees the point's position and velocity; the goal (the observation's desired_goal) enters Q
@@ -50,12 +50,14 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
                     done_on_reward=True)
         per_step_discount = False  # code maze2d Q (see q.per_step_discount)
     elif kind == "antmaze":
-        # code (utils.get_dataset): D4RL's 29-d ant state [x, y, observation], chunks within each 1,000-step
-        # episode, a chunk that collects reward ends the task. Minari's antmaze-v1 rewards follow each episode's own
-        # goal (D4RL's follow the evaluation goal), so Q reads the goal, as on PointMaze.
+        # code (utils.get_dataset, append_goals=0): D4RL's 29-d ant state [x, y, observation] and D4RL's rewards,
+        # which mark the one evaluation goal (dataset.rewards=evaluation_goal; Minari's follow each episode's own
+        # goal), chunks within each episode, a chunk that collects reward ends the task, the maze2d Q code: as on
+        # maze2d, LDCQ's Q has no goal input and LDGC's prior and LDCP's planner take the goal
         dataset_id, horizon = f"D4RL/antmaze/{rest}-v1", 30
-        task = dict(kind="goal", state_key=("achieved_goal", "observation"), goal_key="desired_goal",
-                    done_on_reward=True)
+        task = dict(kind="goal", state_key=("achieved_goal", "observation"),
+                    goal_key=None if method == "ldcq" else "desired_goal", done_on_reward=True)
+        rewards, per_step_discount = "evaluation_goal", False
     elif kind == "kitchen":
         dataset_id, horizon = f"D4RL/kitchen/{rest}-v2", 20
         task = dict(kind="reward", state_key="observation", goal_key=None, done_on_reward=False)
@@ -64,7 +66,7 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         task = dict(kind="reward", state_key=None, goal_key=None, done_on_reward=False)
     # Chunks start at every step of a collection stream, across the cuts Minari makes at reached goals (code:
     # utils.py chunks the whole D4RL stream); streams of locomotion data are its episodes.
-    c.dataset = dict(id=dataset_id, root=None, episodes="streams")
+    c.dataset = dict(id=dataset_id, root=None, episodes="streams", rewards=rewards)
     # done_on_reward: a chunk that collects reward ends the task (code, maze2d: `reward == 0` masks the bootstrap).
     c.task = dict(horizon=horizon, normalizer="gaussian", **task)
     c.model = dict(

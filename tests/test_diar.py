@@ -193,7 +193,7 @@ def test_every_variant_loads_with_the_papers_values_and_bad_settings_are_refused
         assert c.plan.adaptive_revaluation and c.model.state_decoder and c.q.value_states == "current"
         horizons[variant] = (c.task.horizon, c.dataset.id, c.task.goal_key)
     assert horizons["maze2d-umaze"] == (30, "diffrl/maze2d/umaze-v1", None)  # Sec. 4.2: H = 30 in Maze2D
-    assert horizons["antmaze-large-diverse"] == (20, "D4RL/antmaze/large-diverse-v1", "desired_goal")
+    assert horizons["antmaze-large-diverse"] == (20, "D4RL/antmaze/large-diverse-v1", None)  # D4RL's one goal
     assert horizons["kitchen-mixed"][0] == 20
     data = OfflineData.from_arrays(np.zeros((8, 1), np.float32), np.zeros((8, 1)), np.zeros(8), [8])
     info, normalizer = DatasetInfo.from_data(data), GaussianNormalizer(mean=jnp.zeros(1), std=jnp.ones(1))

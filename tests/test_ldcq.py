@@ -328,10 +328,12 @@ def test_random_walk_diar_q_and_v_walk_to_an_end(random_walk, tmp_path, optimize
     assert out["success"].all() and out["lengths"].mean() < 20
 
 
-@pytest.mark.parametrize("config_name", ["ldcq.py:antmaze-medium-diverse", "diar.py:antmaze-medium-diverse"])
+@pytest.mark.parametrize("config_name", ["ldcq.py:antmaze-medium-diverse", "diar.py:antmaze-medium-diverse",
+                                         "ldcq.py:antmaze-medium-diverse-ldgc"])
 def test_antmaze_skill_state_is_d4rls_position_then_observation(config_name):
     """LDCQ's and DIAR's VAE see D4RL's 29-d ant state [x, y, observation]: Minari keeps x, y in achieved_goal,
-    after the observation; the normalised state maps back to data units."""
+    after the observation; the normalised state maps back to data units. D4RL's task: rewards of the one
+    evaluation goal, no goal for Q (LDCQ code), the goal for LDGC's prior."""
     info = DatasetInfo(dataset_id="toy/ant-v0", observation_size=8, action_size=2,
                        observation_slices={"observation": (0, 4), "achieved_goal": (4, 6), "desired_goal": (6, 8)},
                        ref_min_score=None, ref_max_score=None, env_spec=None, eval_env_spec=None,
@@ -339,10 +341,11 @@ def test_antmaze_skill_state_is_d4rls_position_then_observation(config_name):
     config = load_config(config_name)
     data = np.random.default_rng(0).normal(3.0, 2.0, (50, 8))
     normalizer = GaussianNormalizer.fit(data)
-    method = (DIAR if config.method == "diar" else LDCQ)(config, info, normalizer)
+    assert config.dataset.rewards == "evaluation_goal"
+    method = {"diar": DIAR, "ldcq": LDCQ, "ldgc": LDGC}[config.method](config, info, normalizer)
     obs = jnp.asarray(data[:3], jnp.float32)
     state = method.skill_state(obs)
-    assert method.state_dim == 6 and method.goal_slice == slice(6, 8)
+    assert method.state_dim == 6 and method.goal_slice == (slice(6, 8) if config.method == "ldgc" else None)
     expected = (data[:3] - data.mean(0)) / data.std(0)
     np.testing.assert_allclose(state, expected[:, [4, 5, 0, 1, 2, 3]], rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(method.unnormalize_state(state), data[:3, [4, 5, 0, 1, 2, 3]], rtol=1e-4, atol=1e-4)
