@@ -76,8 +76,9 @@ def segment_episodes(data: OfflineData, episodes: str) -> OfflineData:
 def relabel_to_evaluation_goal(data: OfflineData) -> OfflineData:
     """D4RL's AntMaze rewards and terminals (``scripts/generation/relabel_antmaze_rewards.py``, the files every
     paper's AntMaze numbers were measured on): ``r_t = terminal_t = 1{||xy(o_{t+1}) - g|| <= 0.5}`` for the one
-    evaluation goal ``g`` (the centre of the evaluation map's goal cell), whatever goal the episode was collected
-    for. Minari's ``antmaze-v1`` rewards follow each episode's own goal and never terminate."""
+    evaluation goal ``g``, whatever goal the episode was collected for. ``g`` is the centre of the evaluation map's
+    goal cell; D4RL's was one draw of its env's noisy goal (``maze_env.goal_sampler``: up to 1.5 off the centre
+    per axis). Minari's ``antmaze-v1`` rewards follow each episode's own goal and never terminate."""
     from diffrl.envs.registry import maze_layout
 
     spec = data.eval_env_spec or data.env_spec
