@@ -149,11 +149,15 @@ class WaypointController:
         return offset / (np.linalg.norm(offset, axis=-1, keepdims=True) + 1e-6)
 
 
+def direction_expert_workdir(experts_root, seed: int = 0) -> Path:
+    """Where the SAC run of the direction-following ant is cached."""
+    return Path(experts_root) / "AntDirection-v4" / f"expert-{choose_backend(DIRECTION_ENV_ID)}-seed{seed}"
+
+
 def train_direction_expert(experts_root, steps: int = DEFAULT_EXPERT_STEPS, seed: int = 0,
                            progress: bool = True) -> SACRun:
     """The cached SAC run of the direction-following ant (trained, or resumed, up to ``steps``)."""
-    workdir = Path(experts_root) / "AntDirection-v4" / f"expert-{choose_backend(DIRECTION_ENV_ID)}-seed{seed}"
-    return train_sac(DIRECTION_ENV_ID, workdir, steps=steps, config=OGBENCH_SAC, seed=seed, eval_every=25_000,
+    return train_sac(DIRECTION_ENV_ID, direction_expert_workdir(experts_root, seed), steps=steps, config=OGBENCH_SAC, seed=seed, eval_every=25_000,
                      eval_episodes=10, checkpoint_every=25_000, progress=progress)
 
 
@@ -185,6 +189,7 @@ def collect(run: SACRun, env_id: str, maze_map, steps: int, num_envs: int = 10, 
     transitions, cut at ``max_episode_steps`` (default: the registered limit); episode ``k`` resets with seed
     ``123 + k``; each is ``{observations (dict of [T + 1] arrays), actions, rewards, terminations, truncations,
     successes}``."""
+    gym.register_envs(import_gymnasium_robotics_quietly())
     kwargs = {"continuing_task": True, "reset_target": False, **({"maze_map": maze_map} if maze_map else {}),
               **({"max_episode_steps": max_episode_steps} if max_episode_steps else {})}
     with removing_maze_xml_files():
