@@ -157,8 +157,8 @@ def direction_expert_workdir(experts_root, seed: int = 0) -> Path:
 def train_direction_expert(experts_root, steps: int = DEFAULT_EXPERT_STEPS, seed: int = 0,
                            progress: bool = True) -> SACRun:
     """The cached SAC run of the direction-following ant (trained, or resumed, up to ``steps``)."""
-    return train_sac(DIRECTION_ENV_ID, direction_expert_workdir(experts_root, seed), steps=steps, config=OGBENCH_SAC, seed=seed, eval_every=25_000,
-                     eval_episodes=10, checkpoint_every=25_000, progress=progress)
+    return train_sac(DIRECTION_ENV_ID, direction_expert_workdir(experts_root, seed), steps=steps, config=OGBENCH_SAC,
+                     seed=seed, eval_every=25_000, eval_episodes=10, checkpoint_every=25_000, progress=progress)
 
 
 class MazeWalker:
