@@ -72,8 +72,12 @@ def run(method: str, variant: str, overrides: list[str], seed: int, root: str, w
     config = apply_overrides(load_config(f"configs/{METHODS[method].format(variant)}"),
                              [*overrides, f"dataset.root={root}", f"seed={seed}", f"eval.episodes={episodes}"])
     started = time.perf_counter()
-    train(config, workdir, progress=False)  # every stage of the method, in order
+    summaries = train(config, workdir, progress=False)  # every stage of the method, in order
     train_seconds = time.perf_counter() - started
+    stopped = [name for name, summary in summaries.items() if summary.get("stopped_by_sigterm")]
+    if stopped:  # a partly trained run is not the row's budget: nothing is evaluated
+        raise SystemExit(f"{method} seed {seed}: stage {stopped[0]} stopped by SIGTERM at step "
+                         f"{summaries[stopped[0]]['step']}; run the same command again to resume it")
     trained, params, config, step = load_trained(workdir, overrides=eval_overrides)
     result = Evaluator(trained, episodes=episodes, seed=1000 + seed)(params)
     info, rollout = trained.info, result["rollout"]

@@ -61,6 +61,9 @@ def run_demo(workdir: str | pathlib.Path, overrides: list[str] = (), progress: b
     run_dir = workdir / "diffuser-umaze"
     logger.info("[2/3] training Diffuser for %d steps in %s", config.train.steps, run_dir)
     trained = train(config, run_dir, progress=progress)["denoiser"]
+    if trained.get("stopped_by_sigterm"):
+        raise SystemExit(f"diffrl demo: training stopped by SIGTERM at step {trained['step']}; run the same command "
+                         "again to resume it")
     logger.info("[3/3] evaluating %d episodes in parallel MJX environments", config.eval.episodes)
     summary = evaluate_checkpoint(run_dir, json_path=workdir / "summary.json", plot_path=workdir / "demo.png")
     history = trained.get("history")

@@ -217,3 +217,12 @@ def test_results_land_in_the_checkout_diffrl_is_imported_from(tmp_path, monkeypa
     monkeypatch.setattr(diffrl, "__file__", str(tmp_path / "site-packages" / "diffrl" / "__init__.py"))
     monkeypatch.chdir(tmp_path)
     assert common._results_dir() == tmp_path / "benchmarks" / "results"
+
+
+def test_maze_scores_evaluates_nothing_when_training_was_stopped_by_sigterm(tmp_path, monkeypatch):
+    """A SIGTERM makes training save and return early; the partly trained run must not become a row."""
+    bench = load("maze_scores")
+    monkeypatch.setattr(bench, "train", lambda *args, **kwargs: {"policy": {"stopped_by_sigterm": True, "step": 3}})
+    monkeypatch.setattr(bench, "load_trained", lambda *args, **kwargs: pytest.fail("evaluated a stopped run"))
+    with pytest.raises(SystemExit, match="bc seed 0: stage policy stopped by SIGTERM at step 3"):
+        bench.run("bc", "maze2d-large", ["train.steps=5"], 0, "unused", tmp_path, 2)
