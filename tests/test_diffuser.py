@@ -172,11 +172,13 @@ def test_warm_started_replanning_keeps_start_and_goal_exact(maze_agent, maze_par
     policy = agent.policy()
     obs = np.array([[-0.5, -1.0, 0.1, 0.0, -0.5, -1.0, 0.6, -1.0]] * 3, np.float32)
     act = jax.jit(policy.act)
-    policy_state = jax.jit(policy.init)(params, jax.random.PRNGKey(1), obs)
+    # jnp copies: on CPU a jitted call may read a NumPy argument's memory after it returns (async dispatch),
+    # so the in-place moves of ``obs`` below must not reach a call still running.
+    policy_state = jax.jit(policy.init)(params, jax.random.PRNGKey(1), jnp.array(obs))
     expected_start = obs[:, :4].copy()
     for t, age in zip(range(4), (1, 2, 1, 2)):
         obs[:, 0] += 0.05
-        _, policy_state = act(params, policy_state, obs, jnp.asarray(t), jax.random.PRNGKey(t))
+        _, policy_state = act(params, policy_state, jnp.array(obs), jnp.asarray(t), jax.random.PRNGKey(t))
         if t == 2:  # replanned from the current state
             expected_start = obs[:, :4].copy()
         _, states = agent.unnormalize(policy_state["plan"])
