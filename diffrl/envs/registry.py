@@ -42,7 +42,7 @@ def make_env(env, **overrides) -> Env:
         maze = _MAZE_BY_GYM_NAME[(pointmaze or maze2d).group(1)]
         dense = bool(pointmaze and pointmaze.group(2))
         options = {
-            "maze": kwargs.get("maze_map", maze) if pointmaze else evaluation_map(maze),
+            "maze": _maze_of(env_id, kwargs),
             "reward_type": kwargs.get("reward_type", "dense" if dense else "sparse"),
             "continuing_task": kwargs.get("continuing_task", True),
             "reset_target": kwargs.get("reset_target", False),
@@ -59,7 +59,7 @@ def make_env(env, **overrides) -> Env:
 
         registered = _gymnasium_robotics_spec(env_id)
         options = {
-            "maze": kwargs.get("maze_map", registered.kwargs["maze_map"]),
+            "maze": _maze_of(env_id, kwargs),
             "reward_type": kwargs.get("reward_type", "dense" if antmaze.group(3) else "sparse"),
             "continuing_task": kwargs.get("continuing_task", True),
             "reset_target": kwargs.get("reset_target", False),
@@ -86,23 +86,33 @@ def maze_layout(env) -> MazeLayout:
     """The cells of a maze env (an id or ``EnvSpec``: its map, reset and goal cells, cell size) as :func:`make_env`
     lays them out, without building the env."""
     env_id = getattr(env, "id", env)
-    kwargs = dict(getattr(env, "kwargs", None) or {})
-    pointmaze, maze2d = _POINTMAZE_ID.match(env_id), _MAZE2D_ID.match(env_id)
-    if pointmaze or maze2d:
-        maze = _MAZE_BY_GYM_NAME[(pointmaze or maze2d).group(1)]
-        return MazeLayout(kwargs.get("maze_map", MAZE_MAPS[maze]) if pointmaze else evaluation_map(maze))
+    maze = _maze_of(env_id, dict(getattr(env, "kwargs", None) or {}))
+    maze_map = MAZE_MAPS[maze] if isinstance(maze, str) else maze
     if _ANTMAZE_ID.match(env_id):
         from diffrl.envs.antmaze import MAZE_SIZE_SCALING
 
-        return MazeLayout(kwargs.get("maze_map") or _gymnasium_robotics_spec(env_id).kwargs["maze_map"],
-                          MAZE_SIZE_SCALING)
+        return MazeLayout(maze_map, MAZE_SIZE_SCALING)
+    return MazeLayout(maze_map)
+
+
+def _maze_of(env_id: str, kwargs: dict):
+    """The maze :func:`make_env` lays out for ``env_id`` and its spec's ``kwargs``: a PointMaze's map name or the
+    spec's map, a Maze2D's evaluation map (one goal cell), an AntMaze's spec map or gymnasium-robotics' own."""
+    pointmaze, maze2d = _POINTMAZE_ID.match(env_id), _MAZE2D_ID.match(env_id)
+    if pointmaze:
+        return kwargs.get("maze_map", _MAZE_BY_GYM_NAME[pointmaze.group(1)])
+    if maze2d:
+        return evaluation_map(_MAZE_BY_GYM_NAME[maze2d.group(1)])
+    if _ANTMAZE_ID.match(env_id):
+        return kwargs.get("maze_map") or _gymnasium_robotics_spec(env_id).kwargs["maze_map"]
     raise ValueError(f"{env_id!r} is not a maze env (PointMaze_*-v3, diffrl/Maze2D_*-v1, AntMaze_*-v4)")
 
 
 def has_mjx_port(env) -> bool:
     """Whether :func:`make_env` can build ``env`` (an id or ``EnvSpec``), without building it."""
     env_id = getattr(env, "id", env)
-    return any(pattern.match(env_id) for pattern in (_POINTMAZE_ID, _MAZE2D_ID, _ANTMAZE_ID)) or env_id in LOCOMOTION_IDS
+    mazes = (_POINTMAZE_ID, _MAZE2D_ID, _ANTMAZE_ID)
+    return any(pattern.match(env_id) for pattern in mazes) or env_id in LOCOMOTION_IDS
 
 
 def slower_than_mujoco_c_on_cpu(env) -> bool:
