@@ -82,9 +82,12 @@ def relabel_to_evaluation_goal(data: OfflineData) -> OfflineData:
     from diffrl.envs.registry import maze_layout
 
     spec = data.eval_env_spec or data.env_spec
-    if spec is None or "achieved_goal" not in (data.observation_slices or {}):
-        raise ValueError(f"dataset.rewards='evaluation_goal' relabels maze datasets whose observations hold "
-                         f"'achieved_goal' and whose spec names the maze; {data.dataset_id} has neither")
+    if spec is None:
+        raise ValueError(f"dataset.rewards='evaluation_goal' reads the maze from the dataset's env spec; "
+                         f"{data.dataset_id} records none")
+    if "achieved_goal" not in (data.observation_slices or {}):
+        raise ValueError(f"dataset.rewards='evaluation_goal' measures the distance to the goal from the "
+                         f"observations' 'achieved_goal'; {data.dataset_id} has no such key")
     layout = maze_layout(spec)
     if len(layout.goal_cells) != 1:
         raise ValueError(f"dataset.rewards='evaluation_goal' needs one evaluation goal cell; the evaluation map of "
