@@ -31,7 +31,8 @@ DEFAULT_MAZES = ("umaze", "medium", "large")
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="diffrl benchmark antmaze_expert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experts", default=None, help="folder of the cached SAC runs (default: ~/.cache/diffrl/experts)")
+    parser.add_argument("--experts", default=None,
+                        help="folder of the cached SAC runs (default: ~/.cache/diffrl/experts)")
     parser.add_argument("--expert-steps", type=int, default=400_000)
     parser.add_argument("--mazes", nargs="+", default=list(DEFAULT_MAZES), choices=list(EVAL_MAPS))
     parser.add_argument("--episodes", type=int, default=50)

@@ -33,8 +33,8 @@ random walk barely moves; the Q-Performer, Diffusion-QL on relabelled sub-goals)
 on hopper-medium (the transformer VAE with its heads, batch 32 windows of 120 steps; the latent prior's U-Net on the
 frozen encoder's latents). Its energy stage first decodes 16 support plans for each of the synthetic data's 17,620
 window starts, which takes a GPU: ``--runs "latent_diffuser:hopper-medium:energy,energy.support_steps=1"`` times
-its Eq. 8 step over 256 x 16 supports. ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q step that draws its
-candidates inside the step instead (100 + 5 DDPM steps for 128 x 500 latents per update).
+its Eq. 8 step over 256 x 16 supports. ``--runs "ldcq:pointmaze-umaze:q,q.candidates=fresh"`` times the Q step that
+draws its candidates inside the step instead (100 + 5 DDPM steps for 128 x 500 latents per update).
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def row(figure: dict, limits: dict) -> str:
     shares = ceilings(figure["devices"])
     return (f"| {figure['run']} | {figure['devices']} | {figure['batch']} | {figure['prepare_s']:.1f} | "
             f"{figure['compile_s']:.1f} | "
-            f"{figure['seconds_per_step'] * 1e3:,.1f} | {figure['steps_per_s']:,.2f} | {figure['examples_per_s']:,.0f} | "
+            f"{figure['seconds_per_step'] * 1e3:,.1f} | {figure['steps_per_s']:,.2f} | "
+            f"{figure['examples_per_s']:,.0f} | "
             f"{figure['flops_per_step'] / 1e9:,.2f} | {figure['flops_per_s'] / 1e9:,.1f} | "
             f"{percent(figure['flops_per_s'], shares * limits['matmul_flops_per_s'])} | "
             f"{figure['bytes_per_s'] / 1e9:,.1f} | "

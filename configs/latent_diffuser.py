@@ -1,4 +1,5 @@
-"""LatentDiffuser (Li et al. 2023, "Efficient Planning with Latent Diffusion"): ``--config=configs/latent_diffuser.py:<task>``.
+"""LatentDiffuser (Li et al. 2023, "Efficient Planning with Latent Diffusion"):
+``--config=configs/latent_diffuser.py:<task>``.
 
 ``diffrl train`` runs the three stages of Algorithm 1 one after the other in WORKDIR/<stage>: ``vae`` (the latent
 action VAE and its heads), ``prior`` (the score-based prior over latent actions) and ``energy`` (the support
@@ -12,7 +13,8 @@ import ml_collections
 
 LOCOMOTION = tuple(f"{env}-{level}" for env in ("hopper", "halfcheetah", "walker2d")
                    for level in ("medium", "medium-replay", "medium-expert"))
-ADROIT = tuple(f"{env}-{level}" for env in ("pen", "hammer", "door", "relocate") for level in ("human", "cloned", "expert"))
+ADROIT = tuple(f"{env}-{level}" for env in ("pen", "hammer", "door", "relocate")
+               for level in ("human", "cloned", "expert"))
 ANTMAZE = ("antmaze-umaze", "antmaze-umaze-diverse", "antmaze-large-diverse")
 VARIANTS = LOCOMOTION + ADROIT + ANTMAZE
 

@@ -129,7 +129,8 @@ def _train(args: argparse.Namespace) -> int:
             status = "already finished"
         else:
             how = "stopped by SIGTERM at" if summary["stopped_by_sigterm"] else "finished at"
-            status = f"{how} step {summary['step']} (resumed from {summary['start_step']}) on {summary['devices']} device(s)"
+            status = (f"{how} step {summary['step']} (resumed from {summary['start_step']}) "
+                      f"on {summary['devices']} device(s)")
         print(f"{config.name} stage {stage}: {status}; checkpoints and TensorBoard logs in {summary['workdir']}")
     return 0
 
@@ -243,8 +244,9 @@ def _data_info(args: argparse.Namespace) -> int:
     lengths = data.episode_lengths
     print(f"{data.dataset_id}: {data.num_steps} steps, {data.num_episodes} episodes "
           f"(length {lengths.min()}..{lengths.max()}, mean {lengths.mean():.1f})")
+    slices = data.observation_slices
     print(f"  observation {data.observation_size} dims"
-          + (f" {dict((k, (v.start, v.stop)) for k, v in data.observation_slices.items())}" if data.observation_slices else "")
+          + (f" {dict((k, (v.start, v.stop)) for k, v in slices.items())}" if slices else "")
           + f", action {data.action_size} dims")
     eval_spec = data.eval_env_spec or data.env_spec
     protocol = protocol_name(eval_spec) if eval_spec is not None else None
@@ -285,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stage", nargs="+", default=None, metavar="STAGE",
                        help="train only these stages (Diffuser: denoiser [value]; BC: policy; LDCQ: vae prior q; LDGC, "
                             "LDCP: vae prior; DIAR: vae prior qv; Diffusion-QL: ql; PlanDQ and its family: conductor "
-                            "performer, on Gym conductor value performer; LatentDiffuser: vae prior energy); default: all, skipping finished ones. Each "
-                            "stage runs in WORKDIR/<stage>")
+                            "performer, on Gym conductor value performer; LatentDiffuser: vae prior energy); "
+                            "default: all, skipping finished ones. Each stage runs in WORKDIR/<stage>")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)
 
@@ -298,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "--config.plan.warm_start_steps=N, --config.plan.replan_every=N.")
     evaluate.add_argument("--workdir", required=True, help="the training run's folder")
     evaluate.add_argument("--step", type=_count(0), default=None, help="checkpoint step (default: the latest)")
-    evaluate.add_argument("--episodes", type=_count(1), default=None, help="episodes, all in parallel (default: config, 100)")
+    evaluate.add_argument("--episodes", type=_count(1), default=None,
+                          help="episodes, all in parallel (default: config, 100)")
     evaluate.add_argument("--seed", type=_count(0), default=None, help="evaluation seed (default: config.eval.seed)")
     evaluate.add_argument("--json", default=None, metavar="PATH", help="write the summary as JSON to PATH")
     evaluate.add_argument("--plot", default=None, metavar="PATH",
@@ -323,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "sizes, horizons and steps), train (steps/s and examples/s of every train step "
                                        "on one and on all devices), envs (MJX env steps/s at 1..4096 parallel envs "
                                        "next to gymnasium), maze_scores (maze scores of every method over seeds), "
-                                       "compare-pytorch (the official PyTorch Diffuser beside diffrl, interleaved), conv_in_loop (XLA:CPU's "
-                                       "convolution gradients alone and inside a scan), antmaze_expert. "
+                                       "compare-pytorch (the official PyTorch Diffuser beside diffrl, interleaved), "
+                                       "conv_in_loop (XLA:CPU's convolution gradients "
+                                       "alone and inside a scan), antmaze_expert. "
                                        "Results go to benchmarks/results/<device>.md: the folder of the checkout "
                                        "diffrl is imported from (editable install or PYTHONPATH), else under the "
                                        "current directory ($DIFFRL_BENCHMARK_RESULTS overrides both).")
@@ -365,9 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="locomotion and antmaze: folder of the cached SAC runs (default: ~/.cache/diffrl/experts)")
     gen.add_argument("--dense", action="store_true", help="dense reward exp(-distance) instead of sparse")
     gen.add_argument("--dataset-id", default=None,
-                     help="Minari id (default: diffrl/pointmaze/<maze>[-dense]-v0, diffrl/maze2d/<maze>-v1, diffrl/<env>/<level>-v0, "
-                          "diffrl/antmaze/<maze>[-<kind>]-v1)")
-    gen.add_argument("--root", default=None, help="Minari datasets root (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
+                     help="Minari id (default: diffrl/pointmaze/<maze>[-dense]-v0, diffrl/maze2d/<maze>-v1, "
+                          "diffrl/<env>/<level>-v0, diffrl/antmaze/<maze>[-<kind>]-v1)")
+    gen.add_argument("--root", default=None,
+                     help="Minari datasets root (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     gen.set_defaults(handler=_data_generate)

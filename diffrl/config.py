@@ -46,7 +46,8 @@ def _resolve_file(path: str) -> pathlib.Path:
     if not candidate.is_absolute() and bundled.is_file():
         return bundled
     available = sorted(p.name for p in CONFIGS_DIR.glob("*.py") if not p.name.startswith("_"))
-    raise ConfigError(f"config file {path!r} not found" + (f"; bundled configs: {', '.join(available)}" if available else ""))
+    raise ConfigError(f"config file {path!r} not found"
+                      + (f"; bundled configs: {', '.join(available)}" if available else ""))
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -111,7 +112,8 @@ def _all_keys(config, prefix="") -> list[str]:
 # parts (the schema is shared: ``train.steps`` and ``train.q.steps`` both end in "steps"). Other keys are free.
 POSITIVE_INTS = frozenset({
     "steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "ema_every", "gradient_accumulation",
-    "horizon", "num_steps", "eval.episodes", "sampler_steps", "num_candidates", "plan.candidates", "pool_size", "pool_batch",
+    "horizon", "num_steps", "eval.episodes", "sampler_steps", "num_candidates", "plan.candidates", "pool_size",
+    "pool_batch",
     "pool_steps", "latent_dim", "dim", "embed_dim", "gru_layers", "q_hidden", "time_dim", "depth", "per_beta_every",
     "hidden", "dim_mults", "prior_hidden_dims", "prior_steps", "prior_width", "prior_layers", "prior_heads",
     "prior_time_dim", "lr_decay_epochs", "backup_samples", "critic_hidden", "critic_depth",

@@ -26,7 +26,8 @@ def flatten_observation(obs, xp=np):
     extra = sorted(set(obs) - set(DICT_OBSERVATION_KEYS))
     if missing or extra:
         raise ValueError(
-            f"dict observation must have exactly the keys {DICT_OBSERVATION_KEYS}; missing {missing}, unexpected {extra}"
+            f"dict observation must have exactly the keys {DICT_OBSERVATION_KEYS}; "
+            f"missing {missing}, unexpected {extra}"
         )
     return xp.concatenate([_flat_entry(obs[k], xp) for k in DICT_OBSERVATION_KEYS], axis=-1)
 

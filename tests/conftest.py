@@ -64,9 +64,9 @@ def optimized_compilation():
 
 # The longest files, longest first (by their time on the 2-core CPU, 2026-11-30); the others follow in
 # their collection order.
-LONGEST_FILES = ("test_envs_locomotion.py", "test_diffuser.py", "test_runner.py", "test_multihost.py", "test_sac.py", "test_samplers.py",
-                 "test_envs_pointmaze.py", "test_envs_antmaze.py", "test_latent_diffuser.py", "test_plandq.py",
-                 "test_generate.py", "test_antmaze_data.py", "test_ldcq.py",
+LONGEST_FILES = ("test_envs_locomotion.py", "test_diffuser.py", "test_runner.py", "test_multihost.py", "test_sac.py",
+                 "test_samplers.py", "test_envs_pointmaze.py", "test_envs_antmaze.py", "test_latent_diffuser.py",
+                 "test_plandq.py", "test_generate.py", "test_antmaze_data.py", "test_ldcq.py",
                  "test_benchmarks.py", "test_diar.py", "test_dql.py", "test_bad_input.py", "test_evaluation.py",
                  "test_envs_registry_and_fallback.py", "test_demo_and_cli.py", "test_maze2d.py")
 

@@ -79,7 +79,8 @@ def test_maze2d_evaluation_env_resets_and_goal_radius_in_mjx_and_gymnasium(maze2
     states, reached = resets(jax.random.split(jax.random.PRNGKey(0), 3500))
     np.testing.assert_array_equal(reached, [True, False])
     xy, velocity = np.asarray(states.obs[:, :2]), np.asarray(states.obs[:, 2:4])
-    np.testing.assert_array_equal(np.asarray(states.info["goal"]), np.broadcast_to(TARGET, (3500, 2)).astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(states.info["goal"]),
+                                  np.broadcast_to(TARGET, (3500, 2)).astype(np.float32))
     cell, offset = _nearest_point(xy)
     assert offset.max() <= 0.1 + 1e-6 and offset.max() > 0.09  # U(-0.1, 0.1) around the point
     np.testing.assert_allclose(np.bincount(cell, minlength=7) / 3500, np.full(7, 1 / 7), atol=0.02)  # goal cell too

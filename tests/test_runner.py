@@ -71,7 +71,8 @@ def test_sharded_step_matches_single_device_and_splits_the_batch(maze_root):
         carry, metrics = compiled(carry, train_data)
         results[name] = (jax.device_get(carry["state"].params), np.asarray(metrics["denoiser/loss"]))
         batch = jax.device_put(stage.sample_batch(train_data, jax.random.PRNGKey(2), None), batch_sharded(mesh))
-        assert [s.data.shape[0] for s in batch["x"].addressable_shards] == [stage.batch_size // len(devices)] * len(devices)
+        shard_sizes = [s.data.shape[0] for s in batch["x"].addressable_shards]
+        assert shard_sizes == [stage.batch_size // len(devices)] * len(devices)
     np.testing.assert_allclose(results["single"][1], results["sharded"][1], rtol=1e-5)
     # Compare the trained networks' outputs, not raw parameters: a conv bias followed by GroupNorm has a zero
     # gradient up to rounding, which Adam turns into steps of size lr with a rounding-dependent sign.

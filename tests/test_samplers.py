@@ -287,7 +287,8 @@ def test_sampler_with_batch_sharded_over_devices_matches_single_device():
     goal = jnp.linspace(-1, 1, n)[:, None]
 
     def plan(rng, x, g):
-        inpaint = Inpainting(mask=jnp.broadcast_to(jnp.arange(1) == 0, x.shape) & (jnp.arange(n)[:, None] % 2 == 0), values=g)
+        mask = jnp.broadcast_to(jnp.arange(1) == 0, x.shape) & (jnp.arange(n)[:, None] % 2 == 0)
+        inpaint = Inpainting(mask=mask, values=g)
         return sample(rng, oracle, s, x.shape, SamplerConfig(prediction="x0", steps=None), x_init=x, start_step=50,
                       inpainting=inpaint)
 

@@ -25,6 +25,6 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-__all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "LatentDiffuser", "METHODS", "DatasetInfo", "Diffuser", "Method",
-           "PlanDD", "PlanDQ", "PlanDQGym", "PlanQD", "PlanQQ", "Policy", "Stage", "TrainState", "apply_loss",
-           "method_class"]
+__all__ = ["BC", "DIAR", "DiffusionQL", "EMA", "LDCP", "LDCQ", "LDGC", "LatentDiffuser", "METHODS", "DatasetInfo",
+           "Diffuser", "Method", "PlanDD", "PlanDQ", "PlanDQGym", "PlanQD", "PlanQQ", "Policy", "Stage", "TrainState",
+           "apply_loss", "method_class"]

@@ -1,8 +1,8 @@
 """Behaviour cloning: the reference every reported score is shown next to.
 
 One stage, ``policy``: an MLP maps the normalised observation (``task.state_key``'s part of it; the whole
-flattened observation, goal included, when it is ``None``) to the action, with ``tanh`` onto the action box, trained by mean
-squared error on the same data and evaluated with the same rollout as the diffusion methods.
+flattened observation, goal included, when it is ``None``) to the action, with ``tanh`` onto the action box, trained
+by mean squared error on the same data and evaluated with the same rollout as the diffusion methods.
 """
 
 from __future__ import annotations

@@ -140,7 +140,8 @@ class EnergyStage(AdamStage):
         def draw(params, s1, key):  # data and parameters as arguments: a large dataset is no program constant
             z = m.sample_latents(params, key, s1, ec.num_supports, guidance_weight=1.0, temperature=1.0,
                                  steps=ec.support_steps, energy_params=None)
-            values = m.plan_value(params["vae"], jnp.repeat(s1, ec.num_supports, axis=0), z.reshape((-1,) + z.shape[2:]))
+            values = m.plan_value(params["vae"], jnp.repeat(s1, ec.num_supports, axis=0),
+                                  z.reshape((-1,) + z.shape[2:]))
             return z.astype(jnp.float16), values.reshape(z.shape[:2])
 
         def supports(rows):
@@ -190,7 +191,8 @@ class LatentDiffuser(Method):
         task, model = config.task, config.model
         self.horizon, self.latent_step = task.horizon, task.latent_step
         if self.horizon % self.latent_step:
-            raise ValueError(f"task.horizon ({self.horizon}) must be a multiple of task.latent_step ({self.latent_step})")
+            raise ValueError(f"task.horizon ({self.horizon}) must be a multiple of "
+                             f"task.latent_step ({self.latent_step})")
         self.num_latents = self.horizon // self.latent_step
         check_unet_horizon(self.num_latents, model.prior_dim_mults)
         self.state_columns = info.columns(task.state_key)

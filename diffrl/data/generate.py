@@ -154,7 +154,8 @@ def _rollout(env: PointMaze, policy, num_envs: int, steps: int, rng: jax.Array, 
 
     @jax.jit
     def reset(rng):  # one compiled program (run eagerly, vmap dispatches and compiles every op of the reset)
-        return jax.vmap(env.reset)(jax.random.split(rng, num_envs)), jax.vmap(policy.initial_state)(jnp.arange(num_envs))
+        return (jax.vmap(env.reset)(jax.random.split(rng, num_envs)),
+                jax.vmap(policy.initial_state)(jnp.arange(num_envs)))
 
     def one_step(carry, step_rng):
         env_state, ctrl_state = carry
@@ -313,7 +314,8 @@ def _env_spec(maze: str, reward_type: str, eval_env: bool, protocol: str = "poin
 
 
 DESCRIPTIONS = {
-    "pointmaze": "PointMaze {maze} ({reward_type}) expert data generated with diffrl in MJX (Minari pointmaze-v2 recipe)",
+    "pointmaze": "PointMaze {maze} ({reward_type}) expert data generated with diffrl in MJX "
+                 "(Minari pointmaze-v2 recipe)",
     "maze2d": "maze2d {maze} expert data generated with diffrl in MJX, D4RL maze2d-v1 recipe: one stream per "
               "collection env, rewards relabelled against the fixed evaluation target",
 }

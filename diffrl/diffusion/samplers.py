@@ -5,7 +5,8 @@ coefficients from a :class:`StepTable` built once per configuration:
 
 * DDPM, Ho et al. Eq. 6-7, generalised to any pair ``(t, s)`` as in Nichol & Dhariwal's respacing
   (``beta' = 1 - bar_alpha_t / bar_alpha_s``): ``x_s = c_0 x0_hat + c_t x_t + std * z`` with
-  ``c_0 = sqrt(bar_alpha_s) beta' / (1 - bar_alpha_t)``, ``c_t = sqrt(1 - beta') (1 - bar_alpha_s) / (1 - bar_alpha_t)``,
+  ``c_0 = sqrt(bar_alpha_s) beta' / (1 - bar_alpha_t)``,
+  ``c_t = sqrt(1 - beta') (1 - bar_alpha_s) / (1 - bar_alpha_t)``,
   ``std^2 = beta' (1 - bar_alpha_s) / (1 - bar_alpha_t)`` (``variance='posterior'``) or ``beta'``
   (``variance='beta'``, the ``I(t > 1) beta_t`` of LDCQ Algorithm 1).
 * DDIM, Song et al. Eq. 12: ``x_s = sqrt(bar_alpha_s) x0_hat + sqrt(1 - bar_alpha_s - std^2) eps_hat + std * z``,

@@ -137,8 +137,8 @@ class AntMaze(MazeGoalEnv):
         return jnp.concatenate([data.qpos[2:], data.qvel, data.qpos[:2], goal])
 
     def draw_episodes(self, observations, valid, planned_states=None, titles=None):
-        """The torso's paths over the maze (``achieved_goal``), the goals, and the plans' ``xy``: planned states that are
-        whole flat observations have it at ``[-4:-2]``, D4RL's ``[x, y, observation]`` states (29) at ``[:2]``."""
+        """The torso's paths over the maze (``achieved_goal``), the goals, and the plans' ``xy``: planned states that
+        are whole flat observations have it at ``[-4:-2]``, D4RL's ``[x, y, observation]`` states (29) at ``[:2]``."""
         observations = np.asarray(observations)
         plans = None
         if planned_states is not None:

@@ -10,9 +10,10 @@ when the ball grazes a wall corner. This module computes the exact sphere-box di
 found by clamping the sphere centre in the box frame) and registers it for MJX's (sphere, box) pair.
 
 It patches MJX internals (``collision_driver._COLLISION_FUNC``, ``collision_convex.collider``,
-``collision_primitive.collider``, ``math.make_frame``, ``types.GeomType``), so :func:`use_exact_sphere_box_contacts` and :func:`use_mujoco_capsule_plane_frames` first
-check that the installed ``mujoco-mjx`` lies in :data:`SUPPORTED_MJX_VERSIONS`, the releases whose internals they
-were written against and that pass the float64 parity tests against gymnasium-robotics
+``collision_primitive.collider``, ``math.make_frame``, ``types.GeomType``), so
+:func:`use_exact_sphere_box_contacts` and :func:`use_mujoco_capsule_plane_frames` first check that the installed
+``mujoco-mjx`` lies in :data:`SUPPORTED_MJX_VERSIONS`, the releases whose internals they were written against and
+that pass the float64 parity tests against gymnasium-robotics
 (``tests/test_envs_pointmaze.py``, ``tests/test_envs_antmaze.py``).
 """
 

@@ -99,7 +99,8 @@ EVAL_GOAL_CELLS = {"open": (2, 3), "umaze": (1, 1), "medium": (6, 6), "large": (
 
 # gymnasium-robotics registration: max_episode_steps per maze.
 MAX_EPISODE_STEPS = {"open": 300, "umaze": 300, "medium": 600, "large": 800}
-GYM_IDS = {"open": "PointMaze_Open", "umaze": "PointMaze_UMaze", "medium": "PointMaze_Medium", "large": "PointMaze_Large"}
+GYM_IDS = {"open": "PointMaze_Open", "umaze": "PointMaze_UMaze", "medium": "PointMaze_Medium",
+           "large": "PointMaze_Large"}
 
 GOAL_RADIUS = 0.45
 MAZE_HEIGHT = 0.4

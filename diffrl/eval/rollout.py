@@ -35,8 +35,9 @@ def make_rollout(env: Env, policy: Policy, episodes: int, max_steps: int,
     an operation). ``params`` should then be replicated on the mesh.
 
     Returns ``returns [N]``, ``success [N]`` (the goal was reached at least once; False for envs without a
-    ``success`` flag), ``first_hit [N]`` (the 0-based step at which it was first reached, -1 if never), ``lengths [N]``, ``observations [N, T + 1, obs]``, ``valid [N, T + 1]`` (the observation
-    belongs to the episode) and ``planned_states`` (``[N, H, S]`` for planners, else absent).
+    ``success`` flag), ``first_hit [N]`` (the 0-based step at which it was first reached, -1 if never),
+    ``lengths [N]``, ``observations [N, T + 1, obs]``, ``valid [N, T + 1]`` (the observation belongs to the
+    episode) and ``planned_states`` (``[N, H, S]`` for planners, else absent).
     """
 
     if mesh is not None and episodes % mesh.size:

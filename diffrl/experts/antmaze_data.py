@@ -228,7 +228,8 @@ def collect(run: SACRun, env_id: str, maze_map, steps: int, num_envs: int = 10, 
                 obs[i] = flatten_observation(o)
                 bar.update(1)
                 if terminated or truncated:
-                    ep["observations"] = {k: np.stack([o[k] for o in ep["observations"]]) for k in ep["observations"][0]}
+                    ep["observations"] = {k: np.stack([o[k] for o in ep["observations"]])
+                                          for k in ep["observations"][0]}
                     episodes.append({k: v if k in ("seed", "observations") else np.asarray(v) for k, v in ep.items()})
                     start(i)
     finally:
@@ -275,7 +276,8 @@ def generate_antmaze_dataset(name: str, steps: int | None = None, *, expert_step
                            reference_episodes=reference_episodes)
     gym.register_envs(import_gymnasium_robotics_quietly())
     if steps < gym.spec(env_id).max_episode_steps:
-        raise ValueError(f"steps={steps} holds no whole episode of {env_id} ({gym.spec(env_id).max_episode_steps} steps)")
+        raise ValueError(f"steps={steps} holds no whole episode of {env_id} "
+                         f"({gym.spec(env_id).max_episode_steps} steps)")
     experts_root = Path(experts_root) if experts_root is not None else default_experts_root()
     with exclusive_lock(experts_root / "AntDirection-v4", f"the SAC runs of the ant under {experts_root}"):
         expert = train_direction_expert(experts_root, expert_steps, seed, progress)

@@ -98,8 +98,8 @@ def train_sac(env: str | Env, workdir, *, steps: int, config: SACConfig | None =
     sac = SAC(config, observation_size, low.shape[0])
     workdir = pathlib.Path(workdir)
     checkpointer = Checkpointer(workdir, keep=2)
-    meta = {"env_id": env_id, "sac": json.loads(json.dumps(dataclasses.asdict(config))), "seed": seed, "backend": backend,
-            "num_envs": num_envs, "stop_at_return": stop_at_return}
+    meta = {"env_id": env_id, "sac": json.loads(json.dumps(dataclasses.asdict(config))), "seed": seed,
+            "backend": backend, "num_envs": num_envs, "stop_at_return": stop_at_return}
     state = sac.init(jax.random.PRNGKey(seed))
     start, evaluations, stopped = 0, [], False
     if checkpointer.latest_step() is not None:
@@ -118,7 +118,8 @@ def train_sac(env: str | Env, workdir, *, steps: int, config: SACConfig | None =
         carry = loop.initial(state)
         if start:
             carry = _with_empty_arrays(carry, checkpointer.restore_state(start, _non_empty_arrays(carry)))
-        step, next_eval, next_checkpoint = start, _next_multiple(start, eval_every), _next_multiple(start, checkpoint_every)
+        step, next_eval, next_checkpoint = (start, _next_multiple(start, eval_every),
+                                            _next_multiple(start, checkpoint_every))
         bar = tqdm(total=steps, initial=start, desc=f"SAC {env_id}", unit="step", disable=not progress, smoothing=0.05)
         while step < steps and not stopped:
             horizon = min(steps, next_eval, next_checkpoint)

@@ -2,9 +2,10 @@
 
 Layout: ``<workdir>/checkpoints/<step>/{state,exported,facts,meta}``: the train carry (state and rng), the
 parameters the stage hands on (what later stages and the policy read, restored without a template), the
-method's fitted arrays (its normaliser), and a JSON record (format version, config, dataset facts). Saves are asynchronous (the train loop goes on while
-the arrays are written) and keep the last ``keep`` steps; Orbax writes each step to a temporary folder and
-renames it when complete, so an interrupted save never leaves a step that looks finished.
+method's fitted arrays (its normaliser), and a JSON record (format version, config, dataset facts). Saves are
+asynchronous (the train loop goes on while the arrays are written) and keep the last ``keep`` steps; Orbax writes
+each step to a temporary folder and renames it when complete, so an interrupted save never leaves a step that looks
+finished.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class Checkpointer:
                                   "train first with diffrl train --workdir DIR")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
                                                enable_async_checkpointing=asynchronous)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "exported", "facts", "meta"))
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("state", "exported", "facts", "meta"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -43,7 +45,8 @@ class Checkpointer:
 
     def save(self, step: int, state, exported, facts, meta: dict, force: bool = False) -> bool:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), exported=ocp.args.StandardSave(exported),
-                                  facts=ocp.args.StandardSave(facts), meta=ocp.args.JsonSave({**meta, "format": FORMAT}))
+                                  facts=ocp.args.StandardSave(facts),
+                                  meta=ocp.args.JsonSave({**meta, "format": FORMAT}))
         return self.manager.save(int(step), args=args, force=force)
 
     def _resolve(self, step: int | None) -> int:
@@ -95,8 +98,8 @@ class Checkpointer:
         restored_shapes = jax.tree.map(lambda x: (x.shape, x.dtype), restored.state)
         wanted = jax.tree.map(lambda x: (x.shape, x.dtype), target)
         if restored_shapes != wanted:
-            raise CheckpointError(f"checkpoint {self.directory / str(step)} does not fit this model: array shapes differ "
-                                  "(was it trained with another config?)")
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} does not fit this model: "
+                                  "array shapes differ (was it trained with another config?)")
         return restored.state
 
     def wait(self) -> None:

@@ -47,7 +47,8 @@ def check_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
         with tempfile.NamedTemporaryFile(dir=workdir):
             pass
     except OSError as err:
-        raise WorkdirError(f"cannot write to workdir {workdir} ({err.strerror or err}); pass a writable --workdir") from None
+        raise WorkdirError(f"cannot write to workdir {workdir} ({err.strerror or err}); "
+                           "pass a writable --workdir") from None
     return workdir
 
 
@@ -224,7 +225,8 @@ def train_stage(stage: Stage, train_data: Any, workdir: str | pathlib.Path, *, m
                 bar.set_description(f"train {stage.name} (evaluating)")  # the bar stands still meanwhile
                 result = evaluate(stage.export(carry["state"]), step)
                 bar.set_description(f"train {stage.name}")
-                writer.scalars({k: v for k, v in result["summary"].items() if isinstance(v, float)}, step, prefix="eval")
+                scalars = {k: v for k, v in result["summary"].items() if isinstance(v, float)}
+                writer.scalars(scalars, step, prefix="eval")
                 if result.get("figure") is not None:
                     writer.image("eval/rollouts", result["figure"], step)
             stopped = stop_agreed(sigterm["stop"])

@@ -43,7 +43,8 @@ def compare(maze, gym_id, reward_type, continuing, steps):
         state = step(state, action)
         worst["obs"] = max(worst["obs"], float(np.abs(np.asarray(state.obs) - flatten_observation(obs)).max()))
         worst["reward"] = max(worst["reward"], abs(float(state.reward) - reward))
-        worst["flags"] += int(bool(state.terminated) != terminated) + int(bool(state.info["success"]) != info["success"])
+        worst["flags"] += (int(bool(state.terminated) != terminated)
+                           + int(bool(state.info["success"]) != info["success"]))
         worst["flags"] += int(bool(state.truncated) != truncated)
         worst["steps"] += 1
         if terminated or truncated:
