@@ -51,8 +51,11 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = method
     c.seed = 0
+    # code: AntMaze's performer reads D4RL's data (env.get_dataset()), whose rewards and terminals mark the one
+    # evaluation goal; Minari's files reward each episode's own goal, so they are relabelled (as dql.py's antmaze).
+    # maze2d data made here already carries D4RL's relabelled rewards.
     c.dataset = dict(id=f"D4RL/antmaze/{rest}-v1" if antmaze else f"diffrl/maze2d/{rest}-v1", root=None,
-                     episodes="stored")
+                     episodes="stored", rewards="evaluation_goal" if antmaze else "stored")
     # The goal of the evaluation is read from the observation's desired_goal; xy: the position within the state;
     # subgoal: the columns of a sub-goal state the performer reads (code goal_dim 15, the ant's qpos; a point's xy).
     # AntMaze's state is D4RL's [x, y, observation] (Minari's observation drops x, y: they are the achieved_goal).
