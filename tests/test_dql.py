@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffrl.agents import DatasetInfo, DiffusionQL, EMA
+from diffrl.agents import EMA, METHODS, DatasetInfo, DiffusionQL
 from diffrl.config import apply_overrides, load_config
 from diffrl.data import IdentityNormalizer, OfflineData, make_store
 from diffrl.experts.antmaze_data import EVAL_MAPS
@@ -144,6 +144,11 @@ def test_antmaze_follows_d4rls_task_position_then_observation_and_the_evaluation
     # row 3 sees (0, 0); row 4 sees (10, -10.4), 0.4 away; the last row's next observation repeats it
     np.testing.assert_array_equal(relabelled.rewards, [1, 1, 0, 0, 1, 1])
     np.testing.assert_array_equal(relabelled.terminations, [True, True, False, False, True, True])
+    # PlanDQ's Q-Performer reads the same task (official main_Antmaze.py: D4RL's env.get_dataset())
+    plandq = apply_overrides(load_config("plandq.py:antmaze-medium-diverse"), ["task.subgoal=(0, 4)"])
+    planner = METHODS[plandq.method](plandq, info, IdentityNormalizer.fit(np.zeros((2, 6))))
+    np.testing.assert_array_equal(planner.preprocess(dataclasses.replace(data, eval_env_spec=spec)).rewards,
+                                  relabelled.rewards)
     stored = apply_overrides(load_config("dql.py:antmaze-medium-diverse"), [*TINY, "dataset.rewards=stored"])
     assert DiffusionQL(stored, info, agent.normalizer).preprocess(data).rewards.tolist() == [1.0] * 6
     with pytest.raises(ValueError, match="env spec"):
