@@ -22,9 +22,11 @@ from diffrl.configs.dql import get_config as dql_config
 # (the code shapes odd lengths with special kernels): maze2d U-Maze 8, Medium 12, Large 16 states, spanning 210 / 330 /
 # 450 steps. The distance is the code's dist_thr (4 Medium, 6 Large; U-Maze takes Medium's).
 MAZE2D = {"umaze": (8, 4.0), "medium": (12, 4.0), "large": (16, 6.0)}
-# code: dist_thr 4 (medium), 6 (large). U-Maze is in neither the paper nor the code: maze2d U-Maze's 8 states (240
-# steps, about half the 443-step mean route of the data's expert) and Medium's distance.
-ANTMAZE = {"umaze-diverse": (8, 4.0), "medium-diverse": (12, 4.0), "large-diverse": (16, 6.0)}
+# code: dist_thr 4 (medium), 6 (large). U-Maze is in neither the paper nor the code: 16 states (the goal 450 steps
+# after the start, past the 443-step mean route of the expert that made diffrl's U-Maze data) and Medium's distance.
+# With 8 states (210 steps) the plans from the evaluation start, whose end is inpainted at the goal, crossed a wall
+# in 97-98% of draws (benchmarks/results/cpu.md, "Maze scores antmaze-umaze-diverse: plandq").
+ANTMAZE = {"umaze-diverse": (16, 4.0), "medium-diverse": (12, 4.0), "large-diverse": (16, 6.0)}
 TASKS = tuple(f"maze2d-{m}" for m in MAZE2D) + tuple(f"antmaze-{m}" for m in ANTMAZE)
 FAMILY = ("plandq", "planqq", "planqd", "plandd")  # conductor D / Q, performer Q / D (Sec. 3.3)
 # Gym-MuJoCo (the official branch dmc): the D-Conductor's value guidance per task, code dmc/config/locomotion_hl.py
