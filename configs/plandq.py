@@ -53,9 +53,10 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = method
     c.seed = 0
-    # code: AntMaze's performer reads D4RL's data (env.get_dataset()), whose rewards and terminals mark the one
-    # evaluation goal; Minari's files reward each episode's own goal, so they are relabelled (as dql.py's antmaze).
-    # maze2d data made here already carries D4RL's relabelled rewards.
+    # code: AntMaze's performer reads D4RL's data (env.get_dataset()), whose rewards mark the one evaluation goal;
+    # Minari's files reward each episode's own goal, so they are relabelled (as dql.py's antmaze). Deviation: the
+    # relabelled terminals (the goal) end the performer's transitions, as in dql.py and ldcq.py; the code's sampler
+    # takes not_done from D4RL's timeouts. maze2d data made here already carries D4RL's relabelled rewards.
     c.dataset = dict(id=f"D4RL/antmaze/{rest}-v1" if antmaze else f"diffrl/maze2d/{rest}-v1", root=None,
                      episodes="stored", rewards="evaluation_goal" if antmaze else "stored")
     # The goal of the evaluation is read from the observation's desired_goal; xy: the position within the state;
