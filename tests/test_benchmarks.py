@@ -226,3 +226,17 @@ def test_maze_scores_evaluates_nothing_when_training_was_stopped_by_sigterm(tmp_
     monkeypatch.setattr(bench, "load_trained", lambda *args, **kwargs: pytest.fail("evaluated a stopped run"))
     with pytest.raises(SystemExit, match="bc seed 0: stage policy stopped by SIGTERM at step 3"):
         bench.run("bc", "maze2d-large", ["train.steps=5"], 0, "unused", tmp_path, 2)
+
+
+def test_plan_walls_counts_inner_states_in_wall_cells_and_outside_the_map():
+    """U-Maze (cell 1 wide): cell (2, 2) at (0, 0) is the wall inside the U, (10, 0) lies outside the map."""
+    from diffrl.envs.pointmaze import MAZE_MAPS, MazeLayout
+
+    layout = MazeLayout(MAZE_MAPS["umaze"])
+    assert layout.is_wall([[2, 2], [2, 3], [-3, 2], [1, 9]]).tolist() == [True, False, True, True]
+    assert np.asarray(layout.is_wall(jnp.asarray([[1, 1], [4, 0]]), xp=jnp)).tolist() == [False, True]
+    plans = np.array([[[-1, 1], [0, 1], [0, 0], [1, 0]],  # the second inner state in the wall
+                      [[1, 0], [10, 0], [1, 0], [1, 1]]], float)  # the sub-goal outside the maze
+    stats = load("plan_walls").wall_statistics(layout, plans)
+    assert stats == pytest.approx({"states_in_walls": 0.5, "plans_with_a_wall_state": 1.0, "subgoals_in_walls": 0.5,
+                                   "mean_step_between_states": 22 / 6})

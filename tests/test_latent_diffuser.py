@@ -15,6 +15,7 @@ from diffrl.diffusion import EnergyGuidance, SamplerConfig, sample
 from diffrl.diffusion.oracles import mixture_denoiser, mixture_log_density
 from diffrl.nets.latent_actions import LatentActionVAE, pool_latent_steps, tile_latents
 from diffrl.nets.unet import TemporalUNet
+from diffrl.train.checkpoint import CheckpointError
 from diffrl.train.pipeline import load_trained, train
 
 
@@ -153,6 +154,12 @@ def test_three_stages_train_and_the_planner_acts_by_inverse_dynamics_from_the_st
     # while the same step run eagerly or compiled at level 1 stays finite: the VAE stage compiles at level 1.
     with optimizing():
         summaries = train(config, tmp_path, stages=["vae"], progress=False, data=data)
+    with pytest.raises(CheckpointError, match="stage prior .* is not trained yet"):
+        load_trained(tmp_path)
+    with pytest.raises(CheckpointError, match="has no stage critic; its stages: vae, prior, energy"):
+        load_trained(tmp_path, stages=["critic"])
+    _, vae_only, _, step = load_trained(tmp_path, stages=["vae"])  # the trained stages of a pipeline still running
+    assert set(vae_only) == {"vae"} and step == 10
     later = train(config, tmp_path, progress=False, data=data)  # the VAE is skipped
     summaries.update({name: summary for name, summary in later.items() if name != "vae"})
     assert {name: s["step"] for name, s in summaries.items()} == {"vae": 10, "prior": 10, "energy": 10}

@@ -190,6 +190,13 @@ class MazeLayout:
         j = xp.floor((xy[..., 0] + self.x_center) / self.scaling)
         return xp.stack([i, j], axis=-1).astype(xp.int32)
 
+    def is_wall(self, cells, xp=np):
+        """Whether ``cells`` (``[..., (i, j)]``) are walls; a cell outside the map counts as one."""
+        cells = xp.asarray(cells)
+        # the padded map's border row / column stands for everything beyond it
+        i, j = xp.clip(cells[..., 0], -1, self.length) + 1, xp.clip(cells[..., 1], -1, self.width) + 1
+        return xp.asarray(self._walls)[i, j]
+
     def wall_box_xml(self, contype: int, conaffinity: int) -> str:
         """:data:`WALL_BOXES` mocap bodies, each a box the size of a wall cell, parked until a step places them."""
         h, s = self.height / 2 * self.scaling, 0.5 * self.scaling
@@ -208,7 +215,7 @@ class MazeLayout:
         column = jnp.where(xy[0] >= centre[0], 1, -1)  # x grows with the column
         row = jnp.where(xy[1] >= centre[1], -1, 1)  # y falls as the row grows
         neighbours = cell + jnp.stack([jnp.stack([0, column]), jnp.stack([row, 0]), jnp.stack([row, column])])
-        is_wall = jnp.asarray(self._walls)[neighbours[:, 0] + 1, neighbours[:, 1] + 1]  # outside the map: wall
+        is_wall = self.is_wall(neighbours, xp=jnp)
         height = self.height / 2 * self.scaling
         placed = jnp.concatenate([self.cell_to_xy(neighbours, xp=jnp), jnp.full((WALL_BOXES, 1), height)], -1)
         parked = jnp.asarray([0.0, 0.0, PARKED_Z])

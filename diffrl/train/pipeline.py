@@ -156,9 +156,11 @@ def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     return config
 
 
-def load_trained(workdir, step: int | None = None, overrides: Sequence[str] = ()) -> tuple[Method, dict, Any, int]:
+def load_trained(workdir, step: int | None = None, overrides: Sequence[str] = (),
+                 stages: Sequence[str] | None = None) -> tuple[Method, dict, Any, int]:
     """``(method, params of every stage, config, step)`` of a trained workdir; ``step`` picks the last stage's
-    checkpoint (default: the latest). ``overrides`` (``KEY=VALUE``) change acting settings such as ``plan.*``."""
+    checkpoint (default: the latest). ``overrides`` (``KEY=VALUE``) change acting settings such as ``plan.*``;
+    ``stages`` loads only those (a conductor whose performer is not trained yet)."""
     workdir = pathlib.Path(workdir)
     record = workdir / PIPELINE_FILE
     if not record.is_file():
@@ -168,6 +170,11 @@ def load_trained(workdir, step: int | None = None, overrides: Sequence[str] = ()
         raise CheckpointError(f"no trained method in {workdir} (no {PIPELINE_FILE}); train first with diffrl train "
                               "--workdir DIR")
     names = json.loads(record.read_text())["stages"]
+    if stages is not None:
+        unknown = sorted(set(stages) - set(names))
+        if unknown:
+            raise CheckpointError(f"{workdir} has no stage {', '.join(unknown)}; its stages: {', '.join(names)}")
+        names = [name for name in names if name in stages]
     params = {}
     for name in names:
         stage_dir = workdir / name
