@@ -240,3 +240,61 @@ def test_plan_walls_counts_inner_states_in_wall_cells_and_outside_the_map():
     stats = load("plan_walls").wall_statistics(layout, plans)
     assert stats == pytest.approx({"states_in_walls": 0.5, "plans_with_a_wall_state": 1.0, "subgoals_in_walls": 0.5,
                                    "mean_step_between_states": 22 / 6})
+
+
+def test_maze_values_route_bins_and_means_by_hand():
+    """Medium's route from (1, 1) to (6, 6) (11 cells; the tie at the start goes to (1, 2), met first from the
+    goal), U-Maze's states binned by cell with the cap, and the per-cell means of the chosen states."""
+    from diffrl.envs.pointmaze import MAZE_MAPS, MazeLayout
+
+    bench = load("maze_values")
+    medium = MazeLayout(MAZE_MAPS["medium"])
+    assert bench.route(medium, (1, 1), (6, 6)) == [(1, 1), (1, 2), (2, 2), (3, 2), (3, 3), (3, 4), (4, 4), (4, 5),
+                                                   (4, 6), (5, 6), (6, 6)]
+    with pytest.raises(ValueError, match=r"the goal cell \(2, 3\) is a wall"):
+        bench.route(medium, (1, 1), (2, 3))
+    umaze = MazeLayout(MAZE_MAPS["umaze"])  # cell (i, j) has its centre at x = j - 2, y = 2 - i
+    cells = umaze_route = bench.route(umaze, (3, 1), (1, 1))
+    assert umaze_route == [(3, 1), (3, 2), (3, 3), (2, 3), (1, 3), (1, 2), (1, 1)]
+    xy = np.array([[-1.2, -1.1], [-0.9, -0.8], [-1.0, -1.0], [1.0, 0.1], [-1.0, 1.0], [0.0, 0.0]])  # 3 in (3, 1)
+    chosen = bench.states_by_cell(umaze, xy, cells, 2, np.random.default_rng(0))
+    assert [len(rows) for rows in chosen] == [2, 0, 0, 1, 0, 0, 1]
+    assert set(chosen[0]) < {0, 1, 2} and chosen[3].tolist() == [3] and chosen[6].tolist() == [4]
+    values = {"max_q": np.array([1.0, 3.0, 5.0, 7.0]), "v": np.array([0.0, 2.0, 4.0, 8.0])}
+    rows = bench.route_table(cells, chosen, values)
+    assert [r["steps_to_goal"] for r in rows] == [6, 5, 4, 3, 2, 1, 0]
+    assert (rows[0]["max_q"], rows[0]["v"], rows[3]["max_q"], rows[6]["v"]) == (2.0, 1.0, 5.0, 8.0)
+    assert rows[1]["max_q"] is None and rows[1]["states"] == 0
+
+
+def test_maze_values_takes_the_max_over_latents_of_the_min_over_critics_and_v_where_there_is_one():
+    bench = load("maze_values")
+
+    class Latents:  # two states, three latents each; two critics
+        config = type("C", (), {"plan": type("P", (), {"num_candidates": 3})})
+
+        def sample_latents(self, prior, rng, conditions, n):
+            return jnp.arange(len(conditions) * n, dtype=jnp.float32).reshape(len(conditions), n, 1)
+
+        def condition(self, obs):
+            return obs
+
+        def q_input(self, obs):
+            return obs
+
+        def q_params(self, params):  # LDCQ's "q" stage, DIAR's "qv"
+            return params["qv"]["q"] if "qv" in params else params["q"]
+
+        def min_q(self, q_params, states, candidates):
+            q = jnp.stack([candidates[..., 0] * states[:, :1], 10 - candidates[..., 0]])  # [2, B, n]
+            return q.min(axis=0)
+
+        def values(self, v_params, states):
+            return v_params * states[:, 0]
+
+    obs = jnp.array([[1.0], [2.0]])
+    # state 1: min(z, 10 - z) over z = 0, 1, 2 -> max 2; state 2: min(2z, 10 - z) over z = 3, 4, 5 -> max 6
+    out = bench.latent_values(Latents(), {"prior": None, "q": None}, None, obs)
+    assert set(out) == {"max_q"} and out["max_q"].tolist() == [2.0, 6.0]
+    out = bench.latent_values(Latents(), {"prior": None, "qv": {"q": None, "v": 3.0}}, None, obs)
+    assert out["v"].tolist() == [3.0, 6.0]
