@@ -68,7 +68,7 @@ def route_table(cells, chosen, values: dict) -> list[dict]:
 
 
 def latent_values(method: LDCQ, params, rng, obs) -> dict:
-    """``max_i min_j Q_j(s, z_i)`` over ``plan.num_candidates`` prior latents at each of ``obs``, and DIAR's ``V(s)``."""
+    """``max_i min_j Q_j(s, z_i)`` over ``plan.num_candidates`` prior latents at each of ``obs``; DIAR's ``V(s)``."""
     candidates = method.sample_latents(params["prior"], rng, method.condition(obs), method.config.plan.num_candidates)
     values = {"max_q": method.min_q(method.q_params(params), method.q_input(obs), candidates).max(axis=-1)}
     if "v" in params.get("qv", {}):
@@ -129,8 +129,8 @@ def main(argv=None):
               + " | ".join(f"{r[n]:.2f}" if r[n] is not None else "-" for n in names) + " |" for r in rows]
     figures = {"workdir": args.workdir, "method": config.method, "env": spec.id, "step": step,
                "states_per_cell": args.states_per_cell, "seconds": seconds, "cells": rows}
-    report(f"Values along the route: {config.method} seed {config.seed}, {spec.id}", "maze_values", argv, header, table, [figures],
-           json_path=args.json, write=not args.no_write)
+    report(f"Values along the route: {config.method} seed {config.seed}, {spec.id}", "maze_values", argv, header, table,
+           [figures], json_path=args.json, write=not args.no_write)
 
 
 if __name__ == "__main__":
