@@ -12,13 +12,12 @@ The expert is the cached SAC run of ``diffrl data generate antmaze-*`` (trained,
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
-from diffrl.benchmarks.common import report, versions
+from diffrl.benchmarks.common import benchmark_parser, report, versions
 from diffrl.envs.antmaze import MAX_EPISODE_STEPS
 from diffrl.experts.antmaze_data import ACTION_NOISE, DATASETS, EVAL_MAPS, collect, train_direction_expert
 from diffrl.experts.locomotion_data import default_experts_root
@@ -29,15 +28,12 @@ DEFAULT_MAZES = ("umaze", "medium", "large")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="diffrl benchmark antmaze_expert", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser("antmaze_expert", __doc__)
     parser.add_argument("--experts", default=None,
                         help="folder of the cached SAC runs (default: ~/.cache/diffrl/experts)")
     parser.add_argument("--expert-steps", type=int, default=400_000)
     parser.add_argument("--mazes", nargs="+", default=list(DEFAULT_MAZES), choices=list(EVAL_MAPS))
     parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     run = train_direction_expert(args.experts or default_experts_root(), args.expert_steps)

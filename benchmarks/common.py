@@ -3,6 +3,7 @@ measured limits, and the results file ``results/<device>.md``."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -218,6 +219,15 @@ def write_json(path: str, value) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=2))
     return path
+
+
+def benchmark_parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of ``diffrl benchmark <name>``, with the ``--json`` and ``--no-write`` options every report has."""
+    parser = argparse.ArgumentParser(prog=f"diffrl benchmark {name}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
+    return parser
 
 
 def report(section: str, script: str, argv, header: str, table: list[str], figures, *, json_path: str | None,

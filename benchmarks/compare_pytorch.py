@@ -42,7 +42,6 @@ fastest batch-1 plan on a CPU (the recorded command shows it).
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import statistics
@@ -54,7 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
-from diffrl.benchmarks.common import random_params, report, synthetic_method, versions
+from diffrl.benchmarks.common import benchmark_parser, random_params, report, synthetic_method, versions
 from diffrl.benchmarks.sampler import diffuser_case
 from diffrl.benchmarks.train import compiled_chunk
 
@@ -249,8 +248,7 @@ def row(figure: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="diffrl benchmark compare-pytorch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser("compare-pytorch", __doc__)
     parser.add_argument("--official", required=True, metavar="PATH",
                         help="a checkout of github.com/jannerm/diffuser (branch main)")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS, metavar="NAME",
@@ -262,8 +260,6 @@ def main(argv=None) -> int:
     parser.add_argument("--train-steps", type=int, default=10, help="updates per timed train call")
     parser.add_argument("--threads", type=int, default=None,
                         help="PyTorch's CPU threads (default: the cores this process may use, as XLA takes)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
     args = parser.parse_args(argv)
     if min(args.batches + args.guided_batches) < 1 or args.repeats < 1 or args.train_steps < 1:
         parser.error("batch sizes, --repeats and --train-steps must be positive")

@@ -15,12 +15,11 @@ reproduction an XLA bug report needs.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import jax
 import jax.numpy as jnp
-from diffrl.benchmarks.common import report, steady_seconds, versions
+from diffrl.benchmarks.common import benchmark_parser, report, steady_seconds, versions
 
 from diffrl.nets.unet import _conv_canonical_grads, _native_conv
 
@@ -59,14 +58,11 @@ def measure(conv, wrt: int, x, kernel, padding: int, steps: int, repeats: int) -
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="diffrl benchmark conv_in_loop", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser("conv_in_loop", __doc__)
     parser.add_argument("--shape", nargs=4, type=int, default=[64, 128, 128, 128], metavar=("B", "L", "C", "F"))
     parser.add_argument("--kernel", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="gradient steps in the scan")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls (the best counts)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
     args = parser.parse_args(argv)
     if min(args.shape) < 1 or args.kernel < 1 or args.steps < 1 or args.repeats < 1:
         parser.error("sizes, --steps and --repeats must be positive")

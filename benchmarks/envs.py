@@ -12,14 +12,14 @@ box, to show what the three movable wall boxes save.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
-from diffrl.benchmarks.common import compile_seconds, predicted_seconds, report, steady_seconds, versions
+from diffrl.benchmarks.common import (benchmark_parser, compile_seconds, predicted_seconds, report, steady_seconds,
+                                     versions)
 from diffrl.envs.gym_fallback import make_gym_env
 from diffrl.envs.registry import make_env
 
@@ -81,16 +81,13 @@ def gym_steps_per_second(gym_id: str, steps: int = 2000) -> float:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="diffrl benchmark envs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser("envs", __doc__)
     parser.add_argument("--envs", nargs="+", default=["pointmaze-umaze", "hopper"], choices=sorted(GYM_IDS))
     parser.add_argument("--sizes", nargs="+", type=int, default=[1, 16, 256, 4096])
     parser.add_argument("--steps", type=int, default=20, help="env steps per timed call (default: 20)")
     parser.add_argument("--budget", type=float, default=20.0,
                         help="skip a size whose call is predicted (linearly from the previous size) to take longer "
                              "than this many seconds (default: 20)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     figures = []

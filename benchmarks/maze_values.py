@@ -15,7 +15,6 @@ cells have not reached them. ``--set`` overrides acting settings (``plan.num_can
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -23,7 +22,7 @@ import jax
 import numpy as np
 
 from diffrl.agents.ldcq import LDCQ
-from diffrl.benchmarks.common import report, versions
+from diffrl.benchmarks.common import benchmark_parser, report, versions
 from diffrl.data.minari_io import load_dataset
 from diffrl.envs.pointmaze import MazeLayout
 from diffrl.envs.registry import maze_layout
@@ -77,16 +76,13 @@ def latent_values(method: LDCQ, params, rng, obs) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="diffrl benchmark maze_values", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser("maze_values", __doc__)
     parser.add_argument("--workdir", required=True, help="a trained LDCQ or DIAR workdir on maze data")
     parser.add_argument("--states-per-cell", type=int, default=500)
     parser.add_argument("--start", type=int, nargs=2, default=None, metavar=("I", "J"))
     parser.add_argument("--goal", type=int, nargs=2, default=None, metavar=("I", "J"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="acting overrides (plan.*)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     method, params, config, step = load_trained(args.workdir, overrides=args.set)

@@ -13,14 +13,13 @@ the mean distance between consecutive planned positions (one state is ``conducto
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import jax
 import numpy as np
 
-from diffrl.benchmarks.common import report, versions
+from diffrl.benchmarks.common import benchmark_parser, report, versions
 from diffrl.envs import make_env
 from diffrl.envs.registry import maze_layout
 from diffrl.envs.pointmaze import MazeLayout
@@ -38,14 +37,11 @@ def wall_statistics(layout: MazeLayout, plans_xy: np.ndarray) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="diffrl benchmark plan_walls", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser("plan_walls", __doc__)
     parser.add_argument("--workdir", required=True, help="a trained PlanDQ-family workdir (its conductor at least)")
     parser.add_argument("--resets", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="acting overrides (plan.*)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     method, params, config, step = load_trained(args.workdir, overrides=args.set, stages=["conductor"])

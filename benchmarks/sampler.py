@@ -63,7 +63,6 @@ skipped and listed as skipped.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from collections.abc import Callable
@@ -72,9 +71,9 @@ import jax
 import jax.numpy as jnp
 
 from diffrl import diffusion
-from diffrl.benchmarks.common import (batch_over_devices, ceilings, compile_seconds, cost, devices_of, limits_note,
-                                     measure_device_limits, percent, predicted_seconds, random_params, report,
-                                     steady_seconds, synthetic_method, versions)
+from diffrl.benchmarks.common import (batch_over_devices, benchmark_parser, ceilings, compile_seconds, cost, devices_of,
+                                     limits_note, measure_device_limits, percent, predicted_seconds, random_params,
+                                     report, steady_seconds, synthetic_method, versions)
 from diffrl.nets import MLPDenoiser
 
 SAMPLERS = ("diffuser-maze", "diffuser-guided", "ldcq-prior", "ldcq-policy", "diar-policy", "diar-act", "dql-act",
@@ -349,8 +348,7 @@ def row(figure: dict, limits: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="diffrl benchmark sampler", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser("sampler", __doc__)
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS, metavar="NAME",
                         help=f"which samplers (default: all of {', '.join(SAMPLERS)})")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64, 1024],
@@ -366,8 +364,6 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up call (best counts)")
     parser.add_argument("--budget", type=float, default=20.0,
                         help="skip a batch whose call is predicted to take longer than this many seconds")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
     args = parser.parse_args(argv)
     if min(args.batches) < 1 or args.repeats < 1:
         parser.error("batch sizes and --repeats must be positive")

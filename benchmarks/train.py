@@ -39,12 +39,12 @@ draws its candidates inside the step instead (100 + 5 DDPM steps for 128 x 500 l
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import jax
 from diffrl.benchmarks.common import (
+    benchmark_parser,
     ceilings,
     compile_seconds,
     cost,
@@ -133,16 +133,13 @@ def row(figure: dict, limits: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="diffrl benchmark train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser("train", __doc__)
     parser.add_argument("--runs", nargs="+", default=list(RUNS), metavar="METHOD:VARIANT[:STAGE][,KEY=VALUE...]",
                         help=f"configs to time (default: {' '.join(RUNS)})")
     parser.add_argument("--steps", type=int, default=5, help="train steps per timed chunk (default: 5)")
     parser.add_argument("--repeats", type=int, default=3, help="timed chunks after the warm-up (best counts)")
     parser.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides applied to every run, e.g. train.batch_size=64")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results/<device>.md")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be positive")
