@@ -12,7 +12,10 @@ import pytest
 
 from diffrl.benchmarks import common
 from diffrl.data import make_store
+from diffrl.data.minari_io import OfflineData
+from diffrl.envs.gym_fallback import make_gym_env
 from diffrl.nets import MLPDenoiser
+from diffrl.spaces import DICT_OBSERVATION_KEYS, flatten_observation
 
 
 def load(name: str):
@@ -298,3 +301,45 @@ def test_maze_values_takes_the_max_over_latents_of_the_min_over_critics_and_v_wh
     assert set(out) == {"max_q"} and out["max_q"].tolist() == [2.0, 6.0]
     out = bench.latent_values(Latents(), {"prior": None, "qv": {"q": None, "v": 3.0}}, None, obs)
     assert out["v"].tolist() == [3.0, 6.0]
+
+
+def test_skill_replay_chunks_stay_inside_episodes_and_statistics_by_hand():
+    bench = load("skill_replay")
+    data = OfflineData.from_arrays(np.zeros((47, 4), np.float32), np.zeros((47, 2), np.float32), np.zeros(47),
+                                   [5, 12, 30])
+    rows = bench.chunk_rows(data, 10, 2000, np.random.default_rng(0))
+    episode = np.searchsorted(data.episode_starts, rows, side="right") - 1
+    ends = data.episode_starts[episode] + data.episode_lengths[episode]
+    assert (episode > 0).all() and (rows + 10 <= ends).all()  # the 5-step episode holds no chunk
+    assert set(rows) == set(range(5, 8)) | set(range(17, 38))  # every start that fits, the last ones included
+    start = np.zeros((3, 2))
+    data_end = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    end = np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0]])
+    stats = bench.endpoint_statistics(start, end, data_end)
+    assert stats["final_xy_error"] == pytest.approx((2 ** 0.5 + 1.0 + 3.0) / 3)
+    assert stats["displacement"] == pytest.approx(2.0)
+    assert stats["cosine"] == pytest.approx(0.5)  # (0 + 1) / 2: the third chunk did not move in the data
+
+
+@pytest.mark.parametrize("env_id", ["PointMaze_UMaze-v3", "AntMaze_UMaze-v4"])
+def test_skill_replay_restarts_a_recorded_chunk_and_ends_where_the_recording_did(env_id):
+    """The gymnasium original as the oracle: a chunk replayed from its recorded first state with its recorded
+    actions ends at the recorded (x, y), which only holds when every position and velocity is set (the env's own
+    reset state, at rest, would end elsewhere)."""
+    bench = load("skill_replay")
+    env = make_gym_env(env_id)
+    obs, _ = env.reset(seed=3)
+    bounds = np.cumsum([0] + [obs[k].size for k in DICT_OBSERVATION_KEYS])
+    slices = {k: slice(int(bounds[i]), int(bounds[i + 1])) for i, k in enumerate(DICT_OBSERVATION_KEYS)}
+    actions = np.random.default_rng(0).uniform(-1.0, 1.0, (40, env.action_space.shape[0]))
+    recorded = np.stack([flatten_observation(obs)] + [flatten_observation(env.step(a)[0]) for a in actions])
+    end = bench.replay([env], recorded[None, 10], lambda o, t: actions[None, 10 + t], 20, slices)
+    np.testing.assert_allclose(end[0], recorded[30, slices["achieved_goal"]], atol=1e-9)
+    env.close()
+
+
+def test_skill_replay_walker_is_for_antmaze_only():
+    env = make_gym_env("PointMaze_UMaze-v3")
+    with pytest.raises(ValueError, match="AntMaze data only"):
+        load("skill_replay").walker_actions("/nonexistent", [env], np.zeros((1, 2)), {}, 0)
+    env.close()
