@@ -23,7 +23,7 @@ import numpy as np
 
 from diffrl.agents.ldcq import LDCQ
 from diffrl.benchmarks.common import benchmark_parser, report, versions
-from diffrl.data.minari_io import load_dataset
+from diffrl.data.minari_io import OfflineData, load_dataset
 from diffrl.envs.pointmaze import MazeLayout
 from diffrl.envs.registry import maze_layout
 from diffrl.eval.evaluate import eval_env_spec
@@ -54,6 +54,29 @@ def states_by_cell(layout: MazeLayout, xy: np.ndarray, cells, limit: int, rng: n
         rows = np.flatnonzero((binned == np.asarray(cell)).all(axis=-1))
         chosen.append(np.sort(rng.choice(rows, min(limit, len(rows)), replace=False)))
     return chosen
+
+
+def evaluation_route(layout: MazeLayout, env_id: str, start=None, goal=None) -> list[tuple[int, int]]:
+    """The route from the evaluation's start cell to its goal cell (``start`` / ``goal`` where it draws them from
+    several cells)."""
+    ends = {}
+    for name, given, cells in (("start", start, layout.reset_cells), ("goal", goal, layout.goal_cells)):
+        if given is None and len(cells) != 1:
+            raise SystemExit(f"{env_id} draws its {name} from {len(cells)} cells: give one with --{name} I J")
+        ends[name] = given if given is not None else cells[0]
+    return route(layout, ends["start"], ends["goal"])
+
+
+def route_states(data: OfflineData, layout: MazeLayout, cells, per_cell: int, seed: int) -> tuple[np.ndarray, list]:
+    """Up to ``per_cell`` dataset observations in each of the route's ``cells`` (their row lists in the order of
+    ``cells``), concatenated, their goal set to the route's last cell (the evaluation's goal, not the episodes')."""
+    slices = data.observation_slices or {}
+    xy = data.observations[:, slices.get("achieved_goal", slice(0, 2))]  # a flat maze2d observation starts with x, y
+    chosen = states_by_cell(layout, xy, cells, per_cell, np.random.default_rng(seed))
+    obs = data.observations[np.concatenate(chosen)].copy()
+    if "desired_goal" in slices:
+        obs[:, slices["desired_goal"]] = layout.cell_to_xy(np.asarray(cells[-1]))
+    return obs, chosen
 
 
 def route_table(cells, chosen, values: dict) -> list[dict]:
@@ -90,21 +113,9 @@ def main(argv=None):
         raise SystemExit(f"{config.method} has no latent Q to read (LDCQ and DIAR have)")
     spec, _ = eval_env_spec(method)
     layout = maze_layout(spec)
-    ends = {}
-    for name, given, cells in (("start", args.start, layout.reset_cells), ("goal", args.goal, layout.goal_cells)):
-        if given is None and len(cells) != 1:
-            raise SystemExit(f"{spec.id} draws its {name} from {len(cells)} cells: give one with --{name} I J")
-        ends[name] = given if given is not None else cells[0]
-    cells = route(layout, ends["start"], ends["goal"])
-
+    cells = evaluation_route(layout, spec.id, args.start, args.goal)
     data = load_dataset(config.dataset.id, root=config.dataset.root)
-    slices = data.observation_slices or {}
-    obs = data.observations
-    xy = obs[:, slices.get("achieved_goal", slice(0, 2))]  # a flat maze2d observation starts with x, y
-    chosen = states_by_cell(layout, xy, cells, args.states_per_cell, np.random.default_rng(args.seed))
-    obs = obs[np.concatenate(chosen)].copy()
-    if "desired_goal" in slices:  # the evaluation's goal, not the goals of the dataset's episodes
-        obs[:, slices["desired_goal"]] = layout.cell_to_xy(np.asarray(ends["goal"]))
+    obs, chosen = route_states(data, layout, cells, args.states_per_cell, args.seed)
     started = time.perf_counter()
     values = jax.jit(lambda p, key, o: latent_values(method, p, key, o))(params, jax.random.PRNGKey(args.seed), obs)
     values = {name: np.asarray(v) for name, v in values.items()}

@@ -14,6 +14,7 @@ from diffrl.benchmarks import common
 from diffrl.data import make_store
 from diffrl.data.minari_io import OfflineData
 from diffrl.envs.gym_fallback import make_gym_env
+from diffrl.envs.pointmaze import MazeLayout
 from diffrl.nets import MLPDenoiser
 from diffrl.spaces import DICT_OBSERVATION_KEYS, flatten_observation
 
@@ -343,3 +344,24 @@ def test_skill_replay_walker_is_for_antmaze_only():
     with pytest.raises(ValueError, match="AntMaze data only"):
         load("skill_replay").walker_actions("/nonexistent", [env], np.zeros((1, 2)), {}, 0)
     env.close()
+
+
+def test_skill_choice_geodesic_distance_around_the_u_by_hand():
+    """Centre of (3, 1) to the centre of (1, 1) round U-Maze's wall, on 8 x 8 points per cell: 4 diagonal and 8
+    straight steps to the corner, 9 straight up the right arm, then 3 diagonal and 9 straight: 26 + 7 sqrt(2) steps
+    of 1/8; along the top corridor the straight 2 cells."""
+    bench = load("skill_choice")
+    layout = MazeLayout([[1] * 5, [1, 0, 0, 0, 1], [1, 1, 1, 0, 1], [1, 0, 0, 0, 1], [1] * 5], 1.0)
+    distance = bench.GeodesicDistance(layout, layout.cell_to_xy(np.array([1, 1])))
+    got = distance(layout.cell_to_xy(np.array([[3, 1], [1, 3], [1, 1]])))
+    np.testing.assert_allclose(got, [(26 + 7 * 2 ** 0.5) / 8, 2.0, 0.0], atol=1e-12)
+
+
+def test_skill_choice_statistics_by_hand():
+    q = np.array([[1.0, 3.0, 2.0], [0.0, 0.5, -1.0]])
+    progress = np.array([[0.1, 0.5, -0.2], [0.3, -0.1, 0.2]])
+    stats = load("skill_choice").choice_statistics(q, progress)
+    assert stats["q_choice"] == pytest.approx((0.5 - 0.1) / 2)  # each state's argmax-Q latent
+    assert stats["random"] == pytest.approx(0.4 / 3)
+    assert stats["best"] == pytest.approx((0.5 + 0.3) / 2)
+    assert stats["spearman"] == pytest.approx((0.5 - 0.5) / 2)  # ranks (0 2 1 | 1 2 0) and (1 2 0 | 2 0 1)
