@@ -104,8 +104,9 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         priority="abs_td",  # Schaul et al.'s |delta|; "squared_td": the official dqn.py's delta^2
         # Further differences of the official Q code, kept as the paper has them: it trains at DDQN's default lr
         # 1e-3 (train_q_net.py builds DDQN without --lr), 100 candidates (DDQN default) drawn anew for each
-        # network, PER alpha 0.6, initial priorities 100, beta +0.01 per epoch; its importance weights [B] times
-        # the [B, 1] loss broadcast to [B, B], so the loss is mean(delta^2) * mean(w), no per-sample correction;
+        # network, PER alpha 0.6, initial priorities 100, beta +0.01 per epoch, the lr cut 0.3x every 50 epochs
+        # (StepLR; an epoch is len(data) / 128 steps, ~390k steps per cut on 1M chunks); its importance weights [B]
+        # times the [B, 1] loss broadcast to [B, B], so the loss is mean(delta^2) * mean(w), no per-sample correction;
         # and it bootstraps at the chunk's last state s_{t+H-1} (collect_offline_q_learning_dataset.py), not s_{t+H}.
         num_candidates=500,  # Table 7: diffusion samples for the batch argmax
         candidates="pool",  # code: precomputed prior samples; "fresh": sampled inside the train step
