@@ -60,9 +60,8 @@ def _base() -> ml_collections.ConfigDict:
         # Paper App. C item 7: insensitive above 0.99. Code: the released value models are the d0.997 runs.
         discount=0.997,
         termination_penalty=-100.0,  # code
-        # Deviation: the code's values run fits its own LimitsNormalizer while the planner hands J trajectories
-        # normalised by the diffusion's normaliser; diffrl trains J on the diffusion's normalisation
-        # (task.normalizer), the space it is queried in.
+        # As the code since its commit 28f23a0: J is trained on the diffusion's normalisation (the values run's
+        # GaussianNormalizer, which plan_guided.py asserts equal to the diffusion's), the space it is queried in.
     )
     c.train = dict(
         steps=1_000_000,  # code n_train_steps (locomotion 1e6, maze 2e6); paper: 500k
