@@ -86,9 +86,13 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c.plan = dict(
         # App. E.2.2: w from {1.2, 1.4, 1.6, 1.8} "depending on the task"; the per-task choice is not given
         guidance_weight=1.4,
-        temperature=0.5,  # App. B.2 / E.2.2: low-temperature sampling alpha
-        # QGPO's guidance_scale default, Eq. 6's exact guidance for the chain f was fitted on (w = 1, temperature 1);
-        # with w and alpha above it tilts a sharpened prior instead, as the paper combines them
+        # App. B.2 / E.2.2: low-temperature sampling alpha, scaling the variance as B.2 says (Decision Diffuser's
+        # code, which B.2 cites, scales the standard deviation by 0.5 and starts from 0.5 N(0, I))
+        temperature=0.5,
+        # The paper gives no scale. 1.0 is Eq. 6's exact guidance for the chain f was fitted on (w = 1,
+        # temperature 1) and the value QGPO's model is built with; QGPO's train_critic.py evaluates a sweep
+        # (s in {0, 1, 2, 3, 5, 8, 10} Gym, {1, ..., 4} AntMaze) and reports its best. With w and alpha above
+        # it tilts a sharpened prior instead, as the paper combines them
         energy_scale=1.0,
         sampler_steps=100,  # reverse steps: all K
         # E.2.2's "context length C = 20" has no counterpart here: the prior is conditioned on s_1 alone (Sec. 4.1)
