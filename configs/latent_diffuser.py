@@ -45,7 +45,11 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c.dataset = dict(id=dataset_id, root=None, episodes="stored")
     latent_step = 3  # L is not given; TAP's latent_step (config/vqvae.py)
     c.task = dict(
-        horizon=plan_latents * latent_step,  # T, the raw steps of a window: H latent actions of L steps each
+        # T, the raw steps of a window: H latent actions of L steps each. Windows lie inside one episode and are
+        # not padded (TAP pads episodes to max_path_length with a -100 termination penalty; the paper says
+        # neither): an episode shorter than T gives no window, and the last T - 1 states of each are no s_1.
+        # D4RL's pen episodes were 100 steps: pen data without a longer episode stops with a clear error.
+        horizon=plan_latents * latent_step,
         latent_step=latent_step,
         # states, rewards and returns are z-scored (TAP: normalize, normalize_reward), so Q = G_t is in units of the
         # data's return standard deviation and beta = 3 tilts towards sum_t Q in those units (QGPO rescales its
@@ -66,7 +70,10 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         prior_dim=128, prior_dim_mults=(1, 4, 8), embed_hidden=256,
         energy_hidden=256, energy_depth=4,  # App. E.2.2; QGPO's GuidanceQt: 4 x 256 SiLU
     )
-    c.vae = dict(kl_weight=1e-6)  # Sec. 4.1: "a low-weighted (~1e-6) KL penalty towards a standard normal"
+    # Sec. 4.1: "a low-weighted (~1e-6) KL penalty towards a standard normal". The paper does not say how either
+    # term is reduced: here the KL is summed over a window's latent entries (H x latent_dim) and the squared
+    # error averaged per token entry, its "mean squared error"
+    c.vae = dict(kl_weight=1e-6)
     c.diffusion = dict(
         num_steps=100,  # App. E.2.1: K = 100
         schedule="cosine",  # not given; Decision Diffuser's (whose U-Net and recipe App. E.2.1 follows)
