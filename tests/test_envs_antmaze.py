@@ -1,4 +1,4 @@
-"""MJX AntMaze against gymnasium-robotics AntMaze_*-v4: step parity, the wall boxes, the registrations."""
+"""MJX AntMaze against gymnasium-robotics AntMaze_*-v4 and -v5: step parity, the wall boxes, the registrations."""
 
 import json
 import os
@@ -46,6 +46,16 @@ def test_steps_match_gymnasium_robotics(parity):
     assert parity["free_qpos"] < 1e-3  # a free run of the first 30 steps stays on gymnasium's trajectory
 
 
+def test_v5_adds_ant_v5s_clipped_contact_forces(parity):
+    """The same run through the v5 env: its 78 contact forces (``mjx.rne_postconstraint`` after the step, clipped)
+    against MuJoCo C's; gymnasium's AntMaze_UMaze-v5 set to each state observes exactly v4's observation plus
+    them, and 0 after a reset. Forces left uncomputed (0) would be up to 1 off on the steps that touch."""
+    assert parity["v5_layout"] == 0.0 and parity["reset_forces"] == 0.0
+    assert parity["touching_forces"] >= 50  # the ant stands on the floor: forces are there to compare
+    assert parity["steady_forces"] < 1e-2, parity
+    assert parity["median_forces"] < 1e-6, parity
+
+
 def test_wall_boxes_stand_on_every_wall_the_ant_can_reach():
     """In the large maze, for 4,000 torso positions in free cells, every wall cell whose box lies within the ant's
     reach of the torso has one of the three movable boxes on it."""
@@ -77,6 +87,10 @@ def test_registrations_give_maps_time_limits_and_layout():
     assert (umaze.max_episode_steps, umaze.reward_type) == (700, "dense")
     # cell (i, j) centre: x = 4 (j + 0.5) - 2 width, y = 2 length - 4 (i + 0.5)
     np.testing.assert_allclose(umaze.layout.cell_to_xy(np.array([1, 1])), [-4.0, 4.0])
+    v5 = make_env("AntMaze_Large-v5")
+    assert (v5.name, v5.version, v5.max_episode_steps, v5.observation_size) == ("AntMaze_Large-v5", "v5", 1000, 109)
+    with pytest.raises(ValueError, match="version"):
+        AntMaze("umaze", version="v3")
 
 
 def test_ultra_is_plandqs_maze_with_its_time_limit_in_both_envs():

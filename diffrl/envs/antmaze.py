@@ -1,5 +1,6 @@
 """AntMaze in MJX, reproducing gymnasium-robotics ``AntMaze_{UMaze,Open,Medium,Large}[_Diverse_G[R]][Dense]-v4``
-(:func:`diffrl.envs.registry.make_env` takes those ids; :class:`AntMaze` takes a maze name or any map).
+and, as an option, ``-v5`` (:func:`diffrl.envs.registry.make_env` takes those ids; :class:`AntMaze` takes a maze
+name or any map).
 
 Reproduced from gymnasium-robotics 1.4 (``envs/maze/ant_maze_v4.py``, ``maze_v4.py``, ``maps.py``, the v4
 registrations) and gymnasium's ``Ant-v4`` (``envs/mujoco/ant_v4.py``, ``assets/ant.xml``), the version the
@@ -17,6 +18,11 @@ Minari ``D4RL/antmaze/*-v1`` datasets record:
   goal) with the ant at ``qpos0`` (torso at height 0.75, joints at 0) moved to the reset xy, zero velocity:
   ``AntMazeEnv`` builds its ant with ``reset_noise_scale=0``.
 * time limit: 700 steps on U-Maze and Open, 1000 on Medium and Large (the registrations), 2000 on Ultra.
+* v5 (``version="v5"``, ``ant_maze_v5.py`` over gymnasium's ``Ant-v5``): the same model and dynamics; the
+  observation adds Ant-v5's default ``cfrc_ext`` block, the external forces on the ant's 13 bodies (the world
+  body left out) clipped to ``contact_force_range = (-1, 1)``, 78 entries after ``qvel`` (105 in all). MuJoCo C
+  computes them by ``mj_rnePostConstraint`` after the five physics steps (``MujocoEnv._step_mujoco_simulation``),
+  MJX by ``mjx.rne_postconstraint``; after a reset they are 0 (``mj_resetData``; ``mj_forward`` leaves them).
 
 Contacts: as in :class:`diffrl.envs.pointmaze.PointMaze`, the model holds three wall boxes (mocap bodies) placed
 before every physics step on the wall cells beside the torso's cell in x, in y and diagonally, on its quadrant's
@@ -55,6 +61,9 @@ MAZE_SIZE_SCALING = 4.0  # ant_maze_v4.AntMazeEnv
 MAZE_HEIGHT = 0.5
 FRAME_SKIP = 5  # ant_v4.AntEnv
 MAX_EPISODE_STEPS = {"open": 700, "umaze": 700, "medium": 1000, "large": 1000, "ultra": 2000}
+ANT_BODIES = 14  # the world and the ant's 13 bodies; the wall boxes come after them
+CONTACT_FORCE_RANGE = (-1.0, 1.0)  # ant_v5.AntEnv contact_force_range
+VERSIONS = ("v4", "v5")
 # PlanDQ's AntMaze Ultra (Jiang et al.'s D4RL extension, changchencc/PlanDQ branch antmaze,
 # d4rl/locomotion/maze_env.py ULTRA_MAZE_TEST, antmaze-ultra-*-v0: 2,000-step episodes), walls only
 ULTRA_MAZE = [[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
@@ -92,8 +101,8 @@ def ant_maze_mjcf(layout) -> str:
 
 
 class AntMaze(MazeGoalEnv):
-    """MJX AntMaze with the gymnasium-robotics ``AntMaze_*-v4`` dynamics, rewards and resets; ``maze`` is a
-    gymnasium-robotics maze name, ``"ultra"`` (:data:`ULTRA_MAZE`, every free cell a reset and goal cell) or a map."""
+    """MJX AntMaze with the gymnasium-robotics ``AntMaze_*-v4`` (or ``-v5``) dynamics, rewards and resets; ``maze`` is
+    a gymnasium-robotics maze name, ``"ultra"`` (:data:`ULTRA_MAZE`, every free cell a reset and goal cell) or a map."""
 
     observation_size = 31
     action_size = 8
@@ -106,13 +115,19 @@ class AntMaze(MazeGoalEnv):
         reset_target: bool = False,
         max_episode_steps: int | None = None,
         protocol: MazeProtocol = POINTMAZE_V3,
+        version: str = "v4",
     ):
+        if version not in VERSIONS:
+            raise ValueError(f"AntMaze version must be one of {VERSIONS}, got {version!r}")
+        self.version = version
+        self.observation_size = 31 + (6 * (ANT_BODIES - 1) if version == "v5" else 0)
         super().__init__(ANT_ONLY_MAZES.get(maze, maze) if isinstance(maze, str) else maze, reward_type,
                          continuing_task, reset_target, protocol, MAZE_SIZE_SCALING, MAZE_HEIGHT)
         self.maze_name = known_maze(self.layout.maze_map) or "custom"
         self.max_episode_steps = int(max_episode_steps or MAX_EPISODE_STEPS.get(self.maze_name, 1000))
         suffix = "Dense" if reward_type == "dense" else ""
-        self.name = f"AntMaze_{GYM_IDS.get(self.maze_name, 'PointMaze_Custom').removeprefix('PointMaze_')}{suffix}-v4"
+        maze_id = GYM_IDS.get(self.maze_name, "PointMaze_Custom").removeprefix("PointMaze_")
+        self.name = f"AntMaze_{maze_id}{suffix}-{version}"
         self.mj_model = mujoco.MjModel.from_xml_string(ant_maze_mjcf(self.layout))
         use_exact_sphere_box_contacts()  # the torso is a sphere: exact sphere-box contacts within the margin
         use_mujoco_capsule_plane_frames()  # the legs on the floor: MuJoCo C's friction pyramid orientation
@@ -130,11 +145,17 @@ class AntMaze(MazeGoalEnv):
             return mjx.step(self.model, data.replace(mocap_pos=self.wall_boxes(data.qpos)))
 
         data = state.data.replace(ctrl=jnp.asarray(action, state.data.ctrl.dtype))
-        return self._stepped(state, jax.lax.fori_loop(0, FRAME_SKIP, physics_step, data))
+        data = jax.lax.fori_loop(0, FRAME_SKIP, physics_step, data)
+        if self.version == "v5":
+            data = mjx.rne_postconstraint(self.model, data)
+        return self._stepped(state, data)
 
-    @staticmethod
-    def _observation(data, goal) -> jnp.ndarray:
-        return jnp.concatenate([data.qpos[2:], data.qvel, data.qpos[:2], goal])
+    def _observation(self, data, goal) -> jnp.ndarray:
+        parts = [data.qpos[2:], data.qvel]
+        if self.version == "v5":
+            forces = getattr(data, "_impl", data).cfrc_ext[1:ANT_BODIES]
+            parts.append(jnp.clip(forces, *CONTACT_FORCE_RANGE).ravel())
+        return jnp.concatenate([*parts, data.qpos[:2], goal])
 
     def draw_episodes(self, observations, valid, planned_states=None, titles=None):
         """The torso's paths over the maze (``achieved_goal``), the goals, and the plans' ``xy``: planned states that

@@ -18,7 +18,7 @@ from diffrl.envs.pointmaze import (
 
 _POINTMAZE_ID = re.compile(r"^PointMaze_(UMaze|Open|Medium|Large)(Dense)?-v3$")
 _MAZE2D_ID = re.compile(r"^diffrl/Maze2D_(UMaze|Medium|Large)-v1$")
-_ANTMAZE_ID = re.compile(r"^AntMaze_(UMaze|Open|Medium|Large)(_Diverse_GR?)?(Dense)?-v4$")
+_ANTMAZE_ID = re.compile(r"^AntMaze_(UMaze|Open|Medium|Large)(_Diverse_GR?)?(Dense)?-(v4|v5)$")
 _MAZE_BY_GYM_NAME = {name.removeprefix("PointMaze_"): maze for maze, name in GYM_IDS.items()}
 LOCOMOTION_IDS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
 
@@ -64,6 +64,7 @@ def make_env(env, **overrides) -> Env:
             "continuing_task": kwargs.get("continuing_task", True),
             "reset_target": kwargs.get("reset_target", False),
             "max_episode_steps": max_steps or registered.max_episode_steps,
+            "version": antmaze.group(4),
         }
         options.update(overrides)
         made = AntMaze(**options)
@@ -76,7 +77,7 @@ def make_env(env, **overrides) -> Env:
 
         return make_locomotion_env(env_id, **overrides)
     raise NoMJXPortError(
-        f"environment {env_id!r} has no MJX port (ported: PointMaze_*-v3, diffrl/Maze2D_*-v1, AntMaze_*-v4, "
+        f"environment {env_id!r} has no MJX port (ported: PointMaze_*-v3, diffrl/Maze2D_*-v1, AntMaze_*-v4 / -v5, "
         f"{', '.join(LOCOMOTION_IDS)}); "
         "evaluate it on the CPU with diffrl.envs.gym_fallback.evaluate_gym"
     )
@@ -105,7 +106,7 @@ def _maze_of(env_id: str, kwargs: dict):
         return evaluation_map(_MAZE_BY_GYM_NAME[maze2d.group(1)])
     if _ANTMAZE_ID.match(env_id):
         return kwargs.get("maze_map") or _gymnasium_robotics_spec(env_id).kwargs["maze_map"]
-    raise ValueError(f"{env_id!r} is not a maze env (PointMaze_*-v3, diffrl/Maze2D_*-v1, AntMaze_*-v4)")
+    raise ValueError(f"{env_id!r} is not a maze env (PointMaze_*-v3, diffrl/Maze2D_*-v1, AntMaze_*-v4 / -v5)")
 
 
 def has_mjx_port(env) -> bool:
