@@ -36,7 +36,9 @@ def _base() -> ml_collections.ConfigDict:
         episodes="stored",  # stored | streams | goal_departures (diffrl.data.preprocess.segment_episodes)
     )
     c.task = dict(kind="reward", horizon=32, state_key=None, goal_key=None, normalizer="gaussian")
-    c.model = dict(dim=32, dim_mults=(1, 2, 4, 8))  # temporal U-Net (App. C item 1); dim 32: code default
+    # temporal U-Net (App. C item 1); dim 32: code default. Layers start from flax's default initialisation
+    # (LeCun normal, zero biases), not PyTorch's (uniform, non-zero biases), which the code inherits
+    c.model = dict(dim=32, dim_mults=(1, 2, 4, 8))
     # diffrl's option (neither paper nor code has one): the U-Nets' (denoiser and J) computation dtype, float32 or
     # bfloat16 (mixed precision: parameters, optimizer, GroupNorm statistics and the sampler stay float32). Not a
     # shape key: a run trained in one dtype is evaluated or resumed in the other. benchmarks/results say what
@@ -79,7 +81,10 @@ def _base() -> ml_collections.ConfigDict:
         value=dict(steps=200_000),
     )
     c.plan = dict(
-        candidates=64,  # code: plan batch_size (the best of 64 guided plans)
+        # code: plan batch_size (the best of 64 guided plans). Deviation: the plans are ranked by J of the final
+        # sample; the code ranks them by the J its last guide call computed, on the sample entering the last
+        # denoising step (sampling/functions.py n_step_guided_p_sample returns that y)
+        candidates=64,
         guide_scale=0.1,  # code; the paper's App. C item 6 says alpha = 0.001
         n_guide_steps=2,  # code
         t_stopgrad=2,  # code
