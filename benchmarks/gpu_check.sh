@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, sized to end within 8 minutes on one GPU: diffrl on the GPU (the CUDA extra installed when JAX sees
 # no GPU), a check that a train chunk and a plan run there, the sampler, train and env benchmarks at GPU-sized
-# batches (the maze U-Net in float32 and in bfloat16), and the official PyTorch Diffuser beside diffrl on the
-# same GPU. Each benchmark writes its own section of
+# batches (the maze U-Net in float32 and in bfloat16), the official PyTorch Diffuser beside diffrl on the same GPU,
+# and, in what is left of the 8 minutes, MJX Warp Hopper rows where warp-lang is installed. Each benchmark writes its
+# own section of
 # benchmarks/results/<gpu>.md; a step that runs past its time limit is reported and the next one starts (the rows it
 # measured before that are in the log: each benchmark prints its rows as it measures them).
 #
@@ -88,6 +89,15 @@ if [ -n "$official" ]; then
     --guided-batches 64 1024 --repeats 3
 else
   echo "== no official Diffuser checkout given: the PyTorch rows are skipped"
+fi
+# MJX's Warp implementation (diffrl[warp]) on the GPU, in whatever is left of the 8 minutes
+left=$((480 - (SECONDS - started)))
+if ! python3 -c "import warp" 2>/dev/null; then
+  echo "== warp-lang is not installed: no MJX Warp rows"
+elif [ "$left" -lt 30 ]; then
+  echo "== ${left} s left of 8 minutes: no MJX Warp rows"
+else
+  step "$left" python3 -m diffrl.cli benchmark envs --envs hopper --sizes 4096 65536 --budget 30 --warp
 fi
 echo "== done in $((SECONDS - started)) s; results in benchmarks/results/"
 exit "$status"

@@ -307,9 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plot", default=None, metavar="PATH",
                           help="PNG of plans and trajectories (default: WORKDIR/evaluation/rollouts.png)")
     evaluate.add_argument("--no-plot", action="store_true", help="do not write the plot")
-    evaluate.add_argument("--backend", choices=("auto", "mjx", "gym"), default="auto",
-                          help="mjx: parallel MJX envs; gym: gymnasium envs on the CPU (MuJoCo C); auto (default): "
-                               "gym for envs without an MJX port and for locomotion when JAX runs on the CPU")
+    evaluate.add_argument("--backend", choices=("auto", "mjx", "mjx-warp", "gym"), default="auto",
+                          help="mjx: parallel MJX envs; mjx-warp: the same with MJX's Warp implementation (Hopper, "
+                               "HalfCheetah, Walker2d; pip install 'diffrl[warp]'); gym: gymnasium envs on the CPU "
+                               "(MuJoCo C); auto (default): gym for envs without an MJX port and for locomotion when "
+                               "JAX runs on the CPU")
     evaluate.set_defaults(handler=_evaluate)
     demo = sub.add_parser("demo", help="run the embedded end-to-end demo (a few minutes on a 2-core CPU)",
                           description="Generate a small PointMaze U-Maze dataset (if absent), train Diffuser briefly, "

@@ -42,7 +42,9 @@ from diffrl.envs.locomotion import HalfCheetah, Hopper, LocomotionEnv, Walker2d,
 
 # All three in the suite: with MJX's line search stopping when converged (mjx_contact.use_early_exit_linesearch) the
 # Walker2d and HalfCheetah parity checks take ~40 s together on the suite's 2-core CPU.
-ROLLOUT_PARAMS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
+# Hopper also through MJX's Warp implementation (MuJoCo Warp's kernels, here on the CPU; ~40 s with a cold kernel
+# cache).
+ROLLOUT_PARAMS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Hopper-v5:warp")
 BATCH = 8
 HORIZON = 100
 ACTION_SCALES = np.array([1.0, 1.0, 0.5, 0.3, 0.2, 0.1, 0.1, 1.5])
@@ -86,8 +88,8 @@ class MjxRollouts:
 
 
 @functools.cache
-def mjx_rollouts(gym_id: str) -> MjxRollouts:
-    env = make_locomotion_env(gym_id)
+def mjx_rollouts(gym_id: str, impl: str = "jax") -> MjxRollouts:
+    env = make_locomotion_env(gym_id, impl=impl, parallel_envs=BATCH)
     state = initial = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), BATCH))
     uniform = np.random.default_rng(0).uniform(-1, 1, (BATCH, HORIZON, env.action_size))
     actions = (ACTION_SCALES[:, None, None] * uniform).astype(np.float32)
@@ -158,7 +160,7 @@ def assert_rollout_matches(rollouts: MjxRollouts, rollout: int, expected: dict, 
 
 @pytest.fixture(scope="module", params=ROLLOUT_PARAMS)
 def rollouts(request) -> MjxRollouts:
-    return mjx_rollouts(request.param)
+    return mjx_rollouts(*request.param.split(":"))
 
 
 def test_one_step_parity_with_gymnasium(rollouts):
@@ -213,10 +215,13 @@ def test_truncation_at_max_episode_steps(rollouts):
     np.testing.assert_array_equal(late.obs, rollouts.obs[:, 0])
 
 
-def test_the_gymnasium_evaluator_scores_a_policy_as_the_mjx_rollout_does(rollouts):
+@pytest.mark.parametrize("gym_id", [name for name in ROLLOUT_PARAMS if ":" not in name])
+def test_the_gymnasium_evaluator_scores_a_policy_as_the_mjx_rollout_does(gym_id):
     """``diffrl evaluate``'s two backends on the same linear feedback policy over 8 episodes of at most 200
     steps: the MJX rollout (the compiled step, from MJX's resets) and gymnasium's envs (seeds 0..7, other reset
-    noise) give the same mean return within noise, and the zero policy does not."""
+    noise) give the same mean return within noise, and the zero policy does not. (Not for the Warp step, which
+    costs ~0.2 s a call from Python on the CPU; the one-step and open-loop tests check it.)"""
+    rollouts = mjx_rollouts(gym_id)
     env = rollouts.env
     gains = np.random.default_rng(1).normal(0, 0.3, (env.observation_size, env.action_size)).astype(np.float32)
 

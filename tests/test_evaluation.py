@@ -190,5 +190,35 @@ def test_the_backend_is_mujoco_c_for_locomotion_on_a_cpu_and_for_envs_without_an
     assert "Pendulum-v1 has no MJX port: evaluating in 3 gymnasium environments on the CPU" in caplog.text
     with pytest.raises(NoMJXPortError, match="'Pendulum-v1' has no MJX port"):
         choose_backend(gym.spec("Pendulum-v1"), "mjx")
-    with pytest.raises(ValueError, match="unknown evaluation backend 'warp'; choose one of auto, mjx, gym"):
+    with pytest.raises(ValueError, match="unknown evaluation backend 'warp'; choose one of auto, mjx, mjx-warp, gym"):
         choose_backend(gym.spec("Hopper-v5"), "warp")
+    assert choose_backend(gym.spec("Walker2d-v5"), "mjx-warp") == "mjx-warp"  # asked for, never chosen by auto
+    with pytest.raises(ValueError, match="mjx-warp backend is offered for Hopper-v5, HalfCheetah-v5, Walker2d-v5, "
+                                         "not PointMaze_UMaze-v3"):
+        choose_backend(gym.envs.registration.EnvSpec("PointMaze_UMaze-v3"), "mjx-warp")
+    with pytest.raises(NoMJXPortError, match="'Pendulum-v1' has no MJX port"):
+        choose_backend(gym.spec("Pendulum-v1"), "mjx-warp")
+
+
+def test_the_warp_backend_scores_a_hopper_policy_as_mujoco_c_does(tmp_path, caplog):
+    """``diffrl evaluate --backend mjx-warp`` (MJX's Warp implementation, here on the CPU) and the gymnasium
+    evaluator score the same policy alike: 16 episodes of at most 40 steps each (other reset draws), the same
+    mean return within 3 standard errors and 2%."""
+    caplog.set_level(logging.INFO, logger="diffrl")
+    root = tmp_path / "data"
+    dataset_id = write_random_dataset(root, "Hopper-v5", "toy/hopper/random-v0", steps=40, max_episode_steps=40)
+    config = apply_overrides(load_config("bc.py:hopper-medium"), [*TINY_BC, f"dataset.root={root}",
+                                                                   f"dataset.id={dataset_id}"])
+    train(config, tmp_path / "run", progress=False)
+    summaries = {}
+    for backend in ("mjx-warp", "gym"):
+        json_path = tmp_path / f"{backend}.json"
+        assert main(["evaluate", "--workdir", str(tmp_path / "run"), "--episodes", "16", "--backend", backend,
+                     "--no-plot", "--json", str(json_path)]) == 0
+        summaries[backend] = json.loads(json_path.read_text())
+    assert ("evaluating 16 episodes of 40 steps in parallel MJX envs (MJX's Warp implementation) (compiling the "
+            "rollout on first use) ..." in caplog.text)
+    warp, mujoco_c = summaries["mjx-warp"], summaries["gym"]
+    assert (warp["backend"], mujoco_c["backend"]) == ("mjx-warp", "gym")
+    tolerance = 3 * np.hypot(warp["return_stderr"], mujoco_c["return_stderr"]) + 0.02 * abs(mujoco_c["return_mean"])
+    assert abs(warp["return_mean"] - mujoco_c["return_mean"]) < tolerance, (warp, mujoco_c)

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import mujoco
 from mujoco import mjx
 
-from diffrl.envs.base import Env, EnvState, put_model
+from diffrl.envs.base import Env, EnvState, blank_data, put_model
 from diffrl.envs.mjx_contact import (
     use_early_exit_linesearch,
     use_mujoco_capsule_plane_frames,
@@ -53,6 +53,10 @@ class LocomotionEnv(Env):
 
     Subclasses name the model (``xml_file``, ``frame_skip``, ``name``) and, where the gymnasium original differs,
     override :meth:`_observed_velocity`, :meth:`_reset_velocity_noise` and :meth:`_survival`.
+
+    ``impl``: MJX's JAX implementation (default) or its Warp one, MuJoCo Warp's kernels (``pip install
+    'diffrl[warp]'``), which on a GPU runs contact-rich bodies far faster; it sizes its buffers for
+    ``parallel_envs`` envs stepped together and computes in float32.
     """
 
     xml_file: str
@@ -64,6 +68,8 @@ class LocomotionEnv(Env):
         ctrl_cost_weight: float,
         reset_noise_scale: float,
         max_episode_steps: int = MAX_EPISODE_STEPS,
+        impl: str = "jax",
+        parallel_envs: int = 1,
     ):
         self.forward_reward_weight = forward_reward_weight
         self.ctrl_cost_weight = ctrl_cost_weight
@@ -72,7 +78,8 @@ class LocomotionEnv(Env):
         self.mj_model = mujoco.MjModel.from_xml_path(os.path.join(GYMNASIUM_ASSETS, self.xml_file))
         use_mujoco_capsule_plane_frames()  # capsules on the floor: MuJoCo C's friction directions
         use_early_exit_linesearch()
-        self.model = put_model(self.mj_model)
+        self.model = put_model(self.mj_model, impl)
+        self.impl, self.parallel_envs = impl, parallel_envs
         self.dt = self.mj_model.opt.timestep * self.frame_skip
         self.observation_size = self.mj_model.nq - 1 + self.mj_model.nv
         self.action_size = self.mj_model.nu
@@ -110,7 +117,7 @@ class LocomotionEnv(Env):
     def reset_to(self, qpos, qvel, rng: jax.Array) -> EnvState:
         """A state at given joint positions and velocities (``MujocoEnv.set_state``): evaluation from recorded
         states, parity checks."""
-        data = mjx.make_data(self.model)
+        data = blank_data(self.mj_model, self.model, self.parallel_envs)
         data = data.replace(qpos=jnp.asarray(qpos, data.qpos.dtype), qvel=jnp.asarray(qvel, data.qvel.dtype))
         data = mjx.forward(self.model, data)
         _, _, survival_info = self._survival(data.qpos, data.qvel)
@@ -163,8 +170,9 @@ class HealthyLocomotionEnv(LocomotionEnv):
         reset_noise_scale: float,
         max_episode_steps: int = MAX_EPISODE_STEPS,
         healthy_state_range: tuple[float, float] | None = None,
+        **mjx_options,
     ):
-        super().__init__(forward_reward_weight, ctrl_cost_weight, reset_noise_scale, max_episode_steps)
+        super().__init__(forward_reward_weight, ctrl_cost_weight, reset_noise_scale, max_episode_steps, **mjx_options)
         self.healthy_reward = healthy_reward
         self.terminate_when_unhealthy = terminate_when_unhealthy
         self.healthy_z_range = healthy_z_range
@@ -209,10 +217,12 @@ class Hopper(HealthyLocomotionEnv):
         healthy_angle_range: tuple[float, float] = (-0.2, 0.2),
         reset_noise_scale: float = 5e-3,
         max_episode_steps: int = MAX_EPISODE_STEPS,
+        **mjx_options,
     ):
         super().__init__(
             forward_reward_weight, ctrl_cost_weight, healthy_reward, terminate_when_unhealthy, healthy_z_range,
             healthy_angle_range, reset_noise_scale, max_episode_steps, healthy_state_range=healthy_state_range,
+            **mjx_options,
         )
 
 
@@ -233,10 +243,11 @@ class Walker2d(HealthyLocomotionEnv):
         healthy_angle_range: tuple[float, float] = (-1.0, 1.0),
         reset_noise_scale: float = 5e-3,
         max_episode_steps: int = MAX_EPISODE_STEPS,
+        **mjx_options,
     ):
         super().__init__(
             forward_reward_weight, ctrl_cost_weight, healthy_reward, terminate_when_unhealthy, healthy_z_range,
-            healthy_angle_range, reset_noise_scale, max_episode_steps,
+            healthy_angle_range, reset_noise_scale, max_episode_steps, **mjx_options,
         )
 
 
@@ -256,8 +267,9 @@ class HalfCheetah(LocomotionEnv):
         ctrl_cost_weight: float = 0.1,
         reset_noise_scale: float = 0.1,
         max_episode_steps: int = MAX_EPISODE_STEPS,
+        **mjx_options,
     ):
-        super().__init__(forward_reward_weight, ctrl_cost_weight, reset_noise_scale, max_episode_steps)
+        super().__init__(forward_reward_weight, ctrl_cost_weight, reset_noise_scale, max_episode_steps, **mjx_options)
 
     def _reset_velocity_noise(self, rng: jax.Array, dtype) -> jnp.ndarray:
         """half_cheetah_v5 ``reset_model``: ``qvel = reset_noise_scale * N(0, 1)``."""
@@ -271,7 +283,9 @@ _BY_NAME = {**LOCOMOTION_ENVS, **{env_class.name: env_class for env_class in LOC
 def make_locomotion_env(name: str, **kwargs) -> LocomotionEnv:
     """``make_locomotion_env("hopper")`` or ``make_locomotion_env("Hopper-v5", ctrl_cost_weight=...)``.
 
-    ``kwargs`` are the gymnasium constructor arguments of that environment (and ``max_episode_steps``).
+    ``kwargs`` are the gymnasium constructor arguments of that environment (and ``max_episode_steps``), and the
+    MJX implementation: ``impl="warp"`` with ``parallel_envs``, the most envs stepped together (see
+    :func:`diffrl.envs.base.blank_data`).
     """
     if name not in _BY_NAME:
         raise ValueError(f"unknown locomotion environment {name!r}; choose one of {', '.join(_BY_NAME)}")

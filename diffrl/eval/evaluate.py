@@ -22,7 +22,7 @@ import numpy as np
 from diffrl.agents.base import Method
 from diffrl.envs.base import Env
 from diffrl.envs.gym_fallback import evaluate_gym
-from diffrl.envs.registry import has_mjx_port, make_env, slower_than_mujoco_c_on_cpu
+from diffrl.envs.registry import LOCOMOTION_IDS, has_mjx_port, make_env, slower_than_mujoco_c_on_cpu
 from diffrl.eval.plots import save_figure, set_figure_title
 from diffrl.eval.rollout import make_rollout, score_summary
 from diffrl.files import write_atomically
@@ -31,7 +31,7 @@ from diffrl.train.sharding import make_mesh, put_replicated
 
 logger = logging.getLogger(__name__)
 GYM_FALLBACK_ENVS = 10  # parallel gymnasium environments of the CPU fallback
-EVAL_BACKENDS = ("auto", "mjx", "gym")
+EVAL_BACKENDS = ("auto", "mjx", "mjx-warp", "gym")
 
 
 def eval_env_spec(method: Method):
@@ -53,7 +53,8 @@ def eval_env_spec(method: Method):
 
 
 def choose_backend(spec, backend: str = "auto", num_envs: int = GYM_FALLBACK_ENVS) -> str:
-    """``"mjx"`` (parallel MJX envs, one compiled rollout) or ``"gym"`` (gymnasium envs, MuJoCo C on the CPU).
+    """``"mjx"`` (parallel MJX envs, one compiled rollout), ``"mjx-warp"`` (the same with MJX's Warp implementation,
+    for the locomotion envs; asked for, never chosen by ``auto``) or ``"gym"`` (gymnasium envs, MuJoCo C on the CPU).
 
     ``auto`` takes gymnasium for an env with no MJX port, and for the locomotion envs and AntMaze when JAX runs on
     the CPU, where MJX is slower than MuJoCo C (MJX Hopper: 812 steps/s with 256 envs, one gymnasium Hopper: 4,547;
@@ -62,10 +63,13 @@ def choose_backend(spec, backend: str = "auto", num_envs: int = GYM_FALLBACK_ENV
     if backend not in EVAL_BACKENDS:
         raise ValueError(f"unknown evaluation backend {backend!r}; choose one of {', '.join(EVAL_BACKENDS)}")
     if not has_mjx_port(spec):
-        if backend == "mjx":
+        if backend in ("mjx", "mjx-warp"):
             make_env(spec)  # raises NoMJXPortError, naming the ported envs
         logger.info("%s has no MJX port: evaluating in %d gymnasium environments on the CPU", spec.id, num_envs)
         return "gym"
+    if backend == "mjx-warp" and spec.id not in LOCOMOTION_IDS:
+        raise ValueError(f"the mjx-warp backend is offered for {', '.join(LOCOMOTION_IDS)}, not {spec.id}; use mjx "
+                         "or gym")
     if backend == "auto" and slower_than_mujoco_c_on_cpu(spec) and jax.default_backend() == "cpu":
         logger.info("%s: evaluating in %d gymnasium environments (MuJoCo C), faster than MJX on a CPU", spec.id,
                     num_envs)
@@ -85,9 +89,13 @@ class Evaluator:
         spec, kwargs = eval_env_spec(method)
         self.spec, self.spec_kwargs = spec, kwargs
         self.env, self.mesh = None, None
-        if choose_backend(spec, backend, min(GYM_FALLBACK_ENVS, self.episodes)) == "mjx":
+        self.backend = choose_backend(spec, backend, min(GYM_FALLBACK_ENVS, self.episodes))
+        if self.backend == "mjx":
             self.env = make_env(spec, **kwargs)
             self.mesh = episode_mesh(self.episodes)
+        elif self.backend == "mjx-warp":  # one device: MJX Warp's contact buffer is shared by all the episodes
+            self.env = make_env(spec, **kwargs, impl="warp", parallel_envs=self.episodes)
+        if self.env is not None:
             self._rollout = make_rollout(self.env, self.policy, self.episodes, self.env.max_episode_steps, self.mesh)
         else:
             self._init, self._act = jax.jit(self.policy.init), jax.jit(self.policy.act)
@@ -100,7 +108,8 @@ class Evaluator:
         """Evaluate ``params``; ``step`` (the checkpoint's training step) goes into the figure's title."""
         max_steps = self.env.max_episode_steps if self.env is not None else self.spec.max_episode_steps
         devices = f" over {self.mesh.size} devices" if self.mesh is not None else ""
-        where = (f"parallel MJX envs{devices} (compiling the rollout on first use)" if self.env is not None
+        warp = " (MJX's Warp implementation)" if self.backend == "mjx-warp" else ""
+        where = (f"parallel MJX envs{devices}{warp} (compiling the rollout on first use)" if self.env is not None
                  else f"{min(GYM_FALLBACK_ENVS, self.episodes)} gymnasium environments on the CPU")
         logger.info("evaluating %d episodes of %s steps in %s ...", self.episodes, max_steps, where)
         started = time.perf_counter()
@@ -116,7 +125,7 @@ class Evaluator:
         has_success = self.env.reports_success if self.env is not None else out["first_hit"] is not None
         summary = score_summary(out["returns"], out["first_hit"] if has_success else None, info.ref_min_score,
                                 info.ref_max_score, max_steps)
-        summary.update(dataset_id=info.dataset_id, env=self.env_name, backend="gym" if self.env is None else "mjx",
+        summary.update(dataset_id=info.dataset_id, env=self.env_name, backend=self.backend,
                        multi_goal=bool(self.method.config.eval.multi_goal), seconds=round(seconds, 3),
                        max_episode_steps=max_steps)
         figure = None
