@@ -1,14 +1,15 @@
 """MJX environment throughput at 1..4096 parallel envs, next to the gymnasium original on the same machine.
 
     diffrl benchmark envs [--envs pointmaze-umaze hopper] [--sizes 1 16 256 4096] [--steps 20] [--budget 20]
-                          [--warp] [--json PATH] [--no-write]
+                          [--impls jax warp] [--json PATH] [--no-write]
 
 Steady state: ``steps`` env steps of ``n`` envs inside one jitted ``lax.scan`` (uniform random actions drawn
 inside), best of 3 calls after a warm-up call; compile time is the ahead-of-time compilation alone. The gymnasium
 row steps one CPU env in a Python loop with random actions, resetting when an episode ends. AntMaze also gets a
 "a box per wall" row: the same ant stepped in MJX with gymnasium-robotics' own model, every wall cell a static
-box, to show what the three movable wall boxes save. With ``--warp`` the locomotion envs also get an "MJX Warp"
-row: the same env on MJX's Warp implementation (``pip install 'diffrl[warp]'``).
+box, to show what the three movable wall boxes save. ``--impls`` picks MJX's implementations to time: ``jax`` (the
+default), ``warp`` (MJX's Warp implementation, ``pip install 'diffrl[warp]'``; locomotion envs only) or both; a
+run with ``warp`` writes its own section.
 """
 
 from __future__ import annotations
@@ -89,19 +90,19 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=20.0,
                         help="skip a size whose call is predicted (linearly from the previous size) to take longer "
                              "than this many seconds (default: 20)")
-    parser.add_argument("--warp", action="store_true",
-                        help="also time the locomotion envs on MJX's Warp implementation")
+    parser.add_argument("--impls", nargs="+", default=["jax"], choices=["jax", "warp"],
+                        help="MJX implementations to time (default: jax; warp: the locomotion envs only)")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     figures = []
     rows = ["| env | parallel envs | compile s | steady s/call | env steps/s |", "|---|---:|---:|---:|---:|"]
     for name in args.envs:
         env = make_env(GYM_IDS[name])
-        variants = [("MJX", lambda n: mjx_rollout(env, n, args.steps))]
-        if args.warp and GYM_IDS[name] in LOCOMOTION_IDS:
+        variants = [("MJX", lambda n: mjx_rollout(env, n, args.steps))] if "jax" in args.impls else []
+        if "warp" in args.impls and GYM_IDS[name] in LOCOMOTION_IDS:
             variants.append(("MJX Warp", lambda n: mjx_rollout(make_env(GYM_IDS[name], impl="warp", parallel_envs=n),
                                                                n, args.steps)))
-        if name.startswith("antmaze"):
+        if name.startswith("antmaze") and "jax" in args.impls:
             variants.append(("MJX, a box per wall", lambda n: full_wall_rollout(env, GYM_IDS[name], n, args.steps)))
         for variant, make_rollout in variants:
             previous = None
@@ -126,10 +127,11 @@ def main(argv=None):
         figures.append({"env": name, "envs": 1, "gymnasium": True, "steps_per_s": gym_rate})
         rows.append(f"| {name} (gymnasium, CPU) | 1 | - | - | {gym_rate:,.0f} |")
         print(rows[-1], flush=True)
-    packages = ('mujoco', 'mujoco-mjx', 'gymnasium', *(['warp-lang'] if args.warp else []))
+    warp = "warp" in args.impls
+    packages = ('mujoco', 'mujoco-mjx', 'gymnasium', *(['warp-lang'] if warp else []))
     header = (f"{versions(*packages)}; {args.steps} env steps per timed call, best of 3; "
               "random actions; float32.")
-    section = "Environment steps per second" + (" with MJX Warp" if args.warp else "")
+    section = "Environment steps per second" + (" with MJX Warp" if warp else "")
     report(section, "envs", argv, header, rows, figures, json_path=args.json, write=not args.no_write)
     return 0
 

@@ -97,7 +97,7 @@ if ! python3 -c "import warp" 2>/dev/null; then
 elif [ "$left" -lt 30 ]; then
   echo "== ${left} s left of 8 minutes: no MJX Warp rows"
 else
-  step "$left" python3 -m diffrl.cli benchmark envs --envs hopper --sizes 4096 65536 --budget 30 --warp
+  step "$left" python3 -m diffrl.cli benchmark envs --envs hopper --sizes 4096 65536 --budget 30 --impls warp
 fi
 echo "== done in $((SECONDS - started)) s; results in benchmarks/results/"
 exit "$status"

@@ -39,6 +39,7 @@ import pytest
 from diffrl.envs.base import EnvState
 from diffrl.envs.gym_fallback import evaluate_gym
 from diffrl.envs.locomotion import HalfCheetah, Hopper, LocomotionEnv, Walker2d, make_locomotion_env
+from diffrl.experts.training import train_sac
 
 # All three in the suite: with MJX's line search stopping when converged (mjx_contact.use_early_exit_linesearch) the
 # Walker2d and HalfCheetah parity checks take ~40 s together on the suite's 2-core CPU.
@@ -261,3 +262,13 @@ def test_names_sizes_and_action_bounds_match_gymnasium(name, env_class):
 def test_unknown_name_lists_the_choices():
     with pytest.raises(ValueError, match="hopper, halfcheetah, walker2d, Hopper-v5, HalfCheetah-v5, Walker2d-v5"):
         make_locomotion_env("Ant-v5")
+
+
+def test_warp_needs_the_number_of_envs_stepped_together_and_sac_refuses_it(tmp_path):
+    for missing in (None, 0):
+        with pytest.raises(ValueError, match="impl='warp' needs parallel_envs"):
+            make_locomotion_env("hopper", impl="warp", parallel_envs=missing)
+    with pytest.raises(ValueError, match="unknown MJX implementation 'cpp'; choose one of jax, warp"):
+        make_locomotion_env("hopper", impl="cpp")
+    with pytest.raises(ValueError, match="train_sac steps MJX's JAX implementation only, not 'warp'"):
+        train_sac(make_locomotion_env("hopper", impl="warp", parallel_envs=2), tmp_path, steps=10, backend="mjx")

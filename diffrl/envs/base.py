@@ -28,7 +28,8 @@ WARP_CONSTRAINT_ROWS_PER_ENV = 96
 
 
 def check_mjx_impl(impl: str) -> None:
-    """A clear error for an unknown MJX implementation, or for ``"warp"`` without the ``warp-lang`` package."""
+    """A clear error for an unknown MJX implementation, or for ``"warp"`` without the ``warp-lang`` package. Asking
+    for Warp also lowers Warp's log level to warnings for the process (no banner, no line per kernel module)."""
     if impl not in MJX_IMPLS:
         raise ValueError(f"unknown MJX implementation {impl!r}; choose one of {', '.join(MJX_IMPLS)}")
     if impl == "warp":
@@ -37,7 +38,7 @@ def check_mjx_impl(impl: str) -> None:
         except ImportError as error:
             raise ImportError("MJX's Warp implementation needs the warp-lang package: pip install 'diffrl[warp]'") \
                 from error
-        warp.config.log_level = warp.LOG_WARNING  # no banner and no line per kernel module loaded
+        warp.config.log_level = warp.LOG_WARNING
 
 
 def put_model(mj_model: mujoco.MjModel, impl: str = "jax") -> mjx.Model:
@@ -48,13 +49,15 @@ def put_model(mj_model: mujoco.MjModel, impl: str = "jax") -> mjx.Model:
     return mjx.put_model(mj_model, device=jax.local_devices()[0], impl=impl)
 
 
-def blank_data(mj_model: mujoco.MjModel, model: mjx.Model, parallel_envs: int = 1):
-    """``mjx.make_data`` for ``model``. For MJX Warp, with buffers for ``parallel_envs`` envs stepped together
-    (one ``jax.vmap``): its contacts live in one buffer shared by all of them."""
+def blank_data(mj_model: mujoco.MjModel, model: mjx.Model, parallel_envs: int | None = None):
+    """``mjx.make_data`` for ``model`` on this process's first device. For MJX Warp, with buffers for
+    ``parallel_envs`` envs stepped together (one ``jax.vmap``): their contacts share one buffer, and MuJoCo Warp
+    drops the contacts that do not fit, silently, so more envs than ``parallel_envs`` would step wrong physics."""
+    device = jax.local_devices()[0]
     if model.impl.value == "warp":
-        return mjx.make_data(mj_model, device=jax.local_devices()[0], impl="warp",
+        return mjx.make_data(mj_model, device=device, impl="warp",
                              naconmax=WARP_CONTACTS_PER_ENV * parallel_envs, njmax=WARP_CONSTRAINT_ROWS_PER_ENV)
-    return mjx.make_data(model)
+    return mjx.make_data(model, device=device, impl=model.impl)
 
 
 @struct.dataclass

@@ -55,8 +55,8 @@ class LocomotionEnv(Env):
     override :meth:`_observed_velocity`, :meth:`_reset_velocity_noise` and :meth:`_survival`.
 
     ``impl``: MJX's JAX implementation (default) or its Warp one, MuJoCo Warp's kernels (``pip install
-    'diffrl[warp]'``), which on a GPU runs contact-rich bodies far faster; it sizes its buffers for
-    ``parallel_envs`` envs stepped together and computes in float32.
+    'diffrl[warp]'``; written for NVIDIA GPUs, also runs on the CPU), which computes in float32 and needs
+    ``parallel_envs``, the number of envs stepped together in one ``jax.vmap``, to size its contact buffer.
     """
 
     xml_file: str
@@ -69,7 +69,7 @@ class LocomotionEnv(Env):
         reset_noise_scale: float,
         max_episode_steps: int = MAX_EPISODE_STEPS,
         impl: str = "jax",
-        parallel_envs: int = 1,
+        parallel_envs: int | None = None,
     ):
         self.forward_reward_weight = forward_reward_weight
         self.ctrl_cost_weight = ctrl_cost_weight
@@ -78,6 +78,9 @@ class LocomotionEnv(Env):
         self.mj_model = mujoco.MjModel.from_xml_path(os.path.join(GYMNASIUM_ASSETS, self.xml_file))
         use_mujoco_capsule_plane_frames()  # capsules on the floor: MuJoCo C's friction directions
         use_early_exit_linesearch()
+        if impl == "warp" and not (isinstance(parallel_envs, int) and parallel_envs >= 1):
+            raise ValueError(f"impl='warp' needs parallel_envs, the number of envs stepped together (a positive "
+                             f"integer; MJX Warp sizes its contact buffer for them), got {parallel_envs!r}")
         self.model = put_model(self.mj_model, impl)
         self.impl, self.parallel_envs = impl, parallel_envs
         self.dt = self.mj_model.opt.timestep * self.frame_skip

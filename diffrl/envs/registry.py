@@ -31,8 +31,9 @@ def make_env(env, **overrides) -> Env:
     """The MJX env for a gymnasium id (``"PointMaze_UMaze-v3"``, ``"diffrl/Maze2D_UMaze-v1"``,
     ``"AntMaze_Medium_Diverse_GR-v4"``, ``"Hopper-v5"``) or an ``EnvSpec``.
 
-    A spec's kwargs (maze map, reward type, ``continuing_task``, ``reset_target``) and ``max_episode_steps``
-    are honoured, so a Minari dataset's ``eval_env_spec`` gives its evaluation env; ``overrides`` win over both.
+    A spec's kwargs (maze map, reward type, ``continuing_task``, ``reset_target``; none for the locomotion envs,
+    which take gymnasium's defaults) and ``max_episode_steps`` are honoured, so a Minari dataset's ``eval_env_spec``
+    gives its evaluation env; ``overrides`` win over both.
     """
     env_id = getattr(env, "id", env)
     kwargs = dict(getattr(env, "kwargs", None) or {})

@@ -83,6 +83,8 @@ def train_sac(env: str | Env, workdir, *, steps: int, config: SACConfig | None =
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if backend == "mjx":
         env = make_env(env) if isinstance(env, str) else env
+        if getattr(env, "impl", "jax") != "jax":  # its auto-reset selects whole states with jnp.where
+            raise ValueError(f"train_sac steps MJX's JAX implementation only, not {env.impl!r}")
         observation_size, low, high = env.observation_size, np.asarray(env.action_low), np.asarray(env.action_high)
     else:
         probe = make_gym_env(env_id)
