@@ -74,11 +74,9 @@ def make_env(env, **overrides) -> Env:
         made.name = env_id
         return made
     if env_id in LOCOMOTION_IDS:
-        from diffrl.envs.locomotion import MAX_EPISODE_STEPS as MAX_EPISODE_STEPS_LOCOMOTION
         from diffrl.envs.locomotion import make_locomotion_env
 
-        return make_locomotion_env(env_id, **{"max_episode_steps": max_steps or MAX_EPISODE_STEPS_LOCOMOTION,
-                                              **overrides})
+        return make_locomotion_env(env_id, **{**({"max_episode_steps": max_steps} if max_steps else {}), **overrides})
     raise NoMJXPortError(
         f"environment {env_id!r} has no MJX port (ported: PointMaze_*-v3, diffrl/Maze2D_*-v1, AntMaze_*-v4 / -v5, "
         f"{', '.join(LOCOMOTION_IDS)}); "
