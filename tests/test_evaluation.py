@@ -84,8 +84,8 @@ KITCHEN_TASKS = ["microwave", "kettle", "light switch", "slide cabinet"]  # D4RL
 def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env_id, make_kwargs, episode_steps,
                                                                              reports_success, tmp_path, capsys, caplog):
     """A classic-control env, an Adroit hand and the Franka kitchen (the dataset's own eval spec; the kitchen's
-    per-task goals are dicts): the score of the CPU evaluator equals the same policy stepped by hand in gymnasium;
-    the hand reports success."""
+    per-task goals are dicts): the score of the CPU evaluator, its policy split over the 4 devices, equals the same
+    policy stepped by hand in gymnasium, one episode at a time on one device; the hand reports success."""
     root = tmp_path / "data"
     dataset_id = write_random_dataset(root, env_id, f"toy/{env_id.lower()}/random-v0", steps=10, **make_kwargs)
     config = apply_overrides(load_config("bc.py:hopper-medium"), [*TINY_BC, f"dataset.root={root}",
@@ -93,18 +93,19 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env
     train(config, tmp_path / "run", progress=False)
     capsys.readouterr()
     json_path = tmp_path / "not" / "yet" / "eval.json"  # its folders are created
-    assert main(["evaluate", "--workdir", str(tmp_path / "run"), "--episodes", "3", "--seed", "7",
+    assert main(["evaluate", "--workdir", str(tmp_path / "run"), "--episodes", "4", "--seed", "7",
                  "--json", str(json_path)]) == 0
-    assert f"{env_id} has no MJX port: evaluating in 3 gymnasium environments on the CPU" in caplog.text
-    assert f"evaluating 3 episodes of {episode_steps} steps in 3 gymnasium environments on the CPU ..." in caplog.text
-    assert "evaluated 3 episodes in " in caplog.text
+    assert f"{env_id} has no MJX port: evaluating in 4 gymnasium environments on the CPU" in caplog.text
+    assert (f"evaluating 4 episodes of {episode_steps} steps in 4 gymnasium environments on the CPU, the policy over "
+            "4 devices ..." in caplog.text)
+    assert "evaluated 4 episodes in " in caplog.text
     summary = json.loads(json_path.read_text())
 
     # The same policy stepped by hand in gymnasium, episode k reset with seed 7 + k.
     method, params, _, _ = load_trained(tmp_path / "run")
     policy = method.policy()
     returns = []
-    for k in range(3):
+    for k in range(4):
         env = make_gym_env(env_id, **make_kwargs)
         obs, _ = env.reset(seed=7 + k)
         total, done = 0.0, False
@@ -113,7 +114,7 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env
             obs, reward, terminated, truncated, _ = env.step(np.asarray(action)[0])
             total, done = total + reward, terminated or truncated
         returns.append(total)
-    assert summary["episodes"] == 3 and (summary["success_rate"] is not None) == reports_success
+    assert summary["episodes"] == 4 and (summary["success_rate"] is not None) == reports_success
     assert summary["return_mean"] == pytest.approx(np.mean(returns), rel=1e-4)
     assert summary["normalized_score"] == pytest.approx(100 * (np.mean(returns) + 1500) / 1500, rel=1e-4)
 

@@ -27,7 +27,7 @@ from diffrl.eval.plots import save_figure, set_figure_title
 from diffrl.eval.rollout import make_rollout, score_summary
 from diffrl.files import write_atomically
 from diffrl.train.pipeline import load_trained
-from diffrl.train.sharding import make_mesh, put_replicated
+from diffrl.train.sharding import batch_sharded, make_mesh, put_replicated
 
 logger = logging.getLogger(__name__)
 GYM_FALLBACK_ENVS = 10  # parallel gymnasium environments of the CPU fallback
@@ -89,10 +89,13 @@ class Evaluator:
         spec, kwargs = eval_env_spec(method)
         self.spec, self.spec_kwargs = spec, kwargs
         self.env, self.mesh = None, None
-        self.backend = choose_backend(spec, backend, min(GYM_FALLBACK_ENVS, self.episodes))
+        self.gym_envs = min(GYM_FALLBACK_ENVS, self.episodes)
+        self.backend = choose_backend(spec, backend, self.gym_envs)
         if self.backend == "mjx":
             self.env = make_env(spec, **kwargs)
             self.mesh = episode_mesh(self.episodes)
+        elif self.backend == "gym":  # the policy's batch over the envs stepped in lockstep is split over the devices
+            self.mesh = episode_mesh(self.gym_envs)
         elif self.backend == "mjx-warp":  # one device: MJX Warp's contact buffer is shared by all the episodes
             self.env = make_env(spec, **kwargs, impl="warp", parallel_envs=self.episodes)
         if self.env is not None:
@@ -110,15 +113,12 @@ class Evaluator:
         devices = f" over {self.mesh.size} devices" if self.mesh is not None else ""
         warp = " (MJX's Warp implementation)" if self.backend == "mjx-warp" else ""
         where = (f"parallel MJX envs{devices}{warp} (compiling the rollout on first use)" if self.env is not None
-                 else f"{min(GYM_FALLBACK_ENVS, self.episodes)} gymnasium environments on the CPU")
+                 else f"{self.gym_envs} gymnasium environments on the CPU, the policy{devices or ' on one device'}")
         logger.info("evaluating %d episodes of %s steps in %s ...", self.episodes, max_steps, where)
         started = time.perf_counter()
         rng = jax.random.PRNGKey(self.seed)
-        if self.env is None:
-            out = self._gym_rollout(params, rng)
-        else:
-            params = put_replicated(params, self.mesh) if self.mesh is not None else params
-            out = jax.device_get(self._rollout(params, rng))
+        params = put_replicated(params, self.mesh) if self.mesh is not None else params
+        out = self._gym_rollout(params, rng) if self.env is None else jax.device_get(self._rollout(params, rng))
         seconds = time.perf_counter() - started
         logger.info("evaluated %d episodes in %.1f s", self.episodes, seconds)
         info = self.method.info
@@ -146,15 +146,20 @@ class Evaluator:
         first plans (the states a planner intends to visit) are kept to draw, as the MJX rollout keeps them."""
         rng_init, rng_act = jax.random.split(rng)
         plans = []
+        # with a mesh the observations arrive split over its devices; XLA's partitioner carries the split through
+        # the policy (its state included), as in the MJX rollout
+        place = (lambda obs: obs) if self.mesh is None else functools.partial(jax.device_put,
+                                                                              device=batch_sharded(self.mesh))
 
         def init(obs):
-            state = self._init(params, rng_init, obs)
+            state = self._init(params, rng_init, place(obs))
             plans.append(self.policy.planned_states(state))
             return state
 
-        result = evaluate_gym(self.spec, init,
-                              lambda state, obs, t: self._act(params, state, obs, t, jax.random.fold_in(rng_act, t)),
-                              episodes=self.episodes, num_envs=min(GYM_FALLBACK_ENVS, self.episodes), seed=self.seed,
+        def act(state, obs, t):
+            return self._act(params, state, place(obs), t, jax.random.fold_in(rng_act, t))
+
+        result = evaluate_gym(self.spec, init, act, episodes=self.episodes, num_envs=self.gym_envs, seed=self.seed,
                               record=True, **self.spec_kwargs)
         success = result["successes"]
         out = {"returns": result["returns"], "first_hit": result["first_hits"], "lengths": result["lengths"],
@@ -166,9 +171,9 @@ class Evaluator:
 
 
 def episode_mesh(episodes: int):
-    """A mesh over this process's devices to split ``episodes`` over (several GPUs, or N CPU devices with
-    ``JAX_NUM_CPU_DEVICES=N``); ``None`` with one device, or when the devices do not divide the episodes,
-    which is then logged."""
+    """A mesh over this process's devices to split ``episodes`` (MJX envs, or the gymnasium envs stepped together)
+    over (several GPUs, or N CPU devices with ``JAX_NUM_CPU_DEVICES=N``); ``None`` with one device, or when the
+    devices do not divide the episodes, which is then logged."""
     devices = jax.local_devices()
     if len(devices) == 1:
         return None
