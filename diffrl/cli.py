@@ -143,7 +143,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         plot = pathlib.Path(args.workdir) / "evaluation" / "rollouts.png"
     summary = evaluate_checkpoint(args.workdir, step=args.step, episodes=args.episodes, seed=args.seed,
                                   overrides=args.overrides, json_path=args.json, plot_path=plot,
-                                  backend=args.backend)
+                                  backend=args.backend, progress=not args.no_progress)
     print(format_summary(summary))
     if "plot" in summary:
         print(f"plot: {summary['plot']}")
@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "HalfCheetah, Walker2d; pip install 'diffrl[warp]'); gym: gymnasium envs on the CPU "
                                "(MuJoCo C); auto (default): gym for envs without an MJX port and for locomotion when "
                                "JAX runs on the CPU")
+    evaluate.add_argument("--no-progress", action="store_true",
+                          help="hide the progress bar of the gymnasium evaluator (an MJX rollout is one compiled call)")
     evaluate.set_defaults(handler=_evaluate)
     demo = sub.add_parser("demo", help="run the embedded end-to-end demo (a few minutes on a 2-core CPU)",
                           description="Generate a small PointMaze U-Maze dataset (if absent), train Diffuser briefly, "

@@ -99,6 +99,7 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env
     assert (f"evaluating 4 episodes of {episode_steps} steps in 4 gymnasium environments on the CPU, the policy over "
             "4 devices ..." in caplog.text)
     assert "evaluated 4 episodes in " in caplog.text
+    assert "4/4 [" in capsys.readouterr().err  # the progress bar counted every episode
     summary = json.loads(json_path.read_text())
 
     # The same policy stepped by hand in gymnasium, episode k reset with seed 7 + k.

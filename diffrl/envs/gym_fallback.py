@@ -8,9 +8,11 @@ order), a batch at a time, as in the MJX rollout.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from diffrl.envs.third_party import import_gymnasium_robotics_quietly, removing_maze_xml_files
 from diffrl.spaces import flatten_observation
@@ -33,7 +35,7 @@ def make_gym_env(env, **kwargs):
 
 
 def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num_envs: int = 10, seed: int = 0,
-                 record: bool = False, **make_kwargs) -> dict:
+                 record: bool = False, progress: bool = False, **make_kwargs) -> dict:
     """Roll a batched policy out in ``num_envs`` gymnasium envs stepped in lockstep, round after round, until
     ``episodes`` episodes have finished (episode ``k`` resets with seed ``seed + k``).
 
@@ -44,12 +46,15 @@ def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num
     was first seen, -1 if never; ``None`` with ``successes``). With ``record`` also ``observations [N, T + 1, obs]``
     (each episode's flat observations, its first included, zero after its end) and ``valid [N, T + 1]`` (the
     observation belongs to the episode), the layout of :func:`diffrl.eval.rollout.make_rollout`, to draw.
+    ``progress`` shows a bar of finished episodes, with the step of the round under way.
     """
     if episodes < 1 or num_envs < 1:
         raise ValueError("episodes and num_envs must be positive")
     envs = [make_gym_env(env, **make_kwargs) for _ in range(num_envs)]
     returns, lengths, successes, first_hits, paths = [], [], [], [], []
     reports_success = False
+    bar = tqdm(total=episodes, desc="evaluating", unit="episode", disable=not progress)
+    shown = time.monotonic()
     try:
         for first in range(0, episodes, num_envs):
             obs = np.stack([flatten_observation(e.reset(seed=seed + first + i)[0]) for i, e in enumerate(envs)])
@@ -73,9 +78,14 @@ def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num
                         if info["success"] and not success[i]:
                             success[i], first_hit[i] = True, t
                     alive[i] = not (terminated or truncated)
+                    if not alive[i] and i < episodes - first:  # a surplus env of the last round is not counted
+                        bar.update()
                     if record:
                         path[i].append(obs[i].copy())
                 t += 1
+                if progress and time.monotonic() - shown >= 1.0:  # a slow policy: show the step every second
+                    bar.set_postfix_str(f"step {t}")
+                    shown = time.monotonic()
             count = min(num_envs, episodes - first)
             returns.extend(total[:count])
             lengths.extend(length[:count])
@@ -83,6 +93,7 @@ def evaluate_gym(env, init: PolicyInit, act: PolicyAct, episodes: int = 100, num
             first_hits.extend(first_hit[:count])
             paths.extend(path[:count] if record else ())
     finally:
+        bar.close()
         for e in envs:
             e.close()
     result = {"returns": np.asarray(returns), "lengths": np.asarray(lengths),

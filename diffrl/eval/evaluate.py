@@ -78,12 +78,13 @@ def choose_backend(spec, backend: str = "auto", num_envs: int = GYM_FALLBACK_ENV
 
 
 class Evaluator:
-    """``evaluator(params) -> {"summary", "rollout", "figure"}`` for one method, ``episodes`` and ``seed``."""
+    """``evaluator(params) -> {"summary", "rollout", "figure"}`` for one method, ``episodes`` and ``seed``; with
+    ``progress`` the gymnasium evaluator shows a progress bar (an MJX rollout is one compiled call)."""
 
     def __init__(self, method: Method, *, episodes: int | None = None, seed: int | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", progress: bool = False):
         ec = method.config.eval
-        self.method, self.episodes = method, episodes or ec.episodes
+        self.method, self.episodes, self.progress = method, episodes or ec.episodes, progress
         self.seed = ec.seed if seed is None else seed
         self.policy = method.policy()
         spec, kwargs = eval_env_spec(method)
@@ -160,7 +161,7 @@ class Evaluator:
             return self._act(params, state, place(obs), t, jax.random.fold_in(rng_act, t))
 
         result = evaluate_gym(self.spec, init, act, episodes=self.episodes, num_envs=self.gym_envs, seed=self.seed,
-                              record=True, **self.spec_kwargs)
+                              record=True, progress=self.progress, **self.spec_kwargs)
         success = result["successes"]
         out = {"returns": result["returns"], "first_hit": result["first_hits"], "lengths": result["lengths"],
                "success": np.zeros(self.episodes, bool) if success is None else success,
@@ -199,12 +200,14 @@ def rollout_figure(env: Env, out: dict, summary: dict, step: int | None, episode
 
 
 def evaluate_checkpoint(workdir, *, step: int | None = None, episodes: int | None = None, seed: int | None = None,
-                        overrides: list[str] = (), json_path=None, plot_path=None, backend: str = "auto") -> dict:
-    """Evaluate the trained method of ``workdir``; write the JSON summary and the plot when paths are given."""
+                        overrides: list[str] = (), json_path=None, plot_path=None, backend: str = "auto",
+                        progress: bool = False) -> dict:
+    """Evaluate the trained method of ``workdir``; write the JSON summary and the plot when paths are given;
+    ``progress`` shows the gymnasium evaluator's progress bar."""
     method, params, config, step = load_trained(workdir, step, overrides)
     if episodes is not None and episodes < 1:
         raise ValueError(f"--episodes must be positive, got {episodes}")
-    result = Evaluator(method, episodes=episodes, seed=seed, backend=backend)(params, step)
+    result = Evaluator(method, episodes=episodes, seed=seed, backend=backend, progress=progress)(params, step)
     summary = {**result["summary"], "checkpoint_step": step, "method": config.method, "config": config.name,
                "device": jax.devices()[0].platform}
     if plot_path is not None and result["figure"] is not None:
