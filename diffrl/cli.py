@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a method on an offline dataset (sharded over all devices)",
                            description="Train the method of a config on its dataset, with the batch sharded over all "
                                        "devices, periodic asynchronous checkpoints (resumed automatically from the "
-                                       "workdir; SIGTERM saves and exits) and TensorBoard logs in WORKDIR/tensorboard.",
+                                       "workdir; SIGTERM saves and exits) and TensorBoard logs in "
+                                       "WORKDIR/<stage>/tensorboard.",
                            epilog=OVERRIDES_HELP)
     train.add_argument("--config", required=True,
                        help="FILE:VARIANT, e.g. configs/diffuser.py:pointmaze-umaze (a bare file name is looked up in "
