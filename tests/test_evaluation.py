@@ -105,17 +105,20 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env
     # The same policy stepped by hand in gymnasium, episode k reset with seed 7 + k.
     method, params, _, _ = load_trained(tmp_path / "run")
     policy = method.policy()
-    returns = []
+    returns, lengths = [], []
     for k in range(4):
         env = make_gym_env(env_id, **make_kwargs)
         obs, _ = env.reset(seed=7 + k)
-        total, done = 0.0, False
+        total, done, length = 0.0, False, 0
         while not done:
             action, _ = policy.act(params, (), np.asarray(by_hand_flat(obs), np.float32)[None], 0, None)
             obs, reward, terminated, truncated, _ = env.step(np.asarray(action)[0])
-            total, done = total + reward, terminated or truncated
+            total, done, length = total + reward, terminated or truncated, length + 1
         returns.append(total)
+        lengths.append(length)
     assert summary["episodes"] == 4 and (summary["success_rate"] is not None) == reports_success
+    np.testing.assert_allclose(summary["episode_returns"], returns, rtol=1e-4)
+    assert summary["episode_lengths"] == lengths
     assert summary["return_mean"] == pytest.approx(np.mean(returns), rel=1e-4)
     assert summary["normalized_score"] == pytest.approx(100 * (np.mean(returns) + 1500) / 1500, rel=1e-4)
 

@@ -128,7 +128,8 @@ class Evaluator:
                                 info.ref_max_score, max_steps)
         summary.update(dataset_id=info.dataset_id, env=self.env_name, backend=self.backend,
                        multi_goal=bool(self.method.config.eval.multi_goal), seconds=round(seconds, 3),
-                       max_episode_steps=max_steps)
+                       max_episode_steps=max_steps, episode_returns=np.asarray(out["returns"]).tolist(),
+                       episode_lengths=np.asarray(out["lengths"]).tolist())
         figure = None
         if self.picture_env is not None:
             figure = rollout_figure(self.picture_env, out, summary, step, self.method.config.eval.plot_episodes)
