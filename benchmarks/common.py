@@ -184,8 +184,10 @@ def measure_device_limits(repeats: int = 3, matmul_size: int | None = None, stre
     FLOP/s: square ``matmul_dtype`` matmuls (default 2048 on CPU, 8192 on accelerators) chained in one jitted loop.
     Bytes/s: an elementwise ``y = 1.0001 x + 1`` over a ``stream_mib`` MiB float32 array (read and write
     counted), ten times in a loop; working sets that fit in a cache can exceed it. These are the ceilings a
-    result is compared against ("% peak", "% BW").
+    result is compared against ("% peak", "% BW"). Prints them and how long measuring them took (compilation
+    included), so that a run stopped later shows its ceilings.
     """
+    started = time.perf_counter()
     n = matmul_size or (2048 if jax.default_backend() == "cpu" else 8192)
     a = (jax.random.normal(jax.random.PRNGKey(0), (n, n)) / n).astype(matmul_dtype)
     matmuls = 10
@@ -197,6 +199,8 @@ def measure_device_limits(repeats: int = 3, matmul_size: int | None = None, stre
     stream = jax.jit(lambda x: jax.lax.fori_loop(0, passes, lambda _, y: 1.0001 * y + 1.0, x))
     jax.block_until_ready(stream(x))
     bandwidth = passes * 2 * x.nbytes / steady_seconds(stream, x, repeats=repeats)
+    print(f"device limits: {flops / 1e9:,.1f} GFLOP/s ({matmul_dtype} {n}x{n} matmuls), {bandwidth / 1e9:,.1f} GB/s "
+          f"(measured in {time.perf_counter() - started:.1f} s)", flush=True)
     return {"matmul_flops_per_s": flops, "stream_bytes_per_s": bandwidth, "matmul_size": n,
             "matmul_dtype": matmul_dtype, "stream_mib": stream_mib}
 
