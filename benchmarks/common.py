@@ -81,15 +81,27 @@ def compile_seconds(fn, *args):
     return time.perf_counter() - started, compiled
 
 
-def cost(compiled) -> tuple[float, float]:
-    """``(FLOPs, bytes accessed)`` from XLA's cost analysis of a compiled program.
+def cost(lowered, compiled=None) -> tuple[float, float]:
+    """``(FLOPs, bytes accessed)`` of a jitted program from XLA's cost analysis: the FLOPs of the program as
+    traced (``lowered``, whole-batch shapes), the bytes of the compiled one (``compiled``, compiled from ``lowered``
+    when not given), whose fusions decide what goes through memory.
 
-    XLA counts the body of a ``while`` loop (a ``lax.scan``) once, whatever its trip count: callers multiply
-    the cost of one loop iteration by the number of iterations themselves.
+    The FLOPs cannot come from the compiled program. On a GPU, XLA compiles convolutions and many matrix products
+    into library calls (cuDNN, cuBLAS) that its analysis of the compiled program does not count. On an H200 that
+    undercounted the maze planner 11x. Their bytes go uncounted as well, so off the CPU the bytes are NaN ("-" in
+    the tables).
+    XLA counts the body of a ``while`` loop (a ``lax.scan``) once, whatever its trip count: callers multiply the cost
+    of one loop iteration by the number of iterations themselves.
     """
-    analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return float(analysis.get("flops", 0.0)), float(analysis.get("bytes accessed", 0.0))
+    def analysis(program):
+        result = program.cost_analysis()
+        return result[0] if isinstance(result, (list, tuple)) else result
+
+    flops = float(analysis(lowered).get("flops", 0.0))
+    if jax.default_backend() != "cpu":
+        return flops, float("nan")
+    compiled = lowered.compile() if compiled is None else compiled
+    return flops, float(analysis(compiled).get("bytes accessed", 0.0))
 
 
 def predicted_seconds(previous: tuple[int, float] | None, size: int) -> float | None:
@@ -214,7 +226,12 @@ def limits_note(limits: dict) -> str:
 
 
 def percent(value: float, limit: float) -> str:
-    return f"{100 * value / limit:.0f}%"
+    return "-" if np.isnan(value) else f"{100 * value / limit:.0f}%"
+
+
+def giga(value: float) -> str:
+    """``value`` in units of 1e9 for a table cell ("-" for NaN, a figure not measured)."""
+    return "-" if np.isnan(value) else f"{value / 1e9:,.1f}"
 
 
 def write_json(path: str, value) -> Path:

@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # The GPU check, sized to end within 8 minutes on one GPU: diffrl on the GPU (the CUDA extra installed when JAX sees
-# no GPU), a check that a train chunk and a plan run there, the official PyTorch Diffuser beside diffrl on the same
-# GPU, then the sampler, train and env benchmarks at GPU-sized batches (the maze U-Net in float32 and in bfloat16),
-# and, in what is left of the budget, LatentDiffuser's sampler rows (its energy-guided plan and support latents at
-# N = 1, 64, 1024), MJX Hopper and MJX Warp Hopper rows where warp-lang is installed. Each benchmark writes its own
-# section of benchmarks/results/<gpu>.md; a step that runs past its time limit is reported and the next one starts
-# (the rows it measured before that are in the log: each benchmark prints its rows as it measures them).
+# no GPU), a check that a train chunk and a plan run there, the official PyTorch Diffuser's planners beside diffrl's
+# on the same GPU, then the sampler, train and env benchmarks at GPU-sized batches (the maze U-Net in float32 and in
+# bfloat16), and, in what is left of the budget, MJX Hopper rows, LatentDiffuser's sampler rows (its energy-guided
+# plan and support latents at N = 1, 64, 1024) and MJX Warp Hopper rows where warp-lang is installed. Each
+# benchmark writes its own section of benchmarks/results/<gpu>.md; a step that runs past its time limit is reported
+# and the next one starts (the rows it measured before that are in the log: each benchmark prints its rows as it
+# measures them).
 #
 #   [GPU_CHECK_SECONDS=480] bash benchmarks/gpu_check.sh [OFFICIAL_DIFFUSER_CHECKOUT]
 #
-# GPU_CHECK_SECONDS (default 480, the 8 minutes) bounds the optional rows at the end; the others have fixed limits.
+# GPU_CHECK_SECONDS (default 480, the 8 minutes) bounds the whole check: the fixed steps' limits add up to it when
+# JAX already sees the GPU, and the optional steps at the end run in what the fixed ones leave of it.
 # OFFICIAL_DIFFUSER_CHECKOUT: a checkout of github.com/jannerm/diffuser for the PyTorch rows (skipped without it;
 # they need torch with CUDA and einops). On a machine with no network, install diffrl's dependencies that are
 # missing beforehand (e.g. from wheels); this script then installs diffrl alone, without a build environment.
 # With $OUT set, the log goes there as gpu_check.log and the results files are copied there after every step, so a
 # run cut short keeps what it measured.
-# The limits come from a run on a cold H200 (benchmarks/results/nvidia-h200.md, 2026-12-04): compiling one program
-# took 10-27 s there, the probe 39 s, the three maze plans of the PyTorch comparison about 45 s. The fixed steps add
-# up to 480 s when JAX already sees the GPU; the order puts first what decides the most. Programs are cached on
-# disk, so the sampler step reuses the comparison's compiled maze plans.
+# The limits come from a run on an H200 with an almost empty compilation cache (benchmarks/results/nvidia-h200.md,
+# 2026-12-04): compiling one program took 4.6-27.3 s there (train chunks the longest), the probe 39 s and the three
+# maze plans of the PyTorch comparison about 45 s. Programs are cached on disk, so the sampler step reuses the
+# comparison's compiled plans.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 official=${1:-}
@@ -50,14 +52,18 @@ step() {  # step SECONDS COMMAND...: run with a time limit; report a failure, re
   return "$code"
 }
 
-if timeout 30 python3 -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
+budget=${GPU_CHECK_SECONDS:-480}
+case "$budget" in
+  '' | *[!0-9]*) echo "GPU_CHECK_SECONDS must be a whole number of seconds, not '$budget'"; exit 2 ;;
+esac
+if timeout 20 python3 -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
   step 20 python3 -m pip install -q --no-deps --no-build-isolation --retries 0 --timeout 5 -e .
 else  # fails within seconds where there is no network
   step 300 python3 -m pip install -q --retries 0 --timeout 5 -e '.[cuda]'
 fi
 
 # Without a GPU the benchmarks would run on the CPU and overwrite its results file: stop here instead.
-step 75 python3 - <<'EOF' || { echo "!! exit $?: not on a GPU, diffrl does not run there, or past the limit: no benchmarks"; exit 1; }
+step 60 python3 - <<'EOF' || { echo "!! exit $?: not on a GPU, diffrl does not run there, or past the limit: no benchmarks"; exit 1; }
 import jax
 import jax.numpy as jnp
 
@@ -77,33 +83,34 @@ print(f"a Diffuser train chunk and a batch of plans ran on {jax.devices()[0].dev
 EOF
 
 if [ -n "$official" ]; then
-  step 140 python3 -m diffrl.cli benchmark compare-pytorch --official "$official" --batches 1 64 1024 \
-    --guided-batches 64 1024 --repeats 3
+  step 120 python3 -m diffrl.cli benchmark compare-pytorch --official "$official" --workloads maze-plan guided-plan \
+    --batches 1 64 1024 --guided-batches 64 1024 --repeats 3
 else
   echo "== no official Diffuser checkout given: the PyTorch rows are skipped"
 fi
-step 90 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided --batches 1 64 1024 \
+step 80 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided --batches 1 64 1024 \
   --budget 30
-step 40 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze --compute-dtype bfloat16 \
+step 35 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze --compute-dtype bfloat16 \
   --batches 1 64 1024 --budget 30
-step 70 python3 -m diffrl.cli benchmark train --runs \
-  "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1,compute_dtype=bfloat16" \
-  "diffuser:hopper-medium,train.batch_size=256,train.gradient_accumulation=1"
+step 100 python3 -m diffrl.cli benchmark train --runs \
+  "diffuser:pointmaze-umaze,train.batch_size=32,train.gradient_accumulation=1" \
+  "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1" \
+  "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1,compute_dtype=bfloat16"
 step 45 python3 -m diffrl.cli benchmark envs --envs pointmaze-umaze --sizes 4096 65536 --budget 30
-budget=${GPU_CHECK_SECONDS:-480}
-# LatentDiffuser's energy-guided planner and support latents at N = 1, 64, 1024, in what is left of the budget
+
+left=$((budget - (SECONDS - started)))
+if [ "$left" -lt 30 ]; then
+  echo "== ${left} s left of ${budget} s: no MJX Hopper rows"
+else
+  step "$((left < 60 ? left : 60))" python3 -m diffrl.cli benchmark envs --envs hopper --sizes 4096 65536 --budget 30
+fi
+# LatentDiffuser's energy-guided planner and support latents at N = 1, 64, 1024
 left=$((budget - (SECONDS - started)))
 if [ "$left" -lt 30 ]; then
   echo "== ${left} s left of ${budget} s: no LatentDiffuser sampler rows"
 else
   step "$left" python3 -m diffrl.cli benchmark sampler --samplers latent-diffuser-plan latent-diffuser-supports \
     --batches 1 64 1024 --budget 20
-fi
-left=$((budget - (SECONDS - started)))
-if [ "$left" -lt 30 ]; then
-  echo "== ${left} s left of ${budget} s: no MJX Hopper rows"
-else
-  step "$left" python3 -m diffrl.cli benchmark envs --envs hopper --sizes 4096 65536 --budget 30
 fi
 # MJX's Warp implementation (diffrl[warp]) on the GPU, in whatever is left
 left=$((budget - (SECONDS - started)))

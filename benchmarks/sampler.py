@@ -8,9 +8,11 @@ Each row is one whole sampler call compiled into one program (the chain is a ``l
 ahead-of-time compilation alone; latency is the best of ``--repeats`` calls after a warm-up call. GFLOP/call and
 GB/call are XLA's cost analysis of one denoising step at that batch (denoiser, plus the value gradients where
 guided) times the steps of the chain, since XLA counts a loop body once; the sampler's own elementwise
-arithmetic is not counted. GFLOP/s and GB/s divide them by the latency, and "% peak" compares them with the
-device's matmul FLOP/s (in ``--compute-dtype``) and streaming bandwidth, measured by the same run (times the
-devices a row runs on, unless they are one CPU's). With several local devices
+arithmetic is not counted. FLOPs come from the traced program, bytes from the compiled one, on the CPU only
+(``common.cost``: a GPU's library calls hide both from the compiled program's analysis; "-" there). GFLOP/s and
+GB/s divide them by the latency, and "% peak" compares them with the device's matmul FLOP/s (in
+``--compute-dtype``) and streaming bandwidth, measured by the same run (times the devices a row runs on, unless
+they are one CPU's). With several local devices
 (several GPUs, or a CPU split into one device per core by ``JAX_NUM_CPU_DEVICES=<cores>``) the Diffuser samplers'
 batch is split over them where it divides ("devices" column): the call runs data-parallel.
 
@@ -72,8 +74,8 @@ import jax.numpy as jnp
 
 from diffrl import diffusion
 from diffrl.benchmarks.common import (batch_over_devices, benchmark_parser, ceilings, compile_seconds, cost, devices_of,
-                                     limits_note, measure_device_limits, percent, predicted_seconds, random_params,
-                                     report, steady_seconds, synthetic_method, versions)
+                                     giga, limits_note, measure_device_limits, percent, predicted_seconds,
+                                     random_params, report, steady_seconds, synthetic_method, versions)
 from diffrl.nets import MLPDenoiser
 
 SAMPLERS = ("diffuser-maze", "diffuser-guided", "ldcq-prior", "ldcq-policy", "diar-policy", "diar-act", "dql-act",
@@ -113,11 +115,11 @@ def diffuser_case(name: str, horizon: int | None, steps: int | None, compute_dty
     def step_cost(batch):
         x = jnp.zeros((batch, method.horizon, method.transition_dim))
         t = jnp.zeros((batch,), jnp.int32)
-        flops, nbytes = cost(jax.jit(method.net.apply).lower(params["denoiser"], x, t).compile())
+        flops, nbytes = cost(jax.jit(method.net.apply).lower(params["denoiser"], x, t))
         pc = method.config.plan
         if method.value_net is not None and pc.guide_scale > 0:
             grad = jax.jit(jax.grad(lambda x, p: jnp.sum(method.value(p, x, t))))
-            guide_flops, guide_bytes = cost(grad.lower(x, params).compile())
+            guide_flops, guide_bytes = cost(grad.lower(x, params))
             flops, nbytes = flops + pc.n_guide_steps * guide_flops, nbytes + pc.n_guide_steps * guide_bytes
         return flops, nbytes
 
@@ -129,7 +131,7 @@ def latent_step_cost(method, prior_params, batch: int, samples: int):
     ``[batch, 1, C]`` condition shared by its samples, one step ``t`` for all."""
     return cost(jax.jit(method.denoiser.apply).lower(
         prior_params, jnp.zeros((batch, samples, method.config.model.latent_dim)), jnp.zeros((1,), jnp.int32),
-        jnp.zeros((batch, 1, method.condition_dim))).compile())
+        jnp.zeros((batch, 1, method.condition_dim))))
 
 
 def ldcq_case(name: str, steps: int | None) -> Case:
@@ -180,7 +182,7 @@ def diar_case(name: str, steps: int | None) -> Case:
                 return (method.values(params["qv"]["v"], method.q_input(obs)),
                         method.decode_action(params["vae"], obs, latent, jax.random.PRNGKey(0)))
 
-            return cost(jax.jit(act).lower(params, jnp.zeros((batch, method.info.observation_size))).compile())
+            return cost(jax.jit(act).lower(params, jnp.zeros((batch, method.info.observation_size))))
         return latent_step_cost(method, params["prior"], batch, plan.num_candidates)
 
     return Case(name, None, 1 if name == "diar-act" else plan.sampler_steps + plan.extra_steps, draw, inputs,
@@ -204,7 +206,7 @@ def dql_case(name: str, steps: int | None) -> Case:
         rows = batch * learner.num_candidates
         return cost(jax.jit(learner.actor.apply).lower(
             params["ql"]["actor"], jnp.zeros((rows, learner.action_dim)), jnp.zeros((rows,), jnp.int32),
-            jnp.zeros((rows, learner.input_dim))).compile())
+            jnp.zeros((rows, learner.input_dim))))
 
     return Case(name, None, method.config.diffusion.num_steps, draw, inputs, step_cost)
 
@@ -240,7 +242,7 @@ def plandq_case(name: str, steps: int | None) -> Case:
     def step_cost(batch):
         return cost(jax.jit(method.conductor.apply).lower(
             params["conductor"], jnp.zeros((batch, method.num_states, method.state_dim)),
-            jnp.zeros((batch,), jnp.int32)).compile())
+            jnp.zeros((batch,), jnp.int32)))
 
     return Case(name, None, plan.sampler_steps, draw, inputs, step_cost)
 
@@ -268,8 +270,7 @@ def latent_diffuser_case(name: str, steps: int | None) -> Case:
         rows = 2 * batch if plan else batch * supports  # the plan's CFG batches the null condition with it
         z = jnp.zeros((rows, method.num_latents, method.config.model.latent_dim))
         return cost(jax.jit(method.prior.apply).lower(params["prior"], z, jnp.zeros((rows,), jnp.int32),
-                                                       method.prior_condition(jnp.zeros((rows, method.state_dim))))
-                    .compile())
+                                                       method.prior_condition(jnp.zeros((rows, method.state_dim)))))
 
     return Case(name, None, method.config.plan.sampler_steps if plan else method.config.energy.support_steps, draw,
                 inputs, step_cost)
@@ -296,7 +297,7 @@ def core_case(name: str, steps: int | None, dim: int = 16, cond_dim: int = 8) ->
     def step_cost(batch):
         width = 2 * batch if cfg is not None else batch
         return cost(jax.jit(net.apply).lower(params, jnp.zeros((width, dim)), jnp.zeros((width,), jnp.int32),
-                                             jnp.zeros((width, cond_dim))).compile())
+                                             jnp.zeros((width, cond_dim))))
 
     return Case(name, None, calls, draw, inputs, step_cost)
 
@@ -343,7 +344,7 @@ def row(figure: dict, limits: dict) -> str:
     return (head + f" {figure['compile_s']:.1f} | {figure['latency_s'] * 1e3:,.1f} | {figure['samples_per_s']:,.1f} | "
             f"{figure['flops'] / 1e9:,.2f} | {figure['flops_per_s'] / 1e9:,.1f} | "
             f"{percent(figure['flops_per_s'], shares * limits['matmul_flops_per_s'])} | "
-            f"{figure['bytes_per_s'] / 1e9:,.1f} | "
+            f"{giga(figure['bytes_per_s'])} | "
             f"{percent(figure['bytes_per_s'], shares * limits['stream_bytes_per_s'])} |")
 
 

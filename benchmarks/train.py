@@ -11,9 +11,10 @@ episodes of 1,000 steps); timing does not depend on its values. "prepare s" is t
 (``stage.prepare``: Diffuser's value stage computes the returns-to-go, LDCQ's prior and Q stages encode every
 chunk, and the Q stage builds its prior-sample pool). Compile time is the ahead-of-time compilation alone; steady
 state is the best of ``--repeats`` chunks after a warm-up chunk. GFLOP/step and GB/step are XLA's cost analysis of
-the chunk, whose loop body (one step) XLA counts once, times the devices (the compiled program is one device's
-share); "% peak" compares the achieved rates with the devices' float32 matmul FLOP/s and streaming bandwidth (one
-device's, measured by the same run, times the devices; on a CPU split into devices by ``JAX_NUM_CPU_DEVICES``
+the chunk, whose loop body (one step) XLA counts once: FLOPs of the traced program, bytes of the compiled one times
+the devices (it is one device's share; see ``common.cost``); "% peak" compares the achieved rates with the
+devices' float32 matmul FLOP/s and streaming bandwidth (one device's, measured by the same run, times the devices;
+on a CPU split into devices by ``JAX_NUM_CPU_DEVICES``
 they share the cores one device was measured on, so the ceiling is not multiplied). With more than one device, each
 run is timed on one device and on all of them (the global batch split over the ``data`` axis).
 
@@ -48,6 +49,7 @@ from diffrl.benchmarks.common import (
     ceilings,
     compile_seconds,
     cost,
+    giga,
     limits_note,
     measure_device_limits,
     percent,
@@ -82,8 +84,8 @@ def parse_run(run: str) -> tuple[str, str, str | None, list[str]]:
 
 def compiled_chunk(run: str, devices, steps: int, overrides=()) -> dict:
     """The program ``diffrl train`` runs for ``run``'s stage on ``devices``, compiled for chunks of ``steps`` steps:
-    ``{"stage", "mesh", "chunk", "carry", "train_data", "prepare_s", "compile_s"}`` (the carry is donated: pass
-    each chunk the last one's output)."""
+    ``{"stage", "mesh", "chunk", "carry", "train_data", "prepare_s", "compile_s", "program"}`` (``program``: the
+    jitted chunk ``chunk`` was compiled from; the carry is donated: pass each chunk the last one's output)."""
     method_name, variant, stage_name, run_overrides = parse_run(run)
     data = synthetic_data(variant)
     method, stage = synthetic_stage(variant, [*overrides, *run_overrides], method=method_name, data=data,
@@ -96,14 +98,18 @@ def compiled_chunk(run: str, devices, steps: int, overrides=()) -> dict:
     # the set-up of diffrl.train.loop.train_stage: replicated data and carry, the loop's own chunk
     train_data = put_replicated(train_data, mesh)
     carry = put_replicated(init_carry(stage, method.config.seed), mesh)
-    compile_s, chunk = compile_seconds(make_train_chunk(stage, mesh, steps), carry, train_data)
+    program = make_train_chunk(stage, mesh, steps)
+    compile_s, chunk = compile_seconds(program, carry, train_data)
     return {"stage": stage, "mesh": mesh, "chunk": chunk, "carry": carry, "train_data": train_data,
-            "prepare_s": prepare_s, "compile_s": compile_s}
+            "prepare_s": prepare_s, "compile_s": compile_s, "program": program}
 
 
 def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
     built = compiled_chunk(run, devices, steps, overrides)
     stage, mesh, chunk, train_data = built["stage"], built["mesh"], built["chunk"], built["train_data"]
+    # FLOPs of the traced (global) step; the compiled program is one device's part of it: its bytes times mesh.size
+    flops, nbytes = cost(built["program"].lower(built["carry"], train_data), chunk)  # before the carry is donated
+    nbytes *= mesh.size
     carry, _ = chunk(built["carry"], train_data)  # warm-up
     best = float("inf")
     for _ in range(repeats):  # the carry is donated: each chunk continues from the last one's output
@@ -111,8 +117,6 @@ def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
         carry, metrics = chunk(carry, train_data)
         jax.block_until_ready(metrics)
         best = min(best, time.perf_counter() - started)
-    # the compiled program is one device's part of the SPMD program: the global step costs mesh.size times that
-    flops, nbytes = (mesh.size * c for c in cost(chunk))
     per_step = best / steps
     return {"run": run, "stage": stage.name, "devices": mesh.size, "batch": stage.batch_size,
             "prepare_s": built["prepare_s"], "compile_s": built["compile_s"], "seconds_per_step": per_step,
@@ -128,7 +132,7 @@ def row(figure: dict, limits: dict) -> str:
             f"{figure['examples_per_s']:,.0f} | "
             f"{figure['flops_per_step'] / 1e9:,.2f} | {figure['flops_per_s'] / 1e9:,.1f} | "
             f"{percent(figure['flops_per_s'], shares * limits['matmul_flops_per_s'])} | "
-            f"{figure['bytes_per_s'] / 1e9:,.1f} | "
+            f"{giga(figure['bytes_per_s'])} | "
             f"{percent(figure['bytes_per_s'], shares * limits['stream_bytes_per_s'])} |")
 
 

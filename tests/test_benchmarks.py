@@ -29,16 +29,32 @@ def tiny_limits(**_):
     return common.measure_device_limits(repeats=1, matmul_size=128, stream_mib=1)
 
 
-def test_cost_counts_matmul_flops_and_a_loop_body_once():
-    """The benchmarks multiply one step's cost by the steps because XLA counts a loop body once: pin both facts."""
+def test_cost_counts_matmul_and_convolution_flops_and_a_loop_body_once():
+    """The benchmarks multiply one step's cost by the steps because XLA counts a loop body once: pin both facts, and
+    the FLOPs of a convolution (by hand: 2 x batch x the kernel taps that meet the input x in x out channels), which
+    come from the traced program because a GPU's compiled program hides them in library calls."""
     a = jnp.ones((64, 32))
     b = jnp.ones((32, 16))
-    flops, nbytes = common.cost(jax.jit(jnp.matmul).lower(a, b).compile())
+    flops, nbytes = common.cost(jax.jit(jnp.matmul).lower(a, b))
     assert flops == 2 * 64 * 32 * 16
     assert nbytes >= 4 * (64 * 32 + 32 * 16 + 64 * 16)
     square = jnp.ones((32, 32))
     looped = jax.jit(lambda x: jax.lax.scan(lambda y, _: (y @ x, None), x, None, length=10)[0])
-    assert common.cost(looped.lower(square).compile())[0] == pytest.approx(2 * 32**3, rel=1e-3)  # + loop counter
+    assert common.cost(looped.lower(square))[0] == pytest.approx(2 * 32**3, rel=1e-3)  # + loop counter
+    conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (1,), [(2, 2)],
+                                                             dimension_numbers=("NWC", "WIO", "NWC")))
+    x, kernel = jnp.ones((4, 16, 8)), jnp.ones((5, 8, 12))
+    taps = 16 * 5 - 2 * (2 + 1)  # width 16, kernel 5, padding 2: the two outputs at each end miss 2 and 1 taps
+    assert common.cost(conv.lower(x, kernel))[0] == 2 * 4 * taps * 8 * 12
+
+
+def test_cost_off_the_cpu_gives_the_traced_flops_and_no_bytes(monkeypatch):
+    a, b = jnp.ones((64, 32)), jnp.ones((32, 16))
+    lowered = jax.jit(jnp.matmul).lower(a, b)
+    monkeypatch.setattr(common.jax, "default_backend", lambda: "gpu")
+    flops, nbytes = common.cost(lowered)
+    assert flops == 2 * 64 * 32 * 16 and np.isnan(nbytes)
+    assert common.giga(nbytes) == "-" and common.percent(nbytes, 1.0) == "-" and common.giga(2.5e9) == "2.5"
 
 
 def test_sampler_benchmark_skips_over_budget_and_derives_rates(tmp_path, monkeypatch):
@@ -166,8 +182,10 @@ def test_compare_pytorch_interleaves_the_sides_and_reports_median_ratios(tmp_pat
     assert (figure["pytorch_median_s"], figure["pytorch_best_s"]) == (1.0, 0.5)
     assert (figure["diffrl_median_s"], figure["diffrl_best_s"]) == (0.5, 0.25)
     assert figure["speedup"] == 2.0
-    assert compare.row(figure | {"parameters": 1234}) == (
+    assert compare.row(figure | {"parameters": 1234, "target": compare.target("maze-train", 64, on_gpu=False)}) == (
         "| maze-train | 64 | 1,234 | 1.000 s (500.0 ms) | 500.0 ms (250.0 ms) | 2.00x | 1.3x |")
+    assert [compare.target(w, b, on_gpu=True) for w, b in [("maze-plan", 1), ("maze-plan", 1024), ("guided-plan", 64),
+                                                           ("maze-train", 64)]] == ["-", "10x", "10x", "-"]
 
     (tmp_path / "diffuser" / "models").mkdir(parents=True)
     (tmp_path / "diffuser" / "models" / "temporal.py").write_text("raise AssertionError('imported')\n")
