@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -93,15 +94,22 @@ def cost(lowered, compiled=None) -> tuple[float, float]:
     XLA counts the body of a ``while`` loop (a ``lax.scan``) once, whatever its trip count: callers multiply the cost
     of one loop iteration by the number of iterations themselves.
     """
-    def analysis(program):
-        result = program.cost_analysis()
+    def first(result):
         return result[0] if isinstance(result, (list, tuple)) else result
 
-    flops = float(analysis(lowered).get("flops", 0.0))
+    analysis = lowered.cost_analysis()
+    if analysis is None:
+        # backends reached through a PJRT plugin (CUDA, TPU) offer no analysis before compilation; XLA's HLO cost
+        # analysis of the same module on the CPU client counts the same operations (JAX's own binding of it)
+        from jax._src.lib import _jax
+
+        analysis = _jax.hlo_module_cost_analysis(jax.extend.backend.get_backend("cpu"),
+                                                 lowered.compiler_ir("hlo").as_hlo_module())
+    flops = float(first(analysis).get("flops", 0.0))
     if jax.default_backend() != "cpu":
         return flops, float("nan")
     compiled = lowered.compile() if compiled is None else compiled
-    return flops, float(analysis(compiled).get("bytes accessed", 0.0))
+    return flops, float(first(compiled.cost_analysis()).get("bytes accessed", 0.0))
 
 
 def predicted_seconds(previous: tuple[int, float] | None, size: int) -> float | None:

@@ -17,10 +17,11 @@
 # missing beforehand (e.g. from wheels); this script then installs diffrl alone, without a build environment.
 # With $OUT set, the log goes there as gpu_check.log and the results files are copied there after every step, so a
 # run cut short keeps what it measured.
-# The limits come from a run on an H200 with an almost empty compilation cache (benchmarks/results/nvidia-h200.md,
-# 2026-12-04): compiling one program took 4.6-27.3 s there (train chunks the longest), the probe 39 s and the three
-# maze plans of the PyTorch comparison about 45 s. Programs are cached on disk, so the sampler step reuses the
-# comparison's compiled plans.
+# The limits are estimates from one run on an H200 (benchmarks/results/nvidia-h200.md, 2026-12-04): compiling one
+# program took 4.6-27.3 s there (train chunks the longest), and the three maze plans of the PyTorch comparison took
+# about 45 s. The probe took 39 s with what a stopped attempt had compiled in the cache, and over 50 s without it.
+# Programs are cached on disk, so with a checkout given the sampler step reuses the comparison's compiled plans
+# (not the guided plan at batch 1, which the comparison does not run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 official=${1:-}
@@ -56,6 +57,7 @@ budget=${GPU_CHECK_SECONDS:-480}
 case "$budget" in
   '' | *[!0-9]*) echo "GPU_CHECK_SECONDS must be a whole number of seconds, not '$budget'"; exit 2 ;;
 esac
+budget=$((10#$budget))  # decimal, also with leading zeros
 if timeout 20 python3 -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
   step 20 python3 -m pip install -q --no-deps --no-build-isolation --retries 0 --timeout 5 -e .
 else  # fails within seconds where there is no network
@@ -63,7 +65,7 @@ else  # fails within seconds where there is no network
 fi
 
 # Without a GPU the benchmarks would run on the CPU and overwrite its results file: stop here instead.
-step 60 python3 - <<'EOF' || { echo "!! exit $?: not on a GPU, diffrl does not run there, or past the limit: no benchmarks"; exit 1; }
+step 90 python3 - <<'EOF' || { echo "!! exit $?: not on a GPU, diffrl does not run there, or past the limit: no benchmarks"; exit 1; }
 import jax
 import jax.numpy as jnp
 
@@ -83,20 +85,20 @@ print(f"a Diffuser train chunk and a batch of plans ran on {jax.devices()[0].dev
 EOF
 
 if [ -n "$official" ]; then
-  step 120 python3 -m diffrl.cli benchmark compare-pytorch --official "$official" --workloads maze-plan guided-plan \
+  step 110 python3 -m diffrl.cli benchmark compare-pytorch --official "$official" --workloads maze-plan guided-plan \
     --batches 1 64 1024 --guided-batches 64 1024 --repeats 3
 else
   echo "== no official Diffuser checkout given: the PyTorch rows are skipped"
 fi
-step 80 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided --batches 1 64 1024 \
+step 75 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze diffuser-guided --batches 1 64 1024 \
   --budget 30
-step 35 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze --compute-dtype bfloat16 \
+step 30 python3 -m diffrl.cli benchmark sampler --samplers diffuser-maze --compute-dtype bfloat16 \
   --batches 1 64 1024 --budget 30
-step 100 python3 -m diffrl.cli benchmark train --runs \
+step 95 python3 -m diffrl.cli benchmark train --runs \
   "diffuser:pointmaze-umaze,train.batch_size=32,train.gradient_accumulation=1" \
   "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1" \
   "diffuser:pointmaze-umaze,train.batch_size=256,train.gradient_accumulation=1,compute_dtype=bfloat16"
-step 45 python3 -m diffrl.cli benchmark envs --envs pointmaze-umaze --sizes 4096 65536 --budget 30
+step 40 python3 -m diffrl.cli benchmark envs --envs pointmaze-umaze --sizes 4096 65536 --budget 30
 
 left=$((budget - (SECONDS - started)))
 if [ "$left" -lt 30 ]; then
@@ -114,7 +116,7 @@ else
 fi
 # MJX's Warp implementation (diffrl[warp]) on the GPU, in whatever is left
 left=$((budget - (SECONDS - started)))
-if ! python3 -c "import warp" 2>/dev/null; then
+if ! timeout 20 python3 -c "import warp" 2>/dev/null; then
   echo "== warp-lang is not installed: no MJX Warp rows"
 elif [ "$left" -lt 30 ]; then
   echo "== ${left} s left of ${budget} s: no MJX Warp rows"

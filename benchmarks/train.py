@@ -10,11 +10,11 @@ compiled into one ``lax.scan`` with the carry donated. The dataset is synthetic 
 episodes of 1,000 steps); timing does not depend on its values. "prepare s" is the one-off work before training
 (``stage.prepare``: Diffuser's value stage computes the returns-to-go, LDCQ's prior and Q stages encode every
 chunk, and the Q stage builds its prior-sample pool). Compile time is the ahead-of-time compilation alone; steady
-state is the best of ``--repeats`` chunks after a warm-up chunk. GFLOP/step and GB/step are XLA's cost analysis of
-the chunk, whose loop body (one step) XLA counts once: FLOPs of the traced program, bytes of the compiled one times
-the devices (it is one device's share; see ``common.cost``); "% peak" compares the achieved rates with the
-devices' float32 matmul FLOP/s and streaming bandwidth (one device's, measured by the same run, times the devices;
-on a CPU split into devices by ``JAX_NUM_CPU_DEVICES``
+state is the best of ``--repeats`` chunks after a warm-up chunk. GFLOP/step and the bytes behind GB/s are XLA's cost
+analysis of the chunk, whose loop body (one step) XLA counts once: FLOPs of the traced program, bytes of the
+compiled one times the devices (it is one device's share; see ``common.cost``); "% peak" compares the achieved
+rates with the devices' float32 matmul FLOP/s and streaming bandwidth (one device's, measured by the same run,
+times the devices; on a CPU split into devices by ``JAX_NUM_CPU_DEVICES``
 they share the cores one device was measured on, so the ceiling is not multiplied). With more than one device, each
 run is timed on one device and on all of them (the global batch split over the ``data`` axis).
 

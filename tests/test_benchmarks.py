@@ -49,9 +49,12 @@ def test_cost_counts_matmul_and_convolution_flops_and_a_loop_body_once():
 
 
 def test_cost_off_the_cpu_gives_the_traced_flops_and_no_bytes(monkeypatch):
+    """A GPU behind a PJRT plugin has no analysis before compilation (``Lowered.cost_analysis`` is None): the
+    FLOPs then come from the CPU client's analysis of the same module."""
     a, b = jnp.ones((64, 32)), jnp.ones((32, 16))
     lowered = jax.jit(jnp.matmul).lower(a, b)
     monkeypatch.setattr(common.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(type(lowered), "cost_analysis", lambda self: None)
     flops, nbytes = common.cost(lowered)
     assert flops == 2 * 64 * 32 * 16 and np.isnan(nbytes)
     assert common.giga(nbytes) == "-" and common.percent(nbytes, 1.0) == "-" and common.giga(2.5e9) == "2.5"
