@@ -7,20 +7,21 @@
 Each row is one whole sampler call compiled into one program (the chain is a ``lax.scan``). Compile time is the
 ahead-of-time compilation alone; latency is the best of ``--repeats`` calls after a warm-up call. GFLOP/call and
 GB/call are XLA's cost analysis of one denoising step at that batch (denoiser, plus the value gradients where
-guided) times the steps of the chain, since XLA counts a loop body once; the sampler's own elementwise
-arithmetic is not counted. FLOPs come from the traced program, bytes from the compiled one, on the CPU only
-(``common.cost``: a GPU's library calls hide both from the compiled program's analysis; "-" there). GFLOP/s and
-GB/s divide them by the latency, and "% peak" compares them with the device's matmul FLOP/s (in
-``--compute-dtype``) and streaming bandwidth, measured by the same run (times the devices a row runs on, unless
-they are one CPU's). With several local devices
-(several GPUs, or a CPU split into one device per core by ``JAX_NUM_CPU_DEVICES=<cores>``) the Diffuser samplers'
-batch is split over them where it divides ("devices" column): the call runs data-parallel.
+guided, or J alone on the steps below t_stopgrad) times the steps of the chain, since XLA counts a loop body
+once; the sampler's own elementwise arithmetic is not counted. FLOPs come from the traced program, bytes from
+the compiled one, on the CPU only (``common.cost``: a GPU's library calls hide both from the compiled program's
+analysis; "-" there). GFLOP/s and GB/s divide them by the latency, and "% peak" compares them with the device's
+matmul FLOP/s (in ``--compute-dtype``) and streaming bandwidth, measured by the same run (times the devices a row
+runs on, unless they are one CPU's). With several local devices (several GPUs, or a CPU split into one device per
+core by ``JAX_NUM_CPU_DEVICES=<cores>``) the Diffuser samplers' batch is split over them where it divides
+("devices" column): the call runs data-parallel.
 
 Samplers (random weights; timing does not depend on them):
   diffuser-maze    Diffuser's maze planner (configs/diffuser.py:pointmaze-umaze): temporal U-Net dim 32,
                    dim_mults (1, 4, 8), H 128, 64 DDPM steps, start and goal inpainted; one plan per batch row.
   diffuser-guided  Diffuser's value-guided planner (configs/diffuser.py:hopper-medium): U-Net (1, 2, 4, 8),
-                   H 32, 20 DDPM steps, 2 gradient steps on J before each; one trajectory per batch row (the
+                   H 32, 20 DDPM steps, 2 gradient steps on J before each but the last 2 (t_stopgrad 2: J
+                   alone, by which the plans are ranked); one trajectory per batch row (the
                    official policy samples 64 per environment step, so batch 64 is one policy step).
   ldcq-prior       LDCQ's latent diffusion prior (configs/ldcq.py:pointmaze-umaze): the ResNet denoiser
                    [128, 32, 16, 8, 16, 32, 128] on 16-d latents given the 4-d state, DDPM with 100 of T = 500
@@ -71,6 +72,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffrl import diffusion
 from diffrl.benchmarks.common import (batch_over_devices, benchmark_parser, ceilings, compile_seconds, cost, devices_of,
@@ -92,7 +94,7 @@ class Case:
     steps: int  # denoiser evaluations (steps of the chain)
     draw: Callable
     inputs: Callable[[int], tuple]
-    step_cost: Callable[[int], tuple[float, float]]
+    step_cost: Callable[[int], tuple[float, float]]  # FLOPs and bytes, the mean over the steps where they differ
 
 
 def diffuser_case(name: str, horizon: int | None, steps: int | None, compute_dtype: str = "float32") -> Case:
@@ -118,9 +120,13 @@ def diffuser_case(name: str, horizon: int | None, steps: int | None, compute_dty
         flops, nbytes = cost(jax.jit(method.net.apply).lower(params["denoiser"], x, t))
         pc = method.config.plan
         if method.value_net is not None and pc.guide_scale > 0:
-            grad = jax.jit(jax.grad(lambda x, p: jnp.sum(method.value(p, x, t))))
-            guide_flops, guide_bytes = cost(grad.lower(x, params))
-            flops, nbytes = flops + pc.n_guide_steps * guide_flops, nbytes + pc.n_guide_steps * guide_bytes
+            # steps at t >= t_stopgrad take n_guide_steps gradients of J, the others one evaluation of J
+            grad = jax.jit(jax.value_and_grad(lambda x, p: jnp.sum(method.value(p, x, t))))
+            guided = np.array(cost(grad.lower(x, params))) * pc.n_guide_steps
+            stopped = np.array(cost(jax.jit(method.value).lower(params, x, t)))
+            ts = diffusion.timestep_sequence(method.schedule.num_steps, method.schedule.num_steps, method.sampler.steps)
+            share = np.mean(ts < pc.t_stopgrad)
+            flops, nbytes = np.array([flops, nbytes]) + (1 - share) * guided + share * stopped
         return flops, nbytes
 
     return Case(name, method.horizon, method.schedule.num_steps, draw, inputs, step_cost)

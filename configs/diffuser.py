@@ -81,9 +81,9 @@ def _base() -> ml_collections.ConfigDict:
         value=dict(steps=200_000),
     )
     c.plan = dict(
-        # code: plan batch_size (the best of 64 guided plans). Deviation: the plans are ranked by J of the final
-        # sample; the code ranks them by the J its last guide call computed, on the sample entering the last
-        # denoising step (sampling/functions.py n_step_guided_p_sample returns that y)
+        # code: plan batch_size (the best of 64 guided plans), ranked as the code ranks them: by the J its last
+        # guide call computed, on the sample entering the last denoising step (sampling/functions.py
+        # n_step_guided_p_sample returns that y; p_sample_loop sorts by it)
         candidates=64,
         guide_scale=0.1,  # code; the paper's App. C item 6 says alpha = 0.001
         n_guide_steps=2,  # code

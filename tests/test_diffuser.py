@@ -212,14 +212,20 @@ def test_value_gradient_points_to_higher_return_and_guides_plans_there():
     grad = jax.jit(jax.grad(lambda y: value_of(y).sum()))(x)[0]
     dx = grad[:, agent.action_dim]  # d J / d (normalised x_t)
     assert float(dx.sum()) > 0 and float(jnp.abs(grad[:, agent.action_dim + 1]).sum()) < float(dx.sum()), grad
-    # The receding-horizon policy (official GuidedPolicy): 4 guided plans per state, the first action of the best.
+    # The receding-horizon policy (official GuidedPolicy): 4 guided plans per state, the first action of the one
+    # its last guide call valued highest (the sampler's test checks those values by hand)
     starts = np.arange(8) * 17
     policy, current = agent.policy(), jnp.asarray(obs[starts])
-    actions, plans = jax.jit(policy.act)(params, jax.jit(policy.init)(params, None, current), current,
-                                         jnp.asarray(0), jax.random.PRNGKey(3))
+
+    @jax.jit
+    def act_and_plan(rng):  # one program, so that both see the same plans (guide_scale 10 amplifies rounding)
+        actions, plans = policy.act(params, policy.init(params, None, current), current, jnp.asarray(0), rng)
+        return actions, plans, agent.plan(params, rng, current, candidates=4)
+
+    actions, plans, (same_plans, values) = act_and_plan(jax.random.PRNGKey(3))
     plans, actions = np.asarray(plans), np.asarray(actions)
-    values = np.asarray(value_of(plans.reshape((32,) + plans.shape[2:]))).reshape(8, 4)
-    best = plans[np.arange(8), values.argmax(axis=1)]
+    np.testing.assert_allclose(same_plans, plans, atol=1e-5)
+    best = plans[np.arange(8), np.asarray(values).argmax(axis=1)]
     np.testing.assert_allclose(actions, agent.unnormalize(best)[0][:, 0], atol=1e-5)
     guided_x = float(agent.unnormalize(plans)[1][..., 0].mean())
     data_x = float(np.mean([obs[s : s + 16, 0] for s in starts]))  # what the unguided model replays

@@ -192,6 +192,28 @@ def test_gradient_guidance_step_is_scaled_by_posterior_variance():
     np.testing.assert_allclose(out, x_init + 0.3 * var * c, rtol=1e-5)
 
 
+def test_guide_values_are_the_objective_of_the_last_guide_call():
+    """The official ``p_sample_loop`` ranks its plans by the ``y`` of the last guide call: J on the sample entering
+    that call's gradient step; below ``t_stopgrad`` the sample is not moved and J is of the unguided sample."""
+    s = make_schedule("linear", 10)
+    zero_noise_config = SamplerConfig(method="ddim", steps=1, eta=0.0, prediction="x0")
+    identity = lambda x, t, c: x  # x0_hat = x, so the one DDIM step returns the (guided) input
+    c, x_init = jnp.array([[1.0, -2.0]]), jnp.array([[0.1, 0.2]])  # J(x_init) = -0.3
+    var = float(np.exp(s.posterior_log_variance_clipped[9]))
+
+    def run(t_stopgrad):
+        guide = GradientGuidance(lambda x, t: jnp.sum(c * x, axis=-1), scale=0.3, n_steps=2, t_stopgrad=t_stopgrad)
+        return sample(jax.random.PRNGKey(0), identity, s, (1, 2), zero_noise_config, gradient_guidance=guide,
+                      x_init=x_init, start_step=10, return_guide_values=True)
+
+    out, values = run(t_stopgrad=0)  # two steps of 0.3 * var * c; J after the first: -0.3 + 0.3 * var * |c|^2
+    np.testing.assert_allclose(out, x_init + 0.6 * var * c, rtol=1e-5)
+    np.testing.assert_allclose(values, [-0.3 + 1.5 * var], rtol=1e-5)
+    out, values = run(t_stopgrad=10)  # t = 9 < 10
+    np.testing.assert_allclose(out, x_init, rtol=1e-6)
+    np.testing.assert_allclose(values, [-0.3], rtol=1e-5)
+
+
 def test_energy_guidance_samples_the_exponentially_tilted_distribution():
     """N(0, 1) tilted by exp(c x0) is N(c, 1); its exact intermediate energy has gradient c * alpha_t (Lu et al.)."""
     s = make_schedule("linear", 1000)
@@ -262,7 +284,8 @@ def test_sampler_compiles_once_independent_of_the_number_of_steps():
         planner = jax.jit(lambda rng, cond: sample(rng, model, s, (64, 4), SamplerConfig(), cond, **hooks))
         for seed in range(3):
             planner(jax.random.PRNGKey(seed), jnp.ones(64)).block_until_ready()
-        assert traces == {"model": 1, "objective": 1}, f"retraced with {steps} steps: {traces}"
+        # the objective twice: the guided branch and the one below t_stopgrad (J alone)
+        assert traces == {"model": 1, "objective": 2}, f"retraced with {steps} steps: {traces}"
         assert planner._cache_size() == 1
 
 
@@ -311,6 +334,8 @@ def test_bad_sampler_input():
         sample(jax.random.PRNGKey(0), lambda x, t, c: x, s, (2, 1), x_init=jnp.zeros((3, 1)))
     with pytest.raises(ValueError, match="horizon index 9"):
         Inpainting.at_timesteps((2, 8, 3), {9: jnp.zeros(2)})
+    with pytest.raises(ValueError, match="return_guide_values needs gradient_guidance"):
+        sample(jax.random.PRNGKey(0), lambda x, t, c: x, s, (2, 1), return_guide_values=True)
 
 
 def test_timestep_sequences_start_at_the_initial_noise_level():

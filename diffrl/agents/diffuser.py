@@ -196,7 +196,9 @@ class Diffuser(Method):
         """Plans for ``N`` start states: ``(normalised plans [N, candidates, H, D], values [N, candidates])``.
 
         ``states [N, state_dim]`` (and ``goals [N, 2]`` for goal tasks) are raw, unnormalised. With the value
-        guide, every denoising step is guided (Algorithm 1) and ``values`` are J at ``t = 0``; otherwise zeros.
+        guide, every denoising step is guided (Algorithm 1) and ``values`` are J of the last guide call, at ``t = 0``
+        on the sample entering the last step (the official ``p_sample_loop`` ranks its plans by these); otherwise
+        zeros.
         ``previous`` (normalised ``[N, candidates, H, D]``) warm-starts the chain from
         ``plan.warm_start_steps`` (Sec. 5.4).
         """
@@ -220,12 +222,14 @@ class Diffuser(Method):
             start = pc.warm_start_steps
             x_init = diffusion.warm_start(rng_warm, self.schedule, previous.reshape(shape), start)
         model_fn = lambda x, t, cond: self.net.apply(params["denoiser"], x, t)  # noqa: E731
-        x = diffusion.sample(rng_sample, model_fn, self.schedule, shape, self.sampler, inpainting=inpainting,
-                             gradient_guidance=guide, x_init=x_init, start_step=start)
-        if self.value_net is not None:
-            values = self.value(params, x, jnp.zeros((shape[0],), jnp.int32))
-        else:
+        if guide is None:
+            x = diffusion.sample(rng_sample, model_fn, self.schedule, shape, self.sampler, inpainting=inpainting,
+                                 x_init=x_init, start_step=start)
             values = jnp.zeros((shape[0],))
+        else:
+            x, values = diffusion.sample(rng_sample, model_fn, self.schedule, shape, self.sampler,
+                                         inpainting=inpainting, gradient_guidance=guide, x_init=x_init,
+                                         start_step=start, return_guide_values=True)
         return x.reshape((n, candidates) + shape[1:]), values.reshape(n, candidates)
 
     def normalize_states(self, states: jnp.ndarray) -> jnp.ndarray:

@@ -79,7 +79,8 @@ class GradientGuidance:
     """Diffuser value guidance: ``x <- x + scale * Var_t * grad_x J(x, t)``, ``n_steps`` times, before each step.
 
     ``Var_t`` is the clipped posterior variance when ``scale_by_std`` (official code's ``scale_grad_by_std``);
-    steps with ``t < t_stopgrad`` get no guidance. ``objective`` returns one value per sample.
+    steps with ``t < t_stopgrad`` get no guidance (the official code computes the gradient there and zeroes it;
+    here only ``J`` is computed). ``objective`` returns one value per sample.
     """
 
     objective: Objective = struct.field(pytree_node=False)
@@ -88,8 +89,10 @@ class GradientGuidance:
     n_steps: int = struct.field(pytree_node=False, default=1)
     scale_by_std: bool = struct.field(pytree_node=False, default=True)
 
-    def gradient(self, x: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
-        return jax.grad(lambda y: jnp.sum(self.objective(y, t)))(x)
+    def value_and_gradient(self, x: jnp.ndarray, t: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """``(J(x, t) [B], grad_x sum J)``: the official ``ValueGuide.gradients``' ``(y, grad)``."""
+        values, vjp = jax.vjp(lambda y: self.objective(y, t), x)
+        return values, vjp(jnp.ones_like(values))[0]
 
 
 @struct.dataclass

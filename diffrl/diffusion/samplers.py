@@ -149,23 +149,30 @@ def _reverse_step(
     gradient_guidance: GradientGuidance | None,
     energy_guidance: EnergyGuidance | None,
     x: jnp.ndarray,
+    guide_values: jnp.ndarray | None,
     row: StepTable,
     rng: jax.Array,
-) -> jnp.ndarray:
+) -> tuple[jnp.ndarray, jnp.ndarray | None]:
+    """One reverse step; returns ``x_s`` and the objective of the step's last guide call (``guide_values``, the
+    previous step's, when there is no gradient guidance)."""
     t = jnp.full((x.shape[0],), row.t, jnp.int32)
     constrain = inpainting if inpainting is not None else (lambda y: y)
 
     if gradient_guidance is not None:
         g = gradient_guidance
 
-        def guide(_, y):
-            grad = g.gradient(y, t)
+        def guide(_, carry):
+            y, _ = carry
+            values, grad = g.value_and_gradient(y, t)
             if g.scale_by_std:
                 grad = row.guide_variance * grad
-            grad = jnp.where(row.t < g.t_stopgrad, 0.0, grad)
-            return constrain(y + g.scale * grad)
+            return constrain(y + g.scale * grad), values.astype(jnp.float32)
 
-        x = jax.lax.fori_loop(0, g.n_steps, guide, x)
+        def stopped(y):  # the official code zeroes the gradient: every guide call sees the same y
+            return constrain(y), g.objective(y, t).astype(jnp.float32)
+
+        x, guide_values = jax.lax.cond(row.t < g.t_stopgrad, stopped,
+                                       lambda y: jax.lax.fori_loop(0, g.n_steps, guide, (y, guide_values)), x)
 
     out = _model_output(model_fn, x, t, cond, cfg)
     x0, eps = split_prediction(schedule, config.prediction, x, t, out)
@@ -177,7 +184,7 @@ def _reverse_step(
         eps = eps_from_x0(schedule, x, t, x0)
     mean = row.coef_x0 * x0 + row.coef_xt * x + row.coef_eps * eps
     noise = jax.random.normal(rng, x.shape, x.dtype)
-    return constrain(mean + row.std * noise)
+    return constrain(mean + row.std * noise), guide_values
 
 
 def sample(
@@ -194,13 +201,19 @@ def sample(
     energy_guidance: EnergyGuidance | None = None,
     x_init: jnp.ndarray | None = None,
     start_step: int | None = None,
+    return_guide_values: bool = False,
 ):
     """Draw ``shape[0]`` samples by running the whole reverse chain inside one ``lax.scan``.
 
     ``model_fn(x_t, t, cond)`` returns the prediction named by ``config.prediction``. ``x_init`` (with
     ``start_step``, see :func:`warm_start`) replaces the Gaussian start ``x_N ~ N(0, I)``. Returns ``x_0``, or
-    ``(x_0, chain)`` with ``chain[k]`` the state after ``k`` steps when ``config.return_chain``.
+    ``(x_0, chain)`` with ``chain[k]`` the state after ``k`` steps when ``config.return_chain``. With
+    ``return_guide_values`` (gradient guidance only) ``x_0`` comes with ``J`` of the last guide call (float32), on
+    the sample entering the last step: the ``values`` by which the official Diffuser ranks its plans
+    (``p_sample_loop``).
     """
+    if return_guide_values and (gradient_guidance is None or config.return_chain):
+        raise ValueError("return_guide_values needs gradient_guidance and no return_chain")
     table = step_table(schedule, config, start_step)
     rng_init, rng_steps = jax.random.split(rng)
     if x_init is None:
@@ -212,20 +225,22 @@ def sample(
     if inpainting is not None:
         x_init = inpainting(x_init)
 
-    def body(x, row_and_rng):
+    def body(carry, row_and_rng):
         row, step_rng = row_and_rng
-        x = _reverse_step(
-            schedule, config, model_fn, cond, inpainting, cfg, gradient_guidance, energy_guidance, x, row, step_rng
+        x, values = _reverse_step(
+            schedule, config, model_fn, cond, inpainting, cfg, gradient_guidance, energy_guidance, *carry, row,
+            step_rng,
         )
-        return x, (x if config.return_chain else None)
+        return (x, values), (x if config.return_chain else None)
 
     # The main chain's keys do not depend on extra_steps; the extra steps are noise-free (std = 0).
     keys = jax.random.split(rng_steps, table.t.shape[0] - config.extra_steps)
     keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (config.extra_steps,) + keys.shape[1:])])
-    x0, chain = jax.lax.scan(body, x_init, (table, keys))
+    values = None if gradient_guidance is None else jnp.zeros((shape[0],), jnp.float32)
+    (x0, values), chain = jax.lax.scan(body, (x_init, values), (table, keys))
     if config.return_chain:
         return x0, jnp.concatenate([x_init[None], chain])
-    return x0
+    return (x0, values) if return_guide_values else x0
 
 
 def warm_start(rng: jax.Array, schedule: Schedule, previous: jnp.ndarray, start_step: int) -> jnp.ndarray:
