@@ -36,8 +36,8 @@ def _base() -> ml_collections.ConfigDict:
         episodes="stored",  # stored | streams | goal_departures (diffrl.data.preprocess.segment_episodes)
     )
     c.task = dict(kind="reward", horizon=32, state_key=None, goal_key=None, normalizer="gaussian")
-    # temporal U-Net (App. C item 1); dim 32: code default. Layers start from flax's default initialisation
-    # (LeCun normal, zero biases), not PyTorch's (uniform, non-zero biases), which the code inherits
+    # temporal U-Net (App. C item 1); dim 32: code default. Layers start from PyTorch's default initialisation,
+    # as the code's do (weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), diffrl.nets.init)
     c.model = dict(dim=32, dim_mults=(1, 2, 4, 8))
     # diffrl's option (neither paper nor code has one): the U-Nets' (denoiser and J) computation dtype, float32 or
     # bfloat16 (mixed precision: parameters, optimizer, GroupNorm statistics and the sampler stay float32). Not a

@@ -128,6 +128,32 @@ def test_value_parameter_count_matches_official():
     assert _n_params(variables) == official_value_params(70, 11, 16, (1, 2, 4, 8), 3) == 578_387
 
 
+def test_layers_start_from_pytorchs_default_initialisation():
+    """The official modules' reset_parameters: every weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in the
+    input features of a Linear, in_channels x k of a Conv1d, out_channels x k of a ConvTranspose1d (= the kernel's
+    axes but the last here); GroupNorm starts at scale 1, offset 0."""
+    t, cond = jnp.zeros(1, jnp.int32), {"state": jnp.zeros((1, 3)), "keep": jnp.ones(1)}
+    variables = {**TemporalUNet(6, 32, (1, 4, 8), condition_dim=3).init(KEY, jnp.zeros((1, 16, 6)), t, cond)["params"],
+                 "value": ValueUNet(32, (1, 2, 4, 8)).init(KEY, jnp.zeros((1, 32, 23)), t)["params"]}
+    layers = 0
+    for path, module in jax.tree_util.tree_flatten_with_path(variables, is_leaf=lambda n: "bias" in n)[0]:
+        if "kernel" not in module:  # GroupNorm
+            np.testing.assert_array_equal(module["scale"], 1.0)
+            np.testing.assert_array_equal(module["bias"], 0.0)
+            continue
+        kernel, bias = np.asarray(module["kernel"]), np.asarray(module["bias"])
+        bound = 1.0 / np.sqrt(np.prod(kernel.shape[:-1]))
+        assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound, path
+        if kernel.size >= 4096:  # a uniform's variance bound^2 / 3, and its range filled
+            assert abs(kernel.var() / (bound**2 / 3) - 1) < 0.1 and np.abs(kernel).max() > 0.95 * bound, path
+        if bias.size >= 128:
+            assert abs(bias.var() / (bound**2 / 3) - 1) < 0.35, path
+        layers += 1
+    # U-Net: 12 blocks x (2 convs, time_proj) + 5 1x1 skips + 4 resamplings + 2 final + 2 time + 2 condition = 51;
+    # J: 10 blocks x 3 + 6 skips + 6 downsamplings + 2 time + 2 head = 46
+    assert layers == 51 + 46
+
+
 def test_value_fc_dim_agrees_with_official_where_the_official_code_runs():
     for dim_mults in [(1,), (1, 4, 8), (1, 2, 4, 8)]:
         d = 2 ** (len(dim_mults) + 1)

@@ -35,6 +35,7 @@ from flax import struct
 
 from diffrl.agents.base import Policy
 from diffrl.agents.train_state import EMA, TrainState, apply_loss
+from diffrl.nets.init import pytorch_dense
 
 SQUASH_EPSILON = 1e-6  # SB3 TanhBijector
 INITIALIZATIONS = ("pytorch", "ogbench")
@@ -75,10 +76,7 @@ def _dense(width: int, name: str, x, initialization: str = "pytorch", scale: flo
     fan_avg, uniform)``, bias zero)."""
     if initialization == "ogbench":
         return nn.Dense(width, kernel_init=nn.initializers.variance_scaling(scale, "fan_avg", "uniform"), name=name)(x)
-    bound = 1.0 / jnp.sqrt(x.shape[-1])
-    bias_init = lambda rng, shape, dtype=jnp.float32: jax.random.uniform(rng, shape, dtype, -bound, bound)
-    kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-    return nn.Dense(width, kernel_init=kernel_init, bias_init=bias_init, name=name)(x)
+    return pytorch_dense(width, x.shape[-1], name=name)(x)
 
 
 def _mlp(hidden, x, initialization: str = "pytorch"):

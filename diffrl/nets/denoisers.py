@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from diffrl.nets.activations import mish
+from diffrl.nets.init import pytorch_dense
 
 
 def sinusoidal_embedding(t: jnp.ndarray, dim: int, max_period: float = 10000.0) -> jnp.ndarray:
@@ -34,12 +35,16 @@ class TimeEmbedding(nn.Module):
     hidden: int = 256
     out_dim: int | None = None
     dtype: jnp.dtype | None = None  # the Dense layers' computation dtype; the embedding itself is float32
+    pytorch_init: bool = False  # the Dense layers initialised as PyTorch's nn.Linear (diffrl.nets.init)
 
     @nn.compact
     def __call__(self, t):
-        h = sinusoidal_embedding(t, self.dim)
-        h = mish(nn.Dense(self.hidden, dtype=self.dtype)(h))
-        return nn.Dense(self.hidden if self.out_dim is None else self.out_dim, dtype=self.dtype)(h)
+        def dense(features: int, fan_in: int) -> nn.Dense:
+            return pytorch_dense(features, fan_in, dtype=self.dtype) if self.pytorch_init else nn.Dense(
+                features, dtype=self.dtype)
+
+        h = mish(dense(self.hidden, self.dim)(sinusoidal_embedding(t, self.dim)))
+        return dense(self.hidden if self.out_dim is None else self.out_dim, self.hidden)(h)
 
 
 class MLPDenoiser(nn.Module):

@@ -4,8 +4,8 @@ Diffuser appendix C and Figure A1 describe the network: a U-Net of residual bloc
 (1-D, along the horizon) convolutions followed by GroupNorm and Mish, with the diffusion-step embedding added
 after the first convolution of every block; ``J`` is "the first half of the U-Net" with a final linear layer.
 Everything the paper leaves open (channel widths, kernel sizes, the time MLP, the resampling layers, which skips
-are used, the value head) follows the official code, ``diffuser/models/{temporal,helpers}.py`` of
-github.com/jannerm/diffuser, as noted at each place below.
+are used, the value head, PyTorch's default initialisation of every layer, :mod:`diffrl.nets.init`) follows the
+official code, ``diffuser/models/{temporal,helpers}.py`` of github.com/jannerm/diffuser, as noted at each place below.
 
 Layout is channel-last: ``x`` is ``[B, H, transition_dim]`` (the official code transposes to ``[B, C, H]``
 internally); ``t`` is the 0-indexed diffusion step of shape ``[B]`` (or a scalar, broadcast over the batch),
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from diffrl.nets.activations import mish
 from diffrl.nets.denoisers import TimeEmbedding
+from diffrl.nets.init import pytorch_bias_init, pytorch_dense, pytorch_kernel_init
 
 N_GROUPS = 8  # official Conv1dBlock default, never overridden there
 GROUPNORM_EPS = 1e-5  # torch.nn.GroupNorm default (flax's default is 1e-6)
@@ -127,6 +128,7 @@ def _time_mlp(dim: int, hidden: int | None = None, dtype=None) -> TimeEmbedding:
     """Official ``time_mlp``: ``SinusoidalPosEmb(dim) -> Linear(4 dim) -> Mish -> Linear(dim)`` (``hidden`` replaces
     the ``4 dim``)."""
     return TimeEmbedding(dim=dim, hidden=4 * dim if hidden is None else hidden, out_dim=dim, dtype=dtype,
+                         pytorch_init=True,
                          name="time_mlp")
 
 
@@ -195,8 +197,8 @@ class Conv1d(nn.Module):
     @nn.compact
     def __call__(self, x):
         k, channels = self.kernel_size, x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, channels, self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        kernel = self.param("kernel", pytorch_kernel_init, (k, channels, self.features))
+        bias = self.param("bias", pytorch_bias_init(k * channels), (self.features,))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.stride == 1 and 1 < k <= x.shape[-2]:
             flat = x.reshape((-1,) + x.shape[-2:])
@@ -249,7 +251,8 @@ class ResidualTemporalBlock(nn.Module):
         chex.assert_rank([x, t_emb], [3, 2])
         chex.assert_equal_shape_prefix([x, t_emb], 1)
         h = Conv1dBlock(self.features, self.kernel_size, dtype=self.dtype, name="block_0")(x)
-        h = h + nn.Dense(self.features, dtype=self.dtype, name="time_proj")(mish(t_emb))[:, None, :]
+        time_proj = pytorch_dense(self.features, t_emb.shape[-1], dtype=self.dtype, name="time_proj")
+        h = h + time_proj(mish(t_emb))[:, None, :]
         h = Conv1dBlock(self.features, self.kernel_size, dtype=self.dtype, name="block_1")(h)
         skip = (x if x.shape[-1] == self.features
                 else Conv1d(self.features, 1, dtype=self.dtype, name="residual_conv")(x))
@@ -291,8 +294,9 @@ class _StrideTwoTransposedConv(nn.Module):
     @nn.compact
     def __call__(self, x):
         channels = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, channels, channels))
-        bias = self.param("bias", nn.initializers.zeros_init(), (channels,))
+        # PyTorch's ConvTranspose1d takes its fan-in from the weight's output-channel axis: channels x 4 here too
+        kernel = self.param("kernel", pytorch_kernel_init, (4, channels, channels))
+        bias = self.param("bias", pytorch_bias_init(4 * channels), (channels,))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         zeros = jnp.zeros_like(x[..., :1, :])
         previous = jnp.concatenate([zeros, x[..., :-1, :]], axis=-2)
@@ -362,8 +366,8 @@ class TemporalUNet(nn.Module):
         if self.condition_dim:
             state = jnp.asarray(cond["state"]).reshape(x.shape[0], self.condition_dim)
             hidden = 4 * self.dim if self.embed_hidden is None else self.embed_hidden
-            c_emb = nn.Dense(self.dim, dtype=dtype, name="cond_mlp_1")(
-                mish(nn.Dense(hidden, dtype=dtype, name="cond_mlp_0")(state)))
+            c_emb = pytorch_dense(self.dim, hidden, dtype=dtype, name="cond_mlp_1")(
+                mish(pytorch_dense(hidden, self.condition_dim, dtype=dtype, name="cond_mlp_0")(state)))
             keep = jnp.broadcast_to(jnp.asarray(cond["keep"], c_emb.dtype), (x.shape[0],))
             t_emb = jnp.concatenate([t_emb, c_emb * keep[:, None]], axis=-1)
         h, skips = x, []
@@ -435,8 +439,9 @@ class ValueUNet(nn.Module):
 
         flat = jnp.swapaxes(h, 1, 2).reshape(h.shape[0], -1)  # channel-major, as the official .view on [B, C, L]
         fc_dim = flat.shape[-1]
-        out = nn.Dense(fc_dim // 2, dtype=dtype, name="fc_0")(jnp.concatenate([flat, t_emb], axis=-1))
-        out = nn.Dense(self.out_dim, dtype=dtype, name="fc_1")(mish(out)).astype(out_dtype)
+        features = jnp.concatenate([flat, t_emb], axis=-1)
+        out = pytorch_dense(fc_dim // 2, features.shape[-1], dtype=dtype, name="fc_0")(features)
+        out = pytorch_dense(self.out_dim, fc_dim // 2, dtype=dtype, name="fc_1")(mish(out)).astype(out_dtype)
         if self.out_dim == 1:
             out = out[..., 0]
         return out[0] if unbatched else out
