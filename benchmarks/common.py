@@ -242,11 +242,23 @@ def giga(value: float) -> str:
     return "-" if np.isnan(value) else f"{value / 1e9:,.1f}"
 
 
+def _strict_json(value):
+    """``value`` with every non-finite float (NaN: a figure not measured) as None: bare NaN is not JSON."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    return value
+
+
 def write_json(path: str, value) -> Path:
-    """Write ``value`` as JSON to ``path``, creating its folder; returns the path."""
+    """Write ``value`` as JSON to ``path`` (figures not measured as ``null``), creating its folder; returns the
+    path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2))
+    path.write_text(json.dumps(_strict_json(value), indent=2, allow_nan=False))
     return path
 
 

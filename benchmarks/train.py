@@ -13,9 +13,10 @@ chunk, and the Q stage builds its prior-sample pool). Compile time is the ahead-
 state is the best of ``--repeats`` chunks after a warm-up chunk. GFLOP/step and the bytes behind GB/s are XLA's cost
 analysis of the chunk, whose loop body (one step) XLA counts once: FLOPs of the traced program, bytes of the
 compiled one times the devices (it is one device's share; see ``common.cost``); "% peak" compares the achieved
-rates with the devices' float32 matmul FLOP/s and streaming bandwidth (one device's, measured by the same run,
-times the devices; on a CPU split into devices by ``JAX_NUM_CPU_DEVICES``
-they share the cores one device was measured on, so the ceiling is not multiplied). With more than one device, each
+rates with the devices' matmul FLOP/s in the run's compute dtype (float32, or bfloat16 for a run with
+``compute_dtype=bfloat16``) and streaming bandwidth (one device's, measured by the same run, times the devices; on a
+CPU split into devices by ``JAX_NUM_CPU_DEVICES`` they share the cores one device was measured on, so the ceiling is
+not multiplied). With more than one device, each
 run is timed on one device and on all of them (the global batch split over the ``data`` axis).
 
 A run is ``METHOD:VARIANT``, with ``:STAGE`` for one stage of the method (default: its first; the earlier stages'
@@ -101,7 +102,8 @@ def compiled_chunk(run: str, devices, steps: int, overrides=()) -> dict:
     program = make_train_chunk(stage, mesh, steps)
     compile_s, chunk = compile_seconds(program, carry, train_data)
     return {"stage": stage, "mesh": mesh, "chunk": chunk, "carry": carry, "train_data": train_data,
-            "prepare_s": prepare_s, "compile_s": compile_s, "program": program}
+            "prepare_s": prepare_s, "compile_s": compile_s, "program": program,
+            "compute_dtype": method.config.get("compute_dtype", "float32")}
 
 
 def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
@@ -119,7 +121,8 @@ def measure(run: str, devices, steps: int, repeats: int, overrides) -> dict:
         best = min(best, time.perf_counter() - started)
     per_step = best / steps
     return {"run": run, "stage": stage.name, "devices": mesh.size, "batch": stage.batch_size,
-            "prepare_s": built["prepare_s"], "compile_s": built["compile_s"], "seconds_per_step": per_step,
+            "compute_dtype": built["compute_dtype"], "prepare_s": built["prepare_s"], "compile_s": built["compile_s"],
+            "seconds_per_step": per_step,
             "steps_per_s": 1 / per_step, "examples_per_s": stage.batch_size / per_step, "flops_per_step": flops,
             "bytes_per_step": nbytes, "flops_per_s": flops / per_step, "bytes_per_s": nbytes / per_step}
 
@@ -154,15 +157,22 @@ def main(argv=None) -> int:
             parser.error(str(err))
     argv = sys.argv[1:] if argv is None else argv
 
-    limits = measure_device_limits()
+    limits = {"float32": measure_device_limits()}  # by compute dtype: a bfloat16 run is held to bfloat16's rate
     device_sets = [jax.devices()[:1]] + ([jax.devices()] if len(jax.devices()) > 1 else [])
     figures, rows = [], []
     for run in args.runs:
         for devices in device_sets:
             figures.append(measure(run, devices, args.steps, args.repeats, args.overrides))
-            rows.append(row(figures[-1], limits))
+            dtype = figures[-1]["compute_dtype"]
+            if dtype not in limits:
+                limits[dtype] = measure_device_limits(matmul_dtype=dtype)
+            rows.append(row(figures[-1], limits[dtype]))
             print(rows[-1], flush=True)
-    header = (f"{versions('flax', 'optax')}. {limits_note(limits)} {args.steps} steps per timed chunk, best of "
+    other_dtypes = "".join(f" Runs in {dtype} (compute_dtype) are compared with its matmul rate, "
+                           f"{limit['matmul_flops_per_s'] / 1e9:,.1f} GFLOP/s." for dtype, limit in limits.items()
+                           if dtype != "float32")
+    header = (f"{versions('flax', 'optax')}. {limits_note(limits['float32'])}{other_dtypes} {args.steps} steps per "
+              f"timed chunk, best of "
               f"{args.repeats} chunks; examples = trajectories (Diffuser), transitions (BC) or H-step chunks "
               "(LDCQ, DIAR) per update"
               + (f"; overrides `{' '.join(args.overrides)}`" if args.overrides else "") + ".")

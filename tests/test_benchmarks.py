@@ -48,7 +48,7 @@ def test_cost_counts_matmul_and_convolution_flops_and_a_loop_body_once():
     assert common.cost(conv.lower(x, kernel))[0] == 2 * 4 * taps * 8 * 12
 
 
-def test_cost_off_the_cpu_gives_the_traced_flops_and_no_bytes(monkeypatch):
+def test_cost_off_the_cpu_gives_the_traced_flops_and_no_bytes(monkeypatch, tmp_path):
     """A GPU behind a PJRT plugin has no analysis before compilation (``Lowered.cost_analysis`` is None): the
     FLOPs then come from the CPU client's analysis of the same module."""
     a, b = jnp.ones((64, 32)), jnp.ones((32, 16))
@@ -58,6 +58,10 @@ def test_cost_off_the_cpu_gives_the_traced_flops_and_no_bytes(monkeypatch):
     flops, nbytes = common.cost(lowered)
     assert flops == 2 * 64 * 32 * 16 and np.isnan(nbytes)
     assert common.giga(nbytes) == "-" and common.percent(nbytes, 1.0) == "-" and common.giga(2.5e9) == "2.5"
+    # and null in the JSON, which a strict parser reads (bare NaN is not JSON)
+    path = common.write_json(tmp_path / "figures.json", {"bytes": nbytes, "rows": [{"flops": flops, "x": np.inf}]})
+    refuse = lambda constant: pytest.fail(f"{constant} in {path.read_text()}")  # noqa: E731
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"bytes": None, "rows": [{"flops": flops, "x": None}]}
 
 
 def test_sampler_benchmark_skips_over_budget_and_derives_rates(tmp_path, monkeypatch):
@@ -126,6 +130,30 @@ def test_train_benchmark_times_the_runner_chunk(tmp_path, monkeypatch):
     # one Adam step of an MLP: forward + backward ~ 6 FLOPs per weight per example (tanh/Adam add a few percent)
     weights = 8 * 256 + 256 * 256 + 256 * 2  # the flat observation (8) -> 256 -> 256 -> action (2)
     assert 6 * 32 * weights <= one["flops_per_step"] <= 1.5 * 6 * 32 * weights
+
+
+def test_train_benchmark_holds_each_run_to_its_compute_dtypes_matmul_rate(tmp_path, monkeypatch, capsys):
+    bench = load("train")
+    rates = {"float32": 100e9, "bfloat16": 400e9}
+    monkeypatch.setattr(bench, "measure_device_limits", lambda matmul_dtype="float32": {
+        "matmul_flops_per_s": rates[matmul_dtype], "stream_bytes_per_s": 10e9, "matmul_size": 8,
+        "matmul_dtype": matmul_dtype, "stream_mib": 1})
+    monkeypatch.setattr(bench.jax, "devices", lambda: jax.local_devices()[:1])
+
+    def measure(run, devices, steps, repeats, overrides):  # 200 GFLOP/s, 5 GB/s either way
+        return {"run": run, "stage": "denoiser", "devices": 1, "batch": 8, "prepare_s": 0.0, "compile_s": 1.0,
+                "compute_dtype": "bfloat16" if "bfloat16" in run else "float32", "seconds_per_step": 0.5,
+                "steps_per_s": 2.0, "examples_per_s": 16.0, "flops_per_step": 100e9, "bytes_per_step": 2.5e9,
+                "flops_per_s": 200e9, "bytes_per_s": 5e9}
+
+    monkeypatch.setattr(bench, "measure", measure)
+    out = tmp_path / "train.json"
+    assert bench.main(["--runs", "diffuser:pointmaze-umaze", "diffuser:pointmaze-umaze,compute_dtype=bfloat16",
+                       "--no-write", "--json", str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| diffuser")]
+    assert [r.split("|")[11].strip() for r in rows] == ["200%", "50%"]  # % peak: 200 of 100, 200 of 400
+    limits = json.loads(out.read_text())["limits"]
+    assert {dtype: limit["matmul_flops_per_s"] for dtype, limit in limits.items()} == rates
 
 
 def test_train_benchmark_run_specs_and_staged_methods():
