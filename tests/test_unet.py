@@ -152,6 +152,14 @@ def test_layers_start_from_pytorchs_default_initialisation():
     # U-Net: 12 blocks x (2 convs, time_proj) + 5 1x1 skips + 4 resamplings + 2 final + 2 time + 2 condition = 51;
     # J: 10 blocks x 3 + 6 skips + 6 downsamplings + 2 time + 2 head = 46
     assert layers == 51 + 46
+    # initialization="flax": flax's defaults (LeCun normal kernels, zero biases), the parameters of the same shapes
+    flax_init = ValueUNet(32, (1, 2, 4, 8), initialization="flax").init(KEY, jnp.zeros((1, 32, 23)), t)["params"]
+    assert jax.tree.map(jnp.shape, flax_init) == jax.tree.map(jnp.shape, variables["value"])
+    kernel = np.asarray(flax_init["down_1_res_0"]["block_0"]["conv"]["kernel"])  # [5, 32, 64]
+    assert not np.any(flax_init["down_1_res_0"]["block_0"]["conv"]["bias"])
+    assert abs(kernel.std() * np.sqrt(5 * 32) - 1) < 0.1  # LeCun: variance 1 / fan_in
+    with pytest.raises(ValueError, match="initialization must be one of"):
+        ValueUNet(32, (1, 2, 4, 8), initialization="torch").init(KEY, jnp.zeros((1, 32, 23)), t)
 
 
 def test_value_fc_dim_agrees_with_official_where_the_official_code_runs():

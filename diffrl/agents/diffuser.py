@@ -143,11 +143,12 @@ class Diffuser(Method):
         self.transition_dim = self.action_width + self.state_dim
         self.horizon = task.horizon
         self.schedule = diffusion.make_schedule(dc.schedule, dc.num_steps)
-        dtype = compute_dtype(config)
+        # read with a default: the initialisation does not matter to a saved run, whose workdir may predate the key
+        dtype, init = compute_dtype(config), config.get("initialization", "pytorch")
         self.net = TemporalUNet(transition_dim=self.transition_dim, dim=config.model.dim,
-                                dim_mults=tuple(config.model.dim_mults), dtype=dtype)
-        self.value_net = (ValueUNet(dim=config.value.dim, dim_mults=tuple(config.value.dim_mults), dtype=dtype)
-                          if config.value.enabled else None)
+                                dim_mults=tuple(config.model.dim_mults), dtype=dtype, initialization=init)
+        self.value_net = (ValueUNet(dim=config.value.dim, dim_mults=tuple(config.value.dim_mults), dtype=dtype,
+                                    initialization=init) if config.value.enabled else None)
         weights = diffusion.first_action_weights(self.horizon, self.transition_dim, self.action_width,
                                                  dc.action_weight)
         self.loss_weights = weights * (dc.loss_discount ** np.arange(self.horizon, dtype=np.float32))[:, None]

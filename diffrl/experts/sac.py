@@ -35,7 +35,7 @@ from flax import struct
 
 from diffrl.agents.base import Policy
 from diffrl.agents.train_state import EMA, TrainState, apply_loss
-from diffrl.nets.init import pytorch_dense
+from diffrl.nets.init import dense
 
 SQUASH_EPSILON = 1e-6  # SB3 TanhBijector
 INITIALIZATIONS = ("pytorch", "ogbench")
@@ -76,7 +76,7 @@ def _dense(width: int, name: str, x, initialization: str = "pytorch", scale: flo
     fan_avg, uniform)``, bias zero)."""
     if initialization == "ogbench":
         return nn.Dense(width, kernel_init=nn.initializers.variance_scaling(scale, "fan_avg", "uniform"), name=name)(x)
-    return pytorch_dense(width, x.shape[-1], name=name)(x)
+    return dense(width, x.shape[-1], name=name)(x)
 
 
 def _mlp(hidden, x, initialization: str = "pytorch"):

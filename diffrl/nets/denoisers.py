@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from diffrl.nets.activations import mish
-from diffrl.nets.init import pytorch_dense
+from diffrl.nets.init import dense
 
 
 def sinusoidal_embedding(t: jnp.ndarray, dim: int, max_period: float = 10000.0) -> jnp.ndarray:
@@ -35,16 +35,13 @@ class TimeEmbedding(nn.Module):
     hidden: int = 256
     out_dim: int | None = None
     dtype: jnp.dtype | None = None  # the Dense layers' computation dtype; the embedding itself is float32
-    pytorch_init: bool = False  # the Dense layers initialised as PyTorch's nn.Linear (diffrl.nets.init)
+    initialization: str = "flax"  # the Dense layers' (diffrl.nets.init): "flax" or "pytorch" (nn.Linear's)
 
     @nn.compact
     def __call__(self, t):
-        def dense(features: int, fan_in: int) -> nn.Dense:
-            return pytorch_dense(features, fan_in, dtype=self.dtype) if self.pytorch_init else nn.Dense(
-                features, dtype=self.dtype)
-
-        h = mish(dense(self.hidden, self.dim)(sinusoidal_embedding(t, self.dim)))
-        return dense(self.hidden if self.out_dim is None else self.out_dim, self.hidden)(h)
+        init = self.initialization
+        h = mish(dense(self.hidden, self.dim, init, dtype=self.dtype)(sinusoidal_embedding(t, self.dim)))
+        return dense(self.hidden if self.out_dim is None else self.out_dim, self.hidden, init, dtype=self.dtype)(h)
 
 
 class MLPDenoiser(nn.Module):

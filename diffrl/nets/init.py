@@ -7,6 +7,9 @@ bias from the same interval. ``fan_in`` is ``in_features`` for a linear layer an
 a convolution (for ``ConvTranspose1d``, ``out_channels * kernel_size``: PyTorch reads the weight's second axis).
 Flax's ``variance_scaling(1/3, "fan_in", "uniform")`` draws from ``U(-sqrt(3 * (1/3) / fan_in), ...)``, the same
 interval, with ``fan_in`` the product of all kernel axes but the last (``[in, out]`` and ``[k, in, out]``).
+
+``initialization="flax"`` gives flax's own defaults instead (LeCun normal kernels, zero biases), with which diffrl's
+U-Nets started before PyTorch's became their default.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+INITIALIZATIONS = ("pytorch", "flax")  # flax: nn.Dense's and nn.Conv's defaults, LeCun normal and zero biases
 
 pytorch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
@@ -28,6 +33,20 @@ def pytorch_bias_init(fan_in: int):
     return init
 
 
-def pytorch_dense(features: int, fan_in: int, **kwargs) -> nn.Dense:
-    """``nn.Dense`` initialised as PyTorch's ``nn.Linear(fan_in, features)``."""
-    return nn.Dense(features, kernel_init=pytorch_kernel_init, bias_init=pytorch_bias_init(fan_in), **kwargs)
+def check_initialization(owner: str, initialization: str) -> None:
+    if initialization not in INITIALIZATIONS:
+        raise ValueError(f"{owner}: initialization must be one of {INITIALIZATIONS}, got {initialization!r}")
+
+
+def kernel_init(initialization: str):
+    return pytorch_kernel_init if initialization == "pytorch" else nn.initializers.lecun_normal()
+
+
+def bias_init(initialization: str, fan_in: int):
+    return pytorch_bias_init(fan_in) if initialization == "pytorch" else nn.initializers.zeros_init()
+
+
+def dense(features: int, fan_in: int, initialization: str = "pytorch", **kwargs) -> nn.Dense:
+    """``nn.Dense`` initialised as PyTorch's ``nn.Linear(fan_in, features)`` or with flax's defaults."""
+    return nn.Dense(features, kernel_init=kernel_init(initialization), bias_init=bias_init(initialization, fan_in),
+                    **kwargs)

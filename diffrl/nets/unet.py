@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from diffrl.nets.activations import mish
 from diffrl.nets.denoisers import TimeEmbedding
-from diffrl.nets.init import pytorch_bias_init, pytorch_dense, pytorch_kernel_init
+from diffrl.nets.init import bias_init, check_initialization, dense, kernel_init
 
 N_GROUPS = 8  # official Conv1dBlock default, never overridden there
 GROUPNORM_EPS = 1e-5  # torch.nn.GroupNorm default (flax's default is 1e-6)
@@ -124,12 +124,11 @@ def _batched(owner: str, x, t):
     return x, t, unbatched
 
 
-def _time_mlp(dim: int, hidden: int | None = None, dtype=None) -> TimeEmbedding:
+def _time_mlp(dim: int, hidden: int | None = None, dtype=None, initialization: str = "pytorch") -> TimeEmbedding:
     """Official ``time_mlp``: ``SinusoidalPosEmb(dim) -> Linear(4 dim) -> Mish -> Linear(dim)`` (``hidden`` replaces
     the ``4 dim``)."""
     return TimeEmbedding(dim=dim, hidden=4 * dim if hidden is None else hidden, out_dim=dim, dtype=dtype,
-                         pytorch_init=True,
-                         name="time_mlp")
+                         initialization=initialization, name="time_mlp")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -193,12 +192,13 @@ class Conv1d(nn.Module):
     stride: int = 1
     padding: int = 0
     dtype: jnp.dtype | None = None  # computation dtype; None: the promoted dtype of input and kernel
+    initialization: str = "pytorch"  # diffrl.nets.init: PyTorch's nn.Conv1d's (the official code's) or "flax"
 
     @nn.compact
     def __call__(self, x):
         k, channels = self.kernel_size, x.shape[-1]
-        kernel = self.param("kernel", pytorch_kernel_init, (k, channels, self.features))
-        bias = self.param("bias", pytorch_bias_init(k * channels), (self.features,))
+        kernel = self.param("kernel", kernel_init(self.initialization), (k, channels, self.features))
+        bias = self.param("bias", bias_init(self.initialization, k * channels), (self.features,))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.stride == 1 and 1 < k <= x.shape[-2]:
             flat = x.reshape((-1,) + x.shape[-2:])
@@ -224,12 +224,14 @@ class Conv1dBlock(nn.Module):
     kernel_size: int = 5
     n_groups: int = N_GROUPS
     dtype: jnp.dtype | None = None
+    initialization: str = "pytorch"
 
     @nn.compact
     def __call__(self, x):
         chex.assert_rank(x, 3)  # [B, H, C]: GroupNorm takes its statistics per leading index
         pad = self.kernel_size // 2
-        x = Conv1d(self.features, self.kernel_size, padding=pad, dtype=self.dtype, name="conv")(x)
+        x = Conv1d(self.features, self.kernel_size, padding=pad, dtype=self.dtype,
+                   initialization=self.initialization, name="conv")(x)
         # flax computes the statistics in float32 whatever the dtype
         x = nn.GroupNorm(num_groups=self.n_groups, epsilon=GROUPNORM_EPS, dtype=self.dtype, name="norm")(x)
         return mish(x)
@@ -245,17 +247,20 @@ class ResidualTemporalBlock(nn.Module):
     features: int
     kernel_size: int = 5
     dtype: jnp.dtype | None = None
+    initialization: str = "pytorch"
 
     @nn.compact
     def __call__(self, x, t_emb):
         chex.assert_rank([x, t_emb], [3, 2])
         chex.assert_equal_shape_prefix([x, t_emb], 1)
-        h = Conv1dBlock(self.features, self.kernel_size, dtype=self.dtype, name="block_0")(x)
-        time_proj = pytorch_dense(self.features, t_emb.shape[-1], dtype=self.dtype, name="time_proj")
+        init = self.initialization
+        block = functools.partial(Conv1dBlock, self.features, self.kernel_size, dtype=self.dtype, initialization=init)
+        h = block(name="block_0")(x)
+        time_proj = dense(self.features, t_emb.shape[-1], init, dtype=self.dtype, name="time_proj")
         h = h + time_proj(mish(t_emb))[:, None, :]
-        h = Conv1dBlock(self.features, self.kernel_size, dtype=self.dtype, name="block_1")(h)
+        h = block(name="block_1")(h)
         skip = (x if x.shape[-1] == self.features
-                else Conv1d(self.features, 1, dtype=self.dtype, name="residual_conv")(x))
+                else Conv1d(self.features, 1, dtype=self.dtype, initialization=init, name="residual_conv")(x))
         return h + skip
 
 
@@ -263,10 +268,12 @@ class Downsample1d(nn.Module):
     """Conv with kernel 3, stride 2, padding 1, channels kept (official ``Downsample1d``): ``L -> ceil(L / 2)``."""
 
     dtype: jnp.dtype | None = None
+    initialization: str = "pytorch"
 
     @nn.compact
     def __call__(self, x):
-        return Conv1d(x.shape[-1], 3, stride=2, padding=1, dtype=self.dtype, name="conv")(x)
+        return Conv1d(x.shape[-1], 3, stride=2, padding=1, dtype=self.dtype, initialization=self.initialization,
+                      name="conv")(x)
 
 
 class Upsample1d(nn.Module):
@@ -282,21 +289,23 @@ class Upsample1d(nn.Module):
     """
 
     dtype: jnp.dtype | None = None
+    initialization: str = "pytorch"
 
     @nn.compact
     def __call__(self, x):
-        return _StrideTwoTransposedConv(dtype=self.dtype, name="conv")(x)
+        return _StrideTwoTransposedConv(dtype=self.dtype, initialization=self.initialization, name="conv")(x)
 
 
 class _StrideTwoTransposedConv(nn.Module):
     dtype: jnp.dtype | None = None
+    initialization: str = "pytorch"
 
     @nn.compact
     def __call__(self, x):
         channels = x.shape[-1]
         # PyTorch's ConvTranspose1d takes its fan-in from the weight's output-channel axis: channels x 4 here too
-        kernel = self.param("kernel", pytorch_kernel_init, (4, channels, channels))
-        bias = self.param("bias", pytorch_bias_init(4 * channels), (channels,))
+        kernel = self.param("kernel", kernel_init(self.initialization), (4, channels, channels))
+        bias = self.param("bias", bias_init(self.initialization, 4 * channels), (channels,))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         zeros = jnp.zeros_like(x[..., :1, :])
         previous = jnp.concatenate([zeros, x[..., :-1, :]], axis=-2)
@@ -342,6 +351,7 @@ class TemporalUNet(nn.Module):
     condition_dim: int = 0
     embed_hidden: int | None = None  # the embedding MLPs' hidden width; None: 4 dim, as the official time_mlp
     dtype: jnp.dtype | None = None
+    initialization: str = "pytorch"  # every layer's (diffrl.nets.init): PyTorch's, as the official code's, or "flax"
 
     @nn.compact
     def __call__(self, x, t, cond=None):
@@ -355,19 +365,20 @@ class TemporalUNet(nn.Module):
             )
         check_unet_horizon(x.shape[1], self.dim_mults)
         _check_kernel("TemporalUNet", self.kernel_size)
+        check_initialization("TemporalUNet", self.initialization)
         widths = [self.dim * m for m in self.dim_mults]
         _check_groups("TemporalUNet", widths + [self.dim], self.dim, self.dim_mults)
         n = len(widths)
 
-        dtype, out_dtype = self.dtype, jnp.promote_types(x.dtype, jnp.float32)
-        res = functools.partial(ResidualTemporalBlock, kernel_size=self.kernel_size, dtype=dtype)
-        t_emb = _time_mlp(self.dim, self.embed_hidden, dtype)(t)
+        dtype, out_dtype, init = self.dtype, jnp.promote_types(x.dtype, jnp.float32), self.initialization
+        res = functools.partial(ResidualTemporalBlock, kernel_size=self.kernel_size, dtype=dtype, initialization=init)
+        t_emb = _time_mlp(self.dim, self.embed_hidden, dtype, init)(t)
         x = x if dtype is None else x.astype(dtype)  # so that identity skips add in the computation dtype
         if self.condition_dim:
             state = jnp.asarray(cond["state"]).reshape(x.shape[0], self.condition_dim)
             hidden = 4 * self.dim if self.embed_hidden is None else self.embed_hidden
-            c_emb = pytorch_dense(self.dim, hidden, dtype=dtype, name="cond_mlp_1")(
-                mish(pytorch_dense(hidden, self.condition_dim, dtype=dtype, name="cond_mlp_0")(state)))
+            c_emb = dense(self.dim, hidden, init, dtype=dtype, name="cond_mlp_1")(
+                mish(dense(hidden, self.condition_dim, init, dtype=dtype, name="cond_mlp_0")(state)))
             keep = jnp.broadcast_to(jnp.asarray(cond["keep"], c_emb.dtype), (x.shape[0],))
             t_emb = jnp.concatenate([t_emb, c_emb * keep[:, None]], axis=-1)
         h, skips = x, []
@@ -376,16 +387,16 @@ class TemporalUNet(nn.Module):
             h = res(width, name=f"down_{i}_res_1")(h, t_emb)
             skips.append(h)
             if i < n - 1:
-                h = Downsample1d(dtype=dtype, name=f"down_{i}_downsample")(h)
+                h = Downsample1d(dtype=dtype, initialization=init, name=f"down_{i}_downsample")(h)
         h = res(widths[-1], name="mid_res_0")(h, t_emb)
         h = res(widths[-1], name="mid_res_1")(h, t_emb)
         for j, level in enumerate(range(n - 2, -1, -1)):  # skips of levels n-1 .. 1; level 0's stays unused
             h = jnp.concatenate([h, skips.pop()], axis=-1)
             h = res(widths[level], name=f"up_{j}_res_0")(h, t_emb)
             h = res(widths[level], name=f"up_{j}_res_1")(h, t_emb)
-            h = Upsample1d(dtype=dtype, name=f"up_{j}_upsample")(h)
-        h = Conv1dBlock(self.dim, self.kernel_size, dtype=dtype, name="final_block")(h)
-        out = Conv1d(self.transition_dim, 1, dtype=dtype, name="final_conv")(h).astype(out_dtype)
+            h = Upsample1d(dtype=dtype, initialization=init, name=f"up_{j}_upsample")(h)
+        h = Conv1dBlock(self.dim, self.kernel_size, dtype=dtype, initialization=init, name="final_block")(h)
+        out = Conv1d(self.transition_dim, 1, dtype=dtype, initialization=init, name="final_conv")(h).astype(out_dtype)
         return out[0] if unbatched else out
 
 
@@ -410,6 +421,7 @@ class ValueUNet(nn.Module):
     out_dim: int = 1
     kernel_size: int = 5
     dtype: jnp.dtype | None = None  # computation dtype, as TemporalUNet's
+    initialization: str = "pytorch"  # as TemporalUNet's
 
     @nn.compact
     def __call__(self, x, t, cond=None):
@@ -420,28 +432,29 @@ class ValueUNet(nn.Module):
         if x.shape[1] < 1:
             raise ValueError(f"ValueUNet: horizon {x.shape[1]} must be at least 1 (dim_mults={tuple(self.dim_mults)})")
         _check_kernel("ValueUNet", self.kernel_size)
+        check_initialization("ValueUNet", self.initialization)
         widths = [self.dim * m for m in self.dim_mults]
         mid = widths[-1]
         _check_groups("ValueUNet", widths + [mid // 2, mid // 4], self.dim, self.dim_mults)
 
-        dtype, out_dtype = self.dtype, jnp.promote_types(x.dtype, jnp.float32)
-        res = functools.partial(ResidualTemporalBlock, kernel_size=self.kernel_size, dtype=dtype)
-        t_emb = _time_mlp(self.dim, dtype=dtype)(t)
+        dtype, out_dtype, init = self.dtype, jnp.promote_types(x.dtype, jnp.float32), self.initialization
+        res = functools.partial(ResidualTemporalBlock, kernel_size=self.kernel_size, dtype=dtype, initialization=init)
+        t_emb = _time_mlp(self.dim, dtype=dtype, initialization=init)(t)
         h = x if dtype is None else x.astype(dtype)
         for i, width in enumerate(widths):
             h = res(width, name=f"down_{i}_res_0")(h, t_emb)
             h = res(width, name=f"down_{i}_res_1")(h, t_emb)
-            h = Downsample1d(dtype=dtype, name=f"down_{i}_downsample")(h)
+            h = Downsample1d(dtype=dtype, initialization=init, name=f"down_{i}_downsample")(h)
         h = res(mid // 2, name="mid_res_0")(h, t_emb)
-        h = Downsample1d(dtype=dtype, name="mid_downsample_0")(h)
+        h = Downsample1d(dtype=dtype, initialization=init, name="mid_downsample_0")(h)
         h = res(mid // 4, name="mid_res_1")(h, t_emb)
-        h = Downsample1d(dtype=dtype, name="mid_downsample_1")(h)
+        h = Downsample1d(dtype=dtype, initialization=init, name="mid_downsample_1")(h)
 
         flat = jnp.swapaxes(h, 1, 2).reshape(h.shape[0], -1)  # channel-major, as the official .view on [B, C, L]
         fc_dim = flat.shape[-1]
         features = jnp.concatenate([flat, t_emb], axis=-1)
-        out = pytorch_dense(fc_dim // 2, features.shape[-1], dtype=dtype, name="fc_0")(features)
-        out = pytorch_dense(self.out_dim, fc_dim // 2, dtype=dtype, name="fc_1")(mish(out)).astype(out_dtype)
+        out = dense(fc_dim // 2, features.shape[-1], init, dtype=dtype, name="fc_0")(features)
+        out = dense(self.out_dim, fc_dim // 2, init, dtype=dtype, name="fc_1")(mish(out)).astype(out_dtype)
         if self.out_dim == 1:
             out = out[..., 0]
         return out[0] if unbatched else out
