@@ -69,6 +69,8 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c.model = dict(
         hidden=256, depth=3, time_dim=16,  # App. C / code agents/model.py: 3 x 256 Mish, 16-d time embedding
         critic_hidden=256, critic_depth=3,  # code Critic: 3 x 256 Mish
+        # Deviation: the layers start from flax's initialisation (LeCun normal, zero biases), not the code's PyTorch
+        # defaults (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and biases, which Diffuser's U-Nets now use)
     )
     c.diffusion = dict(num_steps=5, beta_min=0.1, beta_max=10.0)  # code: T = 5, vp_beta_schedule (b_min 0.1, b_max 10)
     c.q = dict(

@@ -69,6 +69,8 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
     c.dataset = dict(id=dataset_id, root=None, episodes="streams", rewards=rewards)
     # done_on_reward: a chunk that collects reward ends the task (code, maze2d: `reward == 0` masks the bootstrap).
     c.task = dict(horizon=horizon, normalizer="gaussian", **task)
+    # Deviation: every network starts from flax's initialisation (LeCun normal, zero biases), not the code's PyTorch
+    # defaults (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and biases, which Diffuser's U-Nets now use)
     c.model = dict(
         latent_dim=16,  # Table 5
         hidden=256,  # Table 5 / App. A.2.1

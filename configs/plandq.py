@@ -85,7 +85,9 @@ def get_config(variant: str) -> ml_collections.ConfigDict:
         c.conductor = dict(stride=30, discount=0.99, tau=0.005, eta=1.0, max_q_backup=False, backup_samples=10,
                            grad_norm=7.0, critic_learning_rate=3e-4, num_critics=2, lcb_coef=None, **shaping)
     if q_performer or not d_conductor:  # Diffusion-QL's networks: the Q-Performer's, the Q-Conductor's
-        c.model = dict(hidden=256, depth=3, time_dim=16, critic_hidden=256, critic_depth=3)  # Sec. 3.2
+        # Sec. 3.2. Deviation, as in configs/dql.py: flax's initialisation, not the code's PyTorch defaults (the
+        # conductor's U-Net starts from PyTorch's, as Diffuser's)
+        c.model = dict(hidden=256, depth=3, time_dim=16, critic_hidden=256, critic_depth=3)
         c.diffusion = dict(num_steps=5, beta_min=0.1, beta_max=10.0)  # code: T = 5, vp schedule
     if not q_performer:  # Sec. 3.3: "a Diffuser at the low level"; settings of Diffuser's receding-horizon
         # (locomotion) config, jannerm/diffuser config/locomotion.py, as neither the paper nor the code gives them
