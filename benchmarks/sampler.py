@@ -119,7 +119,7 @@ def diffuser_case(name: str, horizon: int | None, steps: int | None, compute_dty
         t = jnp.zeros((batch,), jnp.int32)
         flops, nbytes = cost(jax.jit(method.net.apply).lower(params["denoiser"], x, t))
         pc = method.config.plan
-        if method.value_net is not None and pc.guide_scale > 0:
+        if method.value_net is not None:
             # steps at t >= t_stopgrad take n_guide_steps gradients of J, the others one evaluation of J
             grad = jax.jit(jax.value_and_grad(lambda x, p: jnp.sum(method.value(p, x, t))))
             guided = np.array(cost(grad.lower(x, params))) * pc.n_guide_steps

@@ -201,17 +201,17 @@ def test_guide_values_are_the_objective_of_the_last_guide_call():
     c, x_init = jnp.array([[1.0, -2.0]]), jnp.array([[0.1, 0.2]])  # J(x_init) = -0.3
     var = float(np.exp(s.posterior_log_variance_clipped[9]))
 
-    def run(t_stopgrad):
-        guide = GradientGuidance(lambda x, t: jnp.sum(c * x, axis=-1), scale=0.3, n_steps=2, t_stopgrad=t_stopgrad)
+    def run(t_stopgrad, scale=0.3):
+        guide = GradientGuidance(lambda x, t: jnp.sum(c * x, axis=-1), scale=scale, n_steps=2, t_stopgrad=t_stopgrad)
         return sample(jax.random.PRNGKey(0), identity, s, (1, 2), zero_noise_config, gradient_guidance=guide,
                       x_init=x_init, start_step=10, return_guide_values=True)
 
     out, values = run(t_stopgrad=0)  # two steps of 0.3 * var * c; J after the first: -0.3 + 0.3 * var * |c|^2
     np.testing.assert_allclose(out, x_init + 0.6 * var * c, rtol=1e-5)
     np.testing.assert_allclose(values, [-0.3 + 1.5 * var], rtol=1e-5)
-    out, values = run(t_stopgrad=10)  # t = 9 < 10
-    np.testing.assert_allclose(out, x_init, rtol=1e-6)
-    np.testing.assert_allclose(values, [-0.3], rtol=1e-5)
+    for out, values in (run(t_stopgrad=10), run(t_stopgrad=0, scale=0.0)):  # t = 9 < 10, or no step: J(x_init)
+        np.testing.assert_allclose(out, x_init, rtol=1e-6)
+        np.testing.assert_allclose(values, [-0.3], rtol=1e-5)
 
 
 def test_energy_guidance_samples_the_exponentially_tilted_distribution():

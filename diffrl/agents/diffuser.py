@@ -196,8 +196,8 @@ class Diffuser(Method):
              candidates: int = 1, previous: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Plans for ``N`` start states: ``(normalised plans [N, candidates, H, D], values [N, candidates])``.
 
-        ``states [N, state_dim]`` (and ``goals [N, 2]`` for goal tasks) are raw, unnormalised. With the value
-        guide, every denoising step is guided (Algorithm 1) and ``values`` are J of the last guide call, at ``t = 0``
+        ``states [N, state_dim]`` (and ``goals [N, 2]`` for goal tasks) are raw, unnormalised. With a value
+        function, every denoising step is guided (Algorithm 1) and ``values`` are J of the last guide call, at ``t = 0``
         on the sample entering the last step (the official ``p_sample_loop`` ranks its plans by these); otherwise
         zeros.
         ``previous`` (normalised ``[N, candidates, H, D]``) warm-starts the chain from
@@ -213,7 +213,7 @@ class Diffuser(Method):
             steps[self.horizon - 1] = self.normalize_states(jnp.repeat(goal_state, candidates, axis=0))
         inpainting = diffusion.Inpainting.at_timesteps(shape, steps, feature_start=self.action_width)
         guide = None
-        if self.value_net is not None and pc.guide_scale > 0:
+        if self.value_net is not None:  # at guide_scale 0 J still ranks the plans, as in the official code
             guide = diffusion.GradientGuidance(
                 objective=lambda x, t: self.value(params, x, t), scale=pc.guide_scale, t_stopgrad=pc.t_stopgrad,
                 n_steps=pc.n_guide_steps, scale_by_std=pc.scale_grad_by_std)
