@@ -4,11 +4,14 @@
 
 One 1-D convolution ``[B, L, C] * [k, C, F]`` (padding k // 2), the shape of a Diffuser maze U-Net layer; the loss
 ``sum(sin(conv(x, w)))``. Each gradient (the input's, the kernel's) is timed in one jitted call and per step of a
-``lax.scan`` of ``--steps`` gradient steps, the loop ``diffrl train`` compiles, for three forms of the same
+``lax.scan`` of ``--steps`` gradient steps, the loop ``diffrl train`` compiles, for four forms of the same
 function: XLA's convolution with JAX's autodiff, the same with diffrl's hand-written VJP
-(``diffrl.nets.unet._conv_canonical_grads``: both gradients as forward convolutions over transposed operands), and
-im2col (a matrix product over stacked shifted windows, the U-Net's form before). Inside the scan, the autodiff
-kernel gradient was ~110x slower than outside it on this project's CPU (jax 0.10.2); the forward form was not.
+(``diffrl.nets.convolution.conv_forward_form_grads``: both gradients as forward convolutions over transposed
+operands), Winograd's F(4, k) with the same kernel gradient and a Winograd input gradient (what ``Conv1d`` runs on a
+CPU for large layers, ``winograd_conv_forward_form_grads``; needs an odd ``--kernel`` and L divisible by 4, else its
+rows are left out), and im2col (a matrix product over stacked shifted windows, the U-Net's form before). Inside the
+scan, the autodiff kernel gradient was ~110x slower than outside it on this project's CPU (jax 0.10.2); the forward
+form was not.
 The autodiff rows use jax alone (``jax.lax.conv_general_dilated``, ``jax.grad``, ``jax.lax.scan``): they are the
 reproduction an XLA bug report needs.
 """
@@ -21,7 +24,12 @@ import jax
 import jax.numpy as jnp
 from diffrl.benchmarks.common import benchmark_parser, report, steady_seconds, versions
 
-from diffrl.nets.unet import _conv_canonical_grads, _native_conv
+from diffrl.nets.convolution import (
+    WINOGRAD_TILE,
+    conv_forward_form_grads,
+    native_conv,
+    winograd_conv_forward_form_grads,
+)
 
 
 def im2col_conv(x, kernel, padding: int):
@@ -32,8 +40,8 @@ def im2col_conv(x, kernel, padding: int):
     return windows @ kernel.reshape(-1, kernel.shape[-1])
 
 
-FORMS = {"XLA conv, autodiff": _native_conv, "XLA conv, forward-form VJP (diffrl)": _conv_canonical_grads,
-         "im2col": im2col_conv}
+FORMS = {"XLA conv, autodiff": native_conv, "XLA conv, forward-form VJP (diffrl)": conv_forward_form_grads,
+         "Winograd F(4, 5), forward-form VJP (diffrl)": winograd_conv_forward_form_grads, "im2col": im2col_conv}
 
 
 def timed(fn, *args, repeats: int) -> float:
@@ -73,6 +81,8 @@ def main(argv=None) -> int:
     kernel = 0.05 * jax.random.normal(kw, (args.kernel, channels, features))
     figures, rows = [], []
     for form, conv in FORMS.items():
+        if conv is winograd_conv_forward_form_grads and (args.kernel % 2 == 0 or length % WINOGRAD_TILE):
+            continue
         for wrt, name in enumerate(("input", "kernel")):
             alone, looped = measure(conv, wrt, x, kernel, args.kernel // 2, args.steps, args.repeats)
             figures.append({"form": form, "gradient": name, "alone_s": alone, "in_scan_s": looped})

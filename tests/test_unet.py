@@ -4,6 +4,8 @@ Shapes, horizon rules, parameter counts against the official architecture in clo
 against NumPy definitions with PyTorch semantics, and the conditioning / batching properties the samplers rely on.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +22,15 @@ from diffrl.nets import (
     value_fc_dim,
 )
 from diffrl.nets.activations import mish
-from diffrl.nets.unet import _conv_canonical_grads, _native_conv
+from diffrl.nets.convolution import (
+    conv_forward_form_grads,
+    native_conv,
+    winograd_conv,
+    winograd_conv_forward_form_grads,
+    winograd_pays,
+    winograd_transforms,
+)
+from diffrl.nets.unet import Conv1d
 
 KEY = jax.random.PRNGKey(0)
 
@@ -365,6 +375,17 @@ def test_mish_is_x_tanh_softplus_with_its_gradient():
     np.testing.assert_allclose(grad, slope, rtol=1e-5, atol=1e-5)
 
 
+def _gradients_in_scan(conv, x, kernel, padding, target):
+    """Both gradients of ``sum(sin(conv(x, kernel)) * target)``, taken inside a 2-step scan as a train chunk does."""
+    def loss(x, kernel):
+        return jnp.sum(jnp.sin(conv(x, kernel, padding)) * target)
+
+    def step(carry, _):
+        return carry, jax.grad(loss, argnums=(0, 1))(*carry)
+
+    return jax.jit(lambda x, kernel: jax.lax.scan(step, (x, kernel), None, length=2)[1])(x, kernel)
+
+
 @pytest.mark.parametrize("batch,length,channels,features,kernel_size,padding",
                          [(3, 16, 6, 8, 5, 2), (2, 7, 4, 4, 3, 0), (1, 8, 5, 3, 5, 4)])
 def test_conv_gradients_in_forward_form_equal_autodiff(batch, length, channels, features, kernel_size, padding):
@@ -375,17 +396,72 @@ def test_conv_gradients_in_forward_form_equal_autodiff(batch, length, channels, 
     kernel = jax.random.normal(kw, (kernel_size, channels, features))
     target = jax.random.normal(ky, (batch, length + 2 * padding - kernel_size + 1, features))
 
-    def grads(conv):
-        def loss(x, kernel):
-            return jnp.sum(jnp.sin(conv(x, kernel, padding)) * target)
-
-        def step(carry, _):
-            return carry, jax.grad(loss, argnums=(0, 1))(*carry)
-
-        return jax.jit(lambda x, kernel: jax.lax.scan(step, (x, kernel), None, length=2)[1])(x, kernel)
-
-    for got, expected in zip(grads(_conv_canonical_grads), grads(_native_conv)):
+    grads = functools.partial(_gradients_in_scan, x=x, kernel=kernel, padding=padding, target=target)
+    for got, expected in zip(grads(conv_forward_form_grads), grads(native_conv)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (2, 5), (4, 5), (6, 5)])
+def test_winograd_transforms_give_the_correlation_with_n_multiplications(m, r):
+    """F(m, r): ``A^T [(G g) * (B^T d)]`` is NumPy's correlation of the tile with the filter, in float64, from
+    ``n = m + r - 1`` products where the direct form takes ``m r``."""
+    kernel_t, input_t, output_t = winograd_transforms(m, r)
+    n = m + r - 1
+    assert kernel_t.shape == (n, r) and input_t.shape == (n, n) and output_t.shape == (m, n)
+    rng = np.random.default_rng(m * 10 + r)
+    for _ in range(5):
+        tile, taps = rng.standard_normal(n), rng.standard_normal(r)
+        expected = np.correlate(tile, taps, mode="valid")  # y[i] = sum_j d[i + j] g[j]
+        np.testing.assert_allclose(output_t @ ((kernel_t @ taps) * (input_t @ tile)), expected, atol=1e-11)
+    # F(2, 3) by hand (points 0, 1, -1, infinity): Lavin & Gray's matrices up to moving the 1/2 from G into B^T
+    kernel_t, input_t, output_t = winograd_transforms(2, 3)
+    np.testing.assert_array_equal(kernel_t, [[1, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 1]])
+    np.testing.assert_array_equal(input_t, [[1, 0, -1, 0], [0, 0.5, 0.5, 0], [0, -0.5, 0.5, 0], [0, -1, 0, 1]])
+    np.testing.assert_array_equal(output_t, [[1, 1, 1, 0], [0, 1, -1, 1]])
+
+
+def test_winograd_conv_and_its_gradients_equal_xla_convolution():
+    """Winograd F(4, 5) over channels against XLA's convolution in float32 (rounding: ~1e-5 of the output's scale)
+    and its custom VJP against JAX's autodiff of XLA's convolution, inside a scan as a train chunk runs it; a shape it
+    cannot tile is refused."""
+    kx, kw, ky = jax.random.split(KEY, 3)
+    x = jax.random.normal(kx, (3, 16, 12))
+    kernel = jax.random.normal(kw, (5, 12, 10)) / np.sqrt(60)
+    target = jax.random.normal(ky, (3, 16, 10))
+    expected = np.asarray(native_conv(x, kernel, 2))
+    got = np.asarray(jax.jit(winograd_conv, static_argnums=2)(x, kernel, 2))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    assert np.abs(got - expected).max() > 0  # a different algorithm, not XLA's convolution under another name
+
+    grads = functools.partial(_gradients_in_scan, x=x, kernel=kernel, padding=2, target=target)
+    for got, expected in zip(grads(winograd_conv_forward_form_grads), grads(native_conv)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=0,
+                                   atol=2e-5 * np.abs(np.asarray(expected)).max())
+    with pytest.raises(ValueError, match="divisible by 4"):
+        winograd_conv(x[:, :14], kernel, 2)
+
+
+def test_conv1d_takes_winograd_for_large_float32_layers_on_a_cpu():
+    """``Conv1d`` computes a stride-1 same-length layer by Winograd where ``winograd_pays`` (float32, >= 128 x 128
+    channels, >= 128 tiles of 4 steps in the batch): no XLA convolution in its program, the output of the direct
+    form; small batches, small layers, bfloat16 and other paddings keep XLA's convolution."""
+    assert winograd_pays(64, 32, 256, 256, 5, 2, jnp.float32)  # the maze U-Net's inner level at batch 64
+    assert winograd_pays(16, 64, 128, 128, 5, 2, jnp.float32)
+    assert not winograd_pays(8, 32, 256, 256, 5, 2, jnp.float32)  # 64 rows per product: level or slower
+    assert not winograd_pays(1, 32, 256, 256, 5, 2, jnp.float32)
+    assert not winograd_pays(64, 128, 32, 128, 5, 2, jnp.float32)  # the transforms outweigh the saving
+    assert not winograd_pays(64, 32, 256, 256, 5, 2, jnp.bfloat16)
+    assert not winograd_pays(64, 30, 256, 256, 5, 2, jnp.float32)
+    assert not winograd_pays(64, 32, 256, 256, 5, 0, jnp.float32)
+    layer = Conv1d(128, 5, padding=2)
+    x = jax.random.normal(KEY, (8, 128, 128))
+    params = _random_params(layer, x)
+    assert " convolution(" not in jax.jit(layer.apply).lower(params, x).compile().as_text()
+    direct = native_conv(x, params["params"]["kernel"], 2) + params["params"]["bias"]
+    got = jax.jit(layer.apply)(params, x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(direct), rtol=0, atol=2e-5 * np.abs(direct).max())
+    small = jax.jit(Conv1d(128, 5, padding=2).apply).lower(params, x[:1]).compile().as_text()
+    assert " convolution(" in small
 
 
 def test_bfloat16_compute_dtype_runs_the_networks_in_bfloat16_with_float32_parameters():

@@ -27,6 +27,12 @@ import jax
 import jax.numpy as jnp
 
 from diffrl.nets.activations import mish
+from diffrl.nets.convolution import (
+    conv_forward_form_grads,
+    native_conv,
+    winograd_conv_forward_form_grads,
+    winograd_pays,
+)
 from diffrl.nets.denoisers import TimeEmbedding
 from diffrl.nets.init import bias_init, check_initialization, dense, kernel_init
 
@@ -136,54 +142,19 @@ def _time_mlp(dim: int, hidden: int | None = None, dtype=None, initialization: s
 # --------------------------------------------------------------------------------------------------------------
 
 
-_NWC = ("NWC", "WIO", "NWC")
-
-
-def _native_conv(x, kernel, padding: int):
-    """``y[b, l] = sum_j x_pad[b, l + j] @ kernel[j]``: XLA's convolution over ``[B, L, C]``, kernel ``[k, C, F]``."""
-    return jax.lax.conv_general_dilated(x, kernel, (1,), [(padding, padding)], dimension_numbers=_NWC)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_canonical_grads(x, kernel, padding: int):
-    """:func:`_native_conv` whose gradients are convolutions in the forward (canonical) form.
-
-    XLA:CPU runs the kernel-gradient convolution that autodiff writes (batch and features swapped in its dimension
-    numbers) ~110x slower inside a loop body, a train chunk's ``lax.scan``, than outside one, and the input gradient
-    ~3x slower (jax 0.10.2, ``diffrl benchmark conv_in_loop``). Written as forward convolutions over explicitly
-    transposed operands, both run at full speed in either place: ``dx`` is ``dy`` convolved with the flipped,
-    transposed kernel (padding ``k - 1 - p``) and ``dkernel[j] = sum_{b,l} x_pad[b, l + j]^T dy[b, l]`` a
-    convolution with the channels as its batch, the horizon as its width and the examples as its features."""
-    return _native_conv(x, kernel, padding)
-
-
-def _conv_forward(x, kernel, padding):
-    return _native_conv(x, kernel, padding), (x, kernel)
-
-
-def _conv_backward(padding, residuals, dy):
-    x, kernel = residuals
-    k = kernel.shape[0]
-    dx = _native_conv(dy, jnp.flip(kernel, 0).transpose(0, 2, 1), k - 1 - padding)
-    x_pad = jnp.pad(x, [(0, 0), (padding, padding), (0, 0)])
-    dkernel = jax.lax.conv_general_dilated(x_pad.transpose(2, 1, 0), dy.transpose(1, 0, 2), (1,), [(0, 0)],
-                                           dimension_numbers=_NWC)  # [C, k, F]
-    return dx, dkernel.transpose(1, 0, 2)
-
-
-_conv_canonical_grads.defvjp(_conv_forward, _conv_backward)
-
-
 class Conv1d(nn.Module):
     """A 1-D convolution over ``[..., L, C]``, the function and parameters (``kernel [k, C_in, C_out]``, ``bias``) of
     ``flax.linen.Conv`` with symmetric ``padding``, in the form that is fastest on the backend.
 
     Stride 1, kernel > 1 and no longer than the input (the U-Net's k = 5 convolutions, nearly all of its FLOPs):
-    XLA's native convolution; on a CPU with the gradients of :func:`_conv_canonical_grads`, which stay fast inside
-    the train chunk's scan (on a GPU or TPU, XLA's own; a custom VJP has no forward-mode rule, so on a CPU
-    ``jax.jvp`` / ``jacfwd`` through the U-Net are refused, and nothing here uses them). Otherwise (1x1, the
-    stride-2 downsampling, and inputs shorter than the kernel, e.g. length 4 at the bottom of the H 32 U-Net, where
-    XLA:CPU's convolution is ~40x slower than a matrix product): one matrix product over stacked shifted windows
+    XLA's native convolution (:mod:`diffrl.nets.convolution`); on a CPU with the gradients of
+    :func:`~diffrl.nets.convolution.conv_forward_form_grads`, which stay fast inside the train chunk's scan, and by
+    Winograd's F(4, k) where :func:`~diffrl.nets.convolution.winograd_pays` (float32 layers of >= 128 x 128 channels
+    with >= 512 steps in the batch, e.g. the maze U-Net's inner levels from batch 16); on a GPU or TPU XLA's own
+    (a custom VJP has no forward-mode rule, so on a CPU ``jax.jvp`` / ``jacfwd`` through the U-Net are refused, and
+    nothing here uses them). Otherwise (1x1, the stride-2 downsampling, and inputs shorter than the kernel, e.g.
+    length 4 at the bottom of the H 32 U-Net, where XLA:CPU's convolution is ~40x slower than a matrix product): one
+    matrix product over stacked shifted windows
     (im2col).
     """
 
@@ -202,7 +173,10 @@ class Conv1d(nn.Module):
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.stride == 1 and 1 < k <= x.shape[-2]:
             flat = x.reshape((-1,) + x.shape[-2:])
-            conv = _conv_canonical_grads if jax.default_backend() == "cpu" else _native_conv
+            if winograd_pays(*flat.shape, self.features, k, self.padding, flat.dtype):
+                conv = winograd_conv_forward_form_grads
+            else:
+                conv = conv_forward_form_grads if jax.default_backend() == "cpu" else native_conv
             y = conv(flat, kernel, self.padding)
             return y.reshape(x.shape[:-2] + y.shape[-2:]) + bias
         if self.padding:
