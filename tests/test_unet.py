@@ -418,6 +418,8 @@ def test_winograd_transforms_give_the_correlation_with_n_multiplications(m, r):
     np.testing.assert_array_equal(kernel_t, [[1, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 1]])
     np.testing.assert_array_equal(input_t, [[1, 0, -1, 0], [0, 0.5, 0.5, 0], [0, -0.5, 0.5, 0], [0, -1, 0, 1]])
     np.testing.assert_array_equal(output_t, [[1, 1, 1, 0], [0, 1, -1, 1]])
+    with pytest.raises(ValueError, match="finite points"):
+        winograd_transforms(10, 5)
 
 
 def test_winograd_conv_and_its_gradients_equal_xla_convolution():

@@ -97,7 +97,9 @@ def winograd_transforms(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     is that product's transpose in ``(h, s)``, so ``G = V_r``, ``B^T = V_n^{-T}`` and ``A^T = V_m^T``, derived here in
     exact rational arithmetic and rounded to float64 once."""
     n = m + r - 1
-    if not 1 <= m or not 1 <= r or n - 1 > len(_POINTS):
+    if m < 1 or r < 1:
+        raise ValueError(f"winograd_transforms: F(m, r) needs m >= 1 outputs and r >= 1 taps, got F({m}, {r})")
+    if n - 1 > len(_POINTS):
         raise ValueError(f"winograd_transforms: F({m}, {r}) needs {n - 1} finite points, {len(_POINTS)} are defined")
     points = [Fraction(p) for p in _POINTS[: n - 1]]
 
