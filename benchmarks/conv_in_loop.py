@@ -25,7 +25,6 @@ import jax.numpy as jnp
 from diffrl.benchmarks.common import benchmark_parser, report, steady_seconds, versions
 
 from diffrl.nets.convolution import (
-    WINOGRAD_TILE,
     conv_forward_form_grads,
     native_conv,
     winograd_conv_forward_form_grads,
@@ -40,8 +39,12 @@ def im2col_conv(x, kernel, padding: int):
     return windows @ kernel.reshape(-1, kernel.shape[-1])
 
 
+def winograd_f4(x, kernel, padding: int):
+    return winograd_conv_forward_form_grads(x, kernel, padding, 4)
+
+
 FORMS = {"XLA conv, autodiff": native_conv, "XLA conv, forward-form VJP (diffrl)": conv_forward_form_grads,
-         "Winograd F(4, 5), forward-form VJP (diffrl)": winograd_conv_forward_form_grads, "im2col": im2col_conv}
+         "Winograd F(4, k), forward-form VJP (diffrl)": winograd_f4, "im2col": im2col_conv}
 
 
 def timed(fn, *args, repeats: int) -> float:
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
     kernel = 0.05 * jax.random.normal(kw, (args.kernel, channels, features))
     figures, rows = [], []
     for form, conv in FORMS.items():
-        if conv is winograd_conv_forward_form_grads and (args.kernel % 2 == 0 or length % WINOGRAD_TILE):
+        if conv is winograd_f4 and (args.kernel % 2 == 0 or length % 4):
             continue
         for wrt, name in enumerate(("input", "kernel")):
             alone, looped = measure(conv, wrt, x, kernel, args.kernel // 2, args.steps, args.repeats)

@@ -27,7 +27,7 @@ from diffrl.nets.convolution import (
     native_conv,
     winograd_conv,
     winograd_conv_forward_form_grads,
-    winograd_pays,
+    winograd_tile,
     winograd_transforms,
 )
 from diffrl.nets.unet import Conv1d
@@ -422,8 +422,9 @@ def test_winograd_transforms_give_the_correlation_with_n_multiplications(m, r):
         winograd_transforms(10, 5)
 
 
-def test_winograd_conv_and_its_gradients_equal_xla_convolution():
-    """Winograd F(4, 5) over channels against XLA's convolution in float32 (rounding: ~1e-5 of the output's scale)
+@pytest.mark.parametrize("m", [4, 2])
+def test_winograd_conv_and_its_gradients_equal_xla_convolution(m):
+    """Winograd F(m, 5) over channels against XLA's convolution in float32 (rounding: ~1e-5 of the output's scale)
     and its custom VJP against JAX's autodiff of XLA's convolution, inside a scan as a train chunk runs it; a shape it
     cannot tile is refused."""
     kx, kw, ky = jax.random.split(KEY, 3)
@@ -431,37 +432,43 @@ def test_winograd_conv_and_its_gradients_equal_xla_convolution():
     kernel = jax.random.normal(kw, (5, 12, 10)) / np.sqrt(60)
     target = jax.random.normal(ky, (3, 16, 10))
     expected = np.asarray(native_conv(x, kernel, 2))
-    got = np.asarray(jax.jit(winograd_conv, static_argnums=2)(x, kernel, 2))
+    got = np.asarray(jax.jit(winograd_conv, static_argnums=(2, 3))(x, kernel, 2, m))
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
     assert np.abs(got - expected).max() > 0  # a different algorithm, not XLA's convolution under another name
 
+    def conv(x, kernel, padding):
+        return winograd_conv_forward_form_grads(x, kernel, padding, m)
+
     grads = functools.partial(_gradients_in_scan, x=x, kernel=kernel, padding=2, target=target)
-    for got, expected in zip(grads(winograd_conv_forward_form_grads), grads(native_conv)):
+    for got, expected in zip(grads(conv), grads(native_conv)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=0,
                                    atol=2e-5 * np.abs(np.asarray(expected)).max())
-    with pytest.raises(ValueError, match="divisible by 4"):
-        winograd_conv(x[:, :14], kernel, 2)
+    with pytest.raises(ValueError, match=f"divisible by {m}"):
+        winograd_conv(x[:, :15], kernel, 2, m)
 
 
 def test_conv1d_takes_winograd_for_large_float32_layers_on_a_cpu():
-    """``Conv1d`` computes a stride-1 same-length layer by Winograd where ``winograd_pays`` (float32, >= 128 x 128
-    channels, >= 128 tiles of 4 steps in the batch): no XLA convolution in its program, the output of the direct
-    form; small batches, small layers, bfloat16 and other paddings keep XLA's convolution."""
-    assert winograd_pays(64, 32, 256, 256, 5, 2, jnp.float32)  # the maze U-Net's inner level at batch 64
-    assert winograd_pays(16, 64, 128, 128, 5, 2, jnp.float32)
-    assert not winograd_pays(8, 32, 256, 256, 5, 2, jnp.float32)  # 64 rows per product: level or slower
-    assert not winograd_pays(1, 32, 256, 256, 5, 2, jnp.float32)
-    assert not winograd_pays(64, 128, 32, 128, 5, 2, jnp.float32)  # the transforms outweigh the saving
-    assert not winograd_pays(64, 32, 256, 256, 5, 2, jnp.bfloat16)
-    assert not winograd_pays(64, 30, 256, 256, 5, 2, jnp.float32)
-    assert not winograd_pays(64, 32, 256, 256, 5, 0, jnp.float32)
+    """``Conv1d`` computes a stride-1 same-length layer by Winograd where ``winograd_tile`` picks a tile (float32,
+    >= 128 x 128 channels, F(4, 5) where that gives >= 128 tiles in the batch, else F(2, 5) where that does): no XLA
+    convolution in its program, the output of the direct form; small batches, small layers, bfloat16 and other
+    paddings keep XLA's convolution."""
+    assert winograd_tile(64, 32, 256, 256, 5, 2, jnp.float32) == 4  # the maze U-Net's inner level at batch 64
+    assert winograd_tile(16, 64, 128, 128, 5, 2, jnp.float32) == 4
+    assert winograd_tile(8, 32, 256, 256, 5, 2, jnp.float32) == 2  # 64 tiles of 4, 128 of 2
+    assert winograd_tile(8, 30, 256, 256, 5, 2, jnp.float32) == 0  # 120 tiles of 2
+    assert winograd_tile(1, 32, 256, 256, 5, 2, jnp.float32) == 0  # 8 rows per product: slower
+    assert winograd_tile(64, 128, 32, 128, 5, 2, jnp.float32) == 0  # the transforms outweigh the saving
+    assert winograd_tile(64, 32, 256, 256, 5, 2, jnp.bfloat16) == 0
+    assert winograd_tile(64, 32, 256, 256, 5, 0, jnp.float32) == 0
     layer = Conv1d(128, 5, padding=2)
     x = jax.random.normal(KEY, (8, 128, 128))
     params = _random_params(layer, x)
-    assert " convolution(" not in jax.jit(layer.apply).lower(params, x).compile().as_text()
     direct = native_conv(x, params["params"]["kernel"], 2) + params["params"]["bias"]
-    got = jax.jit(layer.apply)(params, x)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(direct), rtol=0, atol=2e-5 * np.abs(direct).max())
+    for batch in (8, 2):  # F(4, 5), F(2, 5)
+        assert " convolution(" not in jax.jit(layer.apply).lower(params, x[:batch]).compile().as_text()
+        got = jax.jit(layer.apply)(params, x[:batch])
+        np.testing.assert_allclose(np.asarray(got), np.asarray(direct[:batch]), rtol=0,
+                                   atol=2e-5 * np.abs(direct).max())
     small = jax.jit(Conv1d(128, 5, padding=2).apply).lower(params, x[:1]).compile().as_text()
     assert " convolution(" in small
 

@@ -16,13 +16,15 @@ import numpy as np
 
 _NWC = ("NWC", "WIO", "NWC")
 
-# Winograd F(4, k) on a CPU, where its per-point matrix products have enough rows to run at full rate. On the Diffuser
-# maze U-Net (2-core AMD EPYC, benchmarks/results/cpu.md "Winograd convolutions on a CPU"), plans of 16 to 64
-# trajectories ran 20-30% faster and the batch-64 train step ~22%; plans of 8 (64 rows) were level or slower, of 1
-# (8 rows) slower, and so were layers of 32 x 128 channels or fewer, where the transforms outweigh the saving.
-WINOGRAD_TILE = 4
+# Winograd on a CPU where its per-point matrix products have enough rows to run at full rate: F(4, k) where a layer
+# gives them >= 128 rows, else F(2, k) (0.6x the multiplications, twice the rows) where that gives >= 128. On the
+# Diffuser maze U-Net (2-core AMD EPYC, benchmarks/results/cpu.md "Winograd convolutions on a CPU"), plans of 16 to
+# 64 trajectories ran 20-30% faster with F(4, 5), the batch-64 train step ~22%, and a batch-8 plan 11-20% faster
+# with F(2, 5) on its L = 32 layers; with fewer rows (batch 1: 8) the products were slower, and so were layers of
+# 32 x 128 channels or fewer, where the transforms outweigh the saving.
+WINOGRAD_TILES = (4, 2)  # outputs per tile, the first that gives enough rows wins
 WINOGRAD_MIN_CHANNEL_PRODUCT = 128 * 128  # C_in * C_out
-WINOGRAD_MIN_ROWS = 128  # B * L / WINOGRAD_TILE: the rows of each per-point matrix product
+WINOGRAD_MIN_ROWS = 128  # B * L / tile: the rows of each per-point matrix product
 # The finite interpolation points, in the order used: small integers and their reciprocals keep the transforms'
 # entries small, and so the float32 rounding (Lavin & Gray 2016, Sec. 5); infinity is always the last point.
 _POINTS = (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2), 3, -3, Fraction(1, 3), Fraction(-1, 3))
@@ -113,15 +115,16 @@ def winograd_transforms(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return kernel_transform, input_transform, output_transform
 
 
-def winograd_conv(x, kernel, padding: int, m: int = WINOGRAD_TILE):
+def winograd_conv(x, kernel, padding: int, m: int):
     """:func:`native_conv` (stride 1, ``2 padding = k - 1``, ``L`` a multiple of ``m``) by Winograd's F(m, k).
 
     The horizon is cut into ``L / m`` tiles of ``m`` outputs, each reading ``n = m + k - 1`` padded inputs. The input
     transform ``B^T`` and the output transform ``A^T`` are sums of strided slices with constant weights (XLA fuses
     them into elementwise loops); the channel mixing is ``n`` matrix products ``[B L / m, C] x [C, F]`` against the
-    transformed kernel ``G kernel`` (which XLA hoists out of a sampler's loop, the weights being fixed there): ``2 n
-    B (L / m) C F`` FLOPs against ``2 k B L C F``, 0.4x for F(4, 5). Float32 results differ from the direct form's by
-    rounding: the transforms' entries (up to 16 for F(4, 5)) amplify it to ~1e-5 of the output's scale."""
+    transformed kernel ``G kernel`` (which XLA hoists out of a sampler's loop, the weights being fixed there):
+    ``2 n B (L / m) C F`` FLOPs against ``2 k B L C F``, 0.4x for F(4, 5) and 0.6x for F(2, 5). Float32 results
+    differ from the direct form's by rounding: the transforms' entries (up to 16 for F(4, 5)) amplify it to ~1e-5
+    of the output's scale."""
     k = kernel.shape[0]
     batch, length, _ = x.shape
     if 2 * padding != k - 1 or length % m:
@@ -139,33 +142,34 @@ def winograd_conv(x, kernel, padding: int, m: int = WINOGRAD_TILE):
     return jnp.stack(outputs, axis=2).reshape(batch, length, -1)  # [B, L / m, m, F] -> [B, L, F]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def winograd_conv_forward_form_grads(x, kernel, padding: int):
-    """:func:`winograd_conv` with F(:data:`WINOGRAD_TILE`, k) whose gradients are those of the convolution it
-    computes: ``dx`` by Winograd too (a convolution of the same shape class), ``dkernel`` as
-    :func:`conv_forward_form_grads` computes it (JAX's autodiff of the transforms made the maze train step 2x
-    slower)."""
-    return winograd_conv(x, kernel, padding)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def winograd_conv_forward_form_grads(x, kernel, padding: int, m: int):
+    """:func:`winograd_conv` whose gradients are those of the convolution it computes: ``dx`` by F(m, k) too (a
+    convolution of the same shape class), ``dkernel`` as :func:`conv_forward_form_grads` computes it (JAX's autodiff
+    of the transforms made the maze train step 2x slower)."""
+    return winograd_conv(x, kernel, padding, m)
 
 
-def _winograd_fwd(x, kernel, padding):
-    return winograd_conv(x, kernel, padding), (x, kernel)
+def _winograd_fwd(x, kernel, padding, m):
+    return winograd_conv(x, kernel, padding, m), (x, kernel)
 
 
-def _winograd_bwd(padding, residuals, dy):
+def _winograd_bwd(padding, m, residuals, dy):
     x, kernel = residuals
-    return _input_gradient(dy, kernel, padding, winograd_conv), _kernel_gradient(x, dy, padding)
+    dx = _input_gradient(dy, kernel, padding, functools.partial(winograd_conv, m=m))
+    return dx, _kernel_gradient(x, dy, padding)
 
 
 winograd_conv_forward_form_grads.defvjp(_winograd_fwd, _winograd_bwd)
 
 
-def winograd_pays(batch: int, length: int, channels: int, features: int, kernel_size: int, padding: int,
-                  dtype) -> bool:
-    """Whether :class:`~diffrl.nets.unet.Conv1d` computes this convolution by Winograd: on a CPU, in float32 (the
-    transforms' rounding would swamp bfloat16), for a same-length odd kernel, and where the measurements noted at
-    :data:`WINOGRAD_TILE` found it faster. GPUs and TPUs keep XLA's convolution."""
-    return (jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.float32 and kernel_size > 1
-            and 2 * padding == kernel_size - 1 and length % WINOGRAD_TILE == 0
-            and channels * features >= WINOGRAD_MIN_CHANNEL_PRODUCT
-            and batch * length // WINOGRAD_TILE >= WINOGRAD_MIN_ROWS)
+def winograd_tile(batch: int, length: int, channels: int, features: int, kernel_size: int, padding: int,
+                  dtype) -> int:
+    """The tile ``m`` of the Winograd F(m, k) that :class:`~diffrl.nets.unet.Conv1d` computes this convolution by,
+    or 0 for XLA's convolution: on a CPU, in float32 (the transforms' rounding would swamp bfloat16), for a
+    same-length odd kernel, and where the measurements noted at :data:`WINOGRAD_TILES` found it faster. GPUs and
+    TPUs keep XLA's convolution."""
+    if not (jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.float32 and kernel_size > 1
+            and 2 * padding == kernel_size - 1 and channels * features >= WINOGRAD_MIN_CHANNEL_PRODUCT):
+        return 0
+    return next((m for m in WINOGRAD_TILES if length % m == 0 and batch * length // m >= WINOGRAD_MIN_ROWS), 0)

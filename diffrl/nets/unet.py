@@ -31,7 +31,7 @@ from diffrl.nets.convolution import (
     conv_forward_form_grads,
     native_conv,
     winograd_conv_forward_form_grads,
-    winograd_pays,
+    winograd_tile,
 )
 from diffrl.nets.denoisers import TimeEmbedding
 from diffrl.nets.init import bias_init, check_initialization, dense, kernel_init
@@ -149,8 +149,9 @@ class Conv1d(nn.Module):
     Stride 1, kernel > 1 and no longer than the input (the U-Net's k = 5 convolutions, nearly all of its FLOPs):
     XLA's native convolution (:mod:`diffrl.nets.convolution`); on a CPU with the gradients of
     :func:`~diffrl.nets.convolution.conv_forward_form_grads`, which stay fast inside the train chunk's scan, and by
-    Winograd's F(4, k) where :func:`~diffrl.nets.convolution.winograd_pays` (float32 layers of >= 128 x 128 channels
-    with >= 512 steps in the batch, e.g. the maze U-Net's inner levels from batch 16); on a GPU or TPU XLA's own
+    Winograd's F(4, k) or F(2, k) where :func:`~diffrl.nets.convolution.winograd_tile` picks one (float32 layers of
+    >= 128 x 128 channels with >= 256 steps in the batch, e.g. the maze U-Net's inner levels from batch 8); on a GPU
+    or TPU XLA's own
     (a custom VJP has no forward-mode rule, so on a CPU ``jax.jvp`` / ``jacfwd`` through the U-Net are refused, and
     nothing here uses them). Otherwise (1x1, the stride-2 downsampling, and inputs shorter than the kernel, e.g.
     length 4 at the bottom of the H 32 U-Net, where XLA:CPU's convolution is ~40x slower than a matrix product): one
@@ -173,8 +174,10 @@ class Conv1d(nn.Module):
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.stride == 1 and 1 < k <= x.shape[-2]:
             flat = x.reshape((-1,) + x.shape[-2:])
-            if winograd_pays(*flat.shape, self.features, k, self.padding, flat.dtype):
-                conv = winograd_conv_forward_form_grads
+            tile = winograd_tile(*flat.shape, self.features, k, self.padding, flat.dtype)
+            if tile:
+                def conv(x, kernel, padding):
+                    return winograd_conv_forward_form_grads(x, kernel, padding, tile)
             else:
                 conv = conv_forward_form_grads if jax.default_backend() == "cpu" else native_conv
             y = conv(flat, kernel, self.padding)
