@@ -151,12 +151,10 @@ class Conv1d(nn.Module):
     :func:`~diffrl.nets.convolution.conv_forward_form_grads`, which stay fast inside the train chunk's scan, and by
     Winograd's F(4, k) or F(2, k) where :func:`~diffrl.nets.convolution.winograd_tile` picks one (float32 layers of
     >= 128 x 128 channels with >= 256 steps in the batch, e.g. the maze U-Net's inner levels from batch 8); on a GPU
-    or TPU XLA's own
-    (a custom VJP has no forward-mode rule, so on a CPU ``jax.jvp`` / ``jacfwd`` through the U-Net are refused, and
-    nothing here uses them). Otherwise (1x1, the stride-2 downsampling, and inputs shorter than the kernel, e.g.
-    length 4 at the bottom of the H 32 U-Net, where XLA:CPU's convolution is ~40x slower than a matrix product): one
-    matrix product over stacked shifted windows
-    (im2col).
+    or TPU XLA's own (a custom VJP has no forward-mode rule, so on a CPU ``jax.jvp`` / ``jacfwd`` through the U-Net
+    are refused, and nothing here uses them). Otherwise (1x1, the stride-2 downsampling, and inputs shorter than the
+    kernel, e.g. length 4 at the bottom of the H 32 U-Net, where XLA:CPU's convolution is ~40x slower than a matrix
+    product): one matrix product over stacked shifted windows (im2col).
     """
 
     features: int
@@ -176,11 +174,10 @@ class Conv1d(nn.Module):
             flat = x.reshape((-1,) + x.shape[-2:])
             tile = winograd_tile(*flat.shape, self.features, k, self.padding, flat.dtype)
             if tile:
-                def conv(x, kernel, padding):
-                    return winograd_conv_forward_form_grads(x, kernel, padding, tile)
+                y = winograd_conv_forward_form_grads(flat, kernel, self.padding, tile)
             else:
                 conv = conv_forward_form_grads if jax.default_backend() == "cpu" else native_conv
-            y = conv(flat, kernel, self.padding)
+                y = conv(flat, kernel, self.padding)
             return y.reshape(x.shape[:-2] + y.shape[-2:]) + bias
         if self.padding:
             x = jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(self.padding, self.padding), (0, 0)])
