@@ -12,8 +12,10 @@ CPU for large layers, ``winograd_conv_forward_form_grads``; needs an odd ``--ker
 rows are left out), and im2col (a matrix product over stacked shifted windows, the U-Net's form before). Inside the
 scan, the autodiff kernel gradient was ~110x slower than outside it on this project's CPU (jax 0.10.2); the forward
 form was not.
-The autodiff rows use jax alone (``jax.lax.conv_general_dilated``, ``jax.grad``, ``jax.lax.scan``): they are the
-reproduction an XLA bug report needs.
+The autodiff rows use jax alone (``jax.lax.conv_general_dilated``, ``jax.grad``, ``jax.lax.scan``): they reproduce
+the open upstream report jax-ml/jax#12868 (a non-canonical convolution, there a channels-first one, is not rewritten
+into XLA:CPU's canonical form inside a loop body and runs by a slow generic loop) for the kernel gradient that
+autodiff writes for a channels-last convolution.
 """
 
 from __future__ import annotations
