@@ -105,13 +105,14 @@ def test_diffrl_evaluate_falls_back_to_gymnasium_for_an_env_without_mjx_port(env
     # The same policy stepped by hand in gymnasium, episode k reset with seed 7 + k.
     method, params, _, _ = load_trained(tmp_path / "run")
     policy = method.policy()
+    act = jax.jit(lambda obs: policy.act(params, (), obs, 0, None)[0])  # eager calls: the 3 cases 39.7 s, not 20.2
     returns, lengths = [], []
     for k in range(4):
         env = make_gym_env(env_id, **make_kwargs)
         obs, _ = env.reset(seed=7 + k)
         total, done, length = 0.0, False, 0
         while not done:
-            action, _ = policy.act(params, (), np.asarray(by_hand_flat(obs), np.float32)[None], 0, None)
+            action = act(np.asarray(by_hand_flat(obs), np.float32)[None])
             obs, reward, terminated, truncated, _ = env.step(np.asarray(action)[0])
             total, done, length = total + reward, terminated or truncated, length + 1
         returns.append(total)
