@@ -14,7 +14,7 @@ scan, the autodiff kernel gradient was ~110x slower than outside it on this proj
 form was not.
 The autodiff rows use jax alone (``jax.lax.conv_general_dilated``, ``jax.grad``, ``jax.lax.scan``): they reproduce
 the open upstream report jax-ml/jax#12868 (a non-canonical convolution, there a channels-first one, is not rewritten
-into XLA:CPU's canonical form inside a loop body and runs by a slow generic loop) for the kernel gradient that
+into XLA:CPU's canonical form inside a loop body and runs far slower there) for the kernel gradient that
 autodiff writes for a channels-last convolution.
 """
 
