@@ -57,9 +57,9 @@ def conv_forward_form_grads(x, kernel, padding: int):
     numbers) ~110x slower inside a loop body, a train chunk's ``lax.scan``, than outside one, and the input gradient
     ~3x slower (jax 0.10.2, ``diffrl benchmark conv_in_loop``): outside a loop XLA rewrites such a convolution into
     the canonical ``b0f_0io->b0f`` form over transposed operands, inside one it leaves it as written, and XLA:CPU runs
-    that form far slower (the open report jax-ml/jax#12868). Written as forward
-    convolutions over explicitly transposed operands (:func:`_input_gradient`, :func:`_kernel_gradient`), both run at
-    full speed in either place."""
+    that form far slower (the open report jax-ml/jax#12868). Written as forward convolutions over explicitly
+    transposed operands (:func:`_input_gradient`, :func:`_kernel_gradient`), both run at full speed in either place.
+    """
     return native_conv(x, kernel, padding)
 
 
